@@ -1,0 +1,290 @@
+"""The one settings module: a TOML file, then environment overrides, validated once.
+
+Every tunable of the engine lives here, so there is exactly one place to read
+what can be configured (the README's configuration reference mirrors it).
+
+Precedence, lowest first: the defaults below, the TOML file, then environment
+variables named ``CRM_STREAM__<SECTION>__<KEY>`` (double underscores), e.g.
+``CRM_STREAM__STORE__URL=redis://redis:6379/0``. Nested tables go deeper with
+more underscores-pairs: ``CRM_STREAM__KAFKA__TOPICS__CLICKSTREAM=shop.clicks``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "CRM_STREAM__"
+CONFIG_DIR = Path(__file__).resolve().parent
+DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
+SECRET_MARKERS = ("password", "secret", "token", "sasl", "key")
+MASK = "***"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, mistyped or out of range; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    shards: int = 16
+    batch_size: int = 1000
+    epoch_interval_ms: int = 500
+    base_currency: str = "USD"
+    dedup_window_hours: float = 24.0
+    dedup_max_ids: int = 64
+    interest_half_life_days: float = 14.0
+    anonymous_max_events: int = 200
+    sentiment_half_life_hours: float = 72.0
+    churn_horizon_days: int = 30
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """RFM segmentation. Value and activity thresholds adapt to the data; these bound them."""
+
+    high_value_quantile: float = 0.8
+    active_gap_multiplier: float = 1.5
+    lost_gap_multiplier: float = 4.0
+    min_active_days: float = 14.0
+    max_active_days: float = 120.0
+    new_customer_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class SimulatorSettings:
+    customers: int = 300
+    days: int = 180
+    seed: int = 7
+    start: str = "2026-01-01T00:00:00Z"
+    rate: float = 0.0
+    """Events per second of wall time when run live (0 = as fast as possible)."""
+    bad_rate: float = 0.0
+    """Fraction of records deliberately malformed, to exercise the dead-letter path."""
+    anonymous_share: float = 0.2
+    """Fraction of customers who browse anonymously before they log in (identify)."""
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    clickstream: str = "crm.clickstream"
+    purchases: str = "crm.purchases"
+    support: str = "crm.support"
+    control: str = "crm.control"
+    service_alerts: str = "crm.alerts.service"
+    marketing_triggers: str = "crm.triggers.marketing"
+    deadletter: str = "crm.deadletter"
+
+    def inputs(self) -> tuple[str, ...]:
+        return (self.clickstream, self.purchases, self.support, self.control)
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str = "localhost:9092"
+    group_id: str = "crm-stream"
+    session_timeout_ms: int = 45000
+    poll_timeout_ms: int = 100
+    max_message_bytes: int = 1_000_000
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Passed verbatim to librdkafka (security.protocol, sasl.*, ssl.*, ...). Masked when printed."""
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    kind: str = "simulator"
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    kind: str = "terminal"
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    kind: str = "memory"
+    url: str = "redis://localhost:6379/0"
+    key_prefix: str = "crm"
+    retry_max_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    dir: str = ""
+    """Bytewax recovery directory (source offsets per epoch). Empty: no recovery."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    segments: SegmentSettings = field(default_factory=SegmentSettings)
+    currency_rates: Mapping[str, float] = field(default_factory=dict)
+    simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
+    source: SourceSettings = field(default_factory=SourceSettings)
+    sink: SinkSettings = field(default_factory=SinkSettings)
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a plain dict with secrets replaced, safe to log or print."""
+        return _mask(dataclasses.asdict(self))
+
+    def replace(self, **sections: Any) -> Settings:
+        return dataclasses.replace(self, **sections)
+
+
+_CHOICES = {
+    ("source", "kind"): ("simulator", "kafka", "file"),
+    ("sink", "kind"): ("terminal", "kafka", "file", "null"),
+    ("store", "kind"): ("memory", "redis"),
+}
+
+
+def load(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the defaults, then ``path`` (TOML), then ``env`` overrides; validate."""
+    data: dict[str, Any] = {}
+    for source in ([DEFAULT_CONFIG] if path is None else []) + ([Path(path)] if path else []):
+        try:
+            with open(source, "rb") as fh:
+                _deep_update(data, tomllib.load(fh))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {source} does not exist: pass an existing TOML file (see config/*.toml)") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {source} is not valid TOML: {exc}") from None
+    _deep_update(data, _env_overrides(os.environ if env is None else env))
+    settings = _build(Settings, data, "")
+    _validate(settings)
+    return settings
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value  # a string: _build coerces it to the field's type
+    return out
+
+
+def _deep_update(base: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"[{where}] must be a table, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting {where + '.' if where else ''}{unknown[0]}: allowed keys here are {', '.join(sorted(fields))}"
+        )
+    kwargs: dict[str, Any] = {}
+    defaults = cls()
+    for name, value in data.items():
+        key = f"{where}.{name}" if where else name
+        default = getattr(defaults, name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, key)
+        elif isinstance(default, Mapping):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{key} must be a table, got {value!r}")
+            kwargs[name] = {k: (_coerce(f"{key}.{k}", v, 0.0) if name == "currency_rates" else v) for k, v in value.items()}
+        else:
+            kwargs[name] = _coerce(key, value, default)
+    return cls(**kwargs)
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    kind = type(default)
+    if isinstance(value, str) and kind is not str:
+        text = value.strip()
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return text.lower() in ("true", "1", "yes")
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"{key} = {value!r} is not a valid {kind.__name__}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{key} = {value!r} must be a {kind.__name__} (default {default!r})")
+    return value
+
+
+def _validate(s: Settings) -> None:
+    for (section, name), allowed in _CHOICES.items():
+        value = getattr(getattr(s, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{name} = {value!r} is not one of: {', '.join(allowed)}")
+    positive = {
+        "engine.shards": s.engine.shards,
+        "engine.batch_size": s.engine.batch_size,
+        "engine.epoch_interval_ms": s.engine.epoch_interval_ms,
+        "engine.dedup_max_ids": s.engine.dedup_max_ids,
+        "engine.dedup_window_hours": s.engine.dedup_window_hours,
+        "engine.interest_half_life_days": s.engine.interest_half_life_days,
+        "engine.sentiment_half_life_hours": s.engine.sentiment_half_life_hours,
+        "engine.churn_horizon_days": s.engine.churn_horizon_days,
+        "simulator.customers": s.simulator.customers,
+        "simulator.days": s.simulator.days,
+        "segments.min_active_days": s.segments.min_active_days,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} = {value!r} must be greater than 0")
+    if not 0.0 < s.segments.high_value_quantile < 1.0:
+        raise ConfigError(f"segments.high_value_quantile = {s.segments.high_value_quantile!r} must be between 0 and 1")
+    if s.segments.max_active_days < s.segments.min_active_days:
+        raise ConfigError("segments.max_active_days must be >= segments.min_active_days")
+    if len(s.engine.base_currency) != 3 or not s.engine.base_currency.isalpha():
+        raise ConfigError(f"engine.base_currency = {s.engine.base_currency!r} must be an ISO 4217 code such as USD")
+    for code, rate in s.currency_rates.items():
+        if len(code) != 3 or not code.isupper() or not rate > 0:
+            raise ConfigError(
+                f"currency_rates.{code} = {rate!r}: keys are ISO 4217 codes (upper case), values positive rates to {s.engine.base_currency}"
+            )
+    if s.source.kind == "file" and not s.source.path:
+        raise ConfigError("source.kind = 'file' needs source.path (a JSON-lines file of contract events)")
+    if s.sink.kind == "file" and not s.sink.path:
+        raise ConfigError("sink.kind = 'file' needs sink.path (a directory for alerts/triggers/deadletter files)")
+    if s.store.kind == "redis" and not s.store.url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"store.url = {_mask_url(s.store.url)!r} must start with redis://, rediss:// or unix://")
+
+
+def _mask(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _mask(v, str(k)) for k, v in value.items()}
+    if isinstance(value, str):
+        if any(m in key.lower() for m in SECRET_MARKERS) and value:
+            return MASK
+        return _mask_url(value)
+    return value
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password in ``scheme://user:password@host`` URLs."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:{MASK}@{host}"
+    return url
