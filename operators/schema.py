@@ -45,7 +45,7 @@ class Origin:
 
     def __str__(self) -> str:
         if self.line is not None:
-            return f"{self.topic or 'input'}:{self.line}"
+            return f"line {self.line}"
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 

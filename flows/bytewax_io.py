@@ -1,0 +1,74 @@
+"""Bytewax adapters for the framework-free readers, outputs and stores in operators/."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from operators.effects import EffectsWriter
+from operators.io import Outputs, PartitionReader, Raw, Reader, Store
+
+IDLE_BACKOFF = timedelta(milliseconds=20)
+
+
+class ReaderSource(FixedPartitionedSource[list[Raw], Any]):
+    """Each poll of a partition becomes ONE dataflow item: the whole batch."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+
+    def list_parts(self) -> list[str]:
+        return self.reader.partitions()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any | None) -> _ReaderPartition:
+        return _ReaderPartition(self.reader.open(for_part, resume_state))
+
+
+class _ReaderPartition(StatefulSourcePartition[list[Raw], Any]):
+    def __init__(self, part: PartitionReader) -> None:
+        self.part = part
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[list[Raw]]:
+        batch = self.part.read_batch()
+        if batch:
+            self._awake = None
+            return [batch]
+        if self.part.done():
+            raise StopIteration()
+        self._awake = datetime.now(timezone.utc) + IDLE_BACKOFF
+        return []
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> Any:
+        return self.part.position()
+
+    def close(self) -> None:
+        self.part.close()
+
+
+class EffectsSink(DynamicSink[list]):
+    """One writer per worker; each gets its own outputs (and shares the store provider)."""
+
+    def __init__(self, outputs_factory: Callable[[int], Outputs], store_provider: Callable[[], Store]) -> None:
+        self.outputs_factory = outputs_factory
+        self.store_provider = store_provider
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _EffectsPartition:
+        return _EffectsPartition(EffectsWriter(self.outputs_factory(worker_index), self.store_provider()))
+
+
+class _EffectsPartition(StatelessSinkPartition[list]):
+    def __init__(self, writer: EffectsWriter) -> None:
+        self.writer = writer
+
+    def write_batch(self, items: list[list]) -> None:
+        self.writer.write(effect for effects in items for effect in effects)
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,178 @@
+"""``crm-stream``: run the engine, replay a file, simulate a shop, look at a profile."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from config import settings as config
+from operators import jsonutil
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except config.ConfigError as exc:
+        print(f"crm-stream: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except FileNotFoundError as exc:
+        print(f"crm-stream: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crm-stream",
+        description="Real-time customer profiles, alerts and marketing triggers from customer events.",
+    )
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the engine (no config: the embedded demo shop)",
+                         description="Run the engine. With no --config: a simulated shop flows through the dataflow into an "
+                         "in-process store, and alerts and profile changes are printed live. With --config (see "
+                         "config/production.toml): Kafka in, Redis as the store, Kafka out.")
+    run.add_argument("--config", help="TOML settings file (environment overrides still apply)")
+    run.add_argument("--workers", type=int, default=1, help="worker threads in this process")
+    run.add_argument("--process-id", type=int, help="this process's index in a cluster (with --addresses)")
+    run.add_argument("--addresses", help="host:port of every process in the cluster, comma-separated, same order everywhere")
+    run.add_argument("--quiet", action="store_true", help="do not print profile changes (alerts and rejects still print)")
+    run.set_defaults(func=_cmd_run)
+
+    rep = sub.add_parser("replay", help="run the same dataflow on a JSON-lines file, in event time",
+                         description="Replay a file of contract events through the engine, with no Kafka or Redis. "
+                         "Outputs are byte-identical run after run.")
+    rep.add_argument("events", help="JSON-lines file of input events, in time order")
+    rep.add_argument("--alerts-out", required=True, help="where to write every alert and trigger")
+    rep.add_argument("--profiles-out", required=True, help="where to write one profile per known customer")
+    rep.add_argument("--deadletter-out", help="where to write rejected lines with their reasons")
+    rep.add_argument("--churn-horizon-days", type=float, help="churn horizon N in days (default from config)")
+    rep.add_argument("--config", help="TOML settings file (defaults: config/default.toml)")
+    rep.set_defaults(func=_cmd_replay)
+
+    sim = sub.add_parser("simulate", help="write the simulated shop's events (and ground truth) to a file or Kafka")
+    sim.add_argument("--out", help="JSON-lines file for the events")
+    sim.add_argument("--truth", help="JSON-lines file for the ground truth (personas, situations)")
+    sim.add_argument("--to-kafka", action="store_true", help="produce to the input topics named in the config instead")
+    sim.add_argument("--customers", type=int, help="number of customers")
+    sim.add_argument("--days", type=int, help="days of history")
+    sim.add_argument("--seed", type=int, help="random seed")
+    sim.add_argument("--bad-rate", type=float, help="fraction of deliberately malformed records")
+    sim.add_argument("--config", help="TOML settings file")
+    sim.set_defaults(func=_cmd_simulate)
+
+    prof = sub.add_parser("profile", help="print a customer's live profile from Redis")
+    prof.add_argument("customer_id")
+    prof.add_argument("--config", help="TOML settings file whose [store] points at Redis (default: config/production.toml)")
+    prof.set_defaults(func=_cmd_profile)
+    return parser
+
+
+def _settings(args: argparse.Namespace, fallback: Path | None = None) -> config.Settings:
+    path = getattr(args, "config", None) or fallback
+    return config.load(path)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from flows.runtime import RunOptions, run
+
+    settings = _settings(args)
+    addresses = args.addresses.split(",") if args.addresses else None
+    if (addresses is None) != (args.process_id is None):
+        raise config.ConfigError("--process-id and --addresses go together (a cluster), or neither (one process)")
+    demo = settings.source.kind == "simulator" and settings.sink.kind == "terminal"
+    if demo:
+        s = settings.simulator
+        print(f"crm-stream demo: a simulated shop of {s.customers} customers over {s.days} days, "
+              f"{'as fast as possible' if not s.rate else f'{s.rate:g} events/s'}; store: {settings.store.kind}; "
+              f"{settings.engine.shards} shards. Ctrl-C stops.\n", flush=True)
+    started = time.monotonic()
+    result = run(settings, RunOptions(args.workers, args.process_id, addresses, emit_changes=demo and not args.quiet))
+    elapsed = time.monotonic() - started
+    segments = Counter(shard_profile["segment"] for shard in result.shards.values() for shard_profile in shard.profiles.values())
+    print(f"\n{result.router.decoded} events in {elapsed:.1f}s ({result.router.decoded / max(elapsed, 1e-9):,.0f}/s), "
+          f"{result.router.dead} rejected to the dead-letter output; {sum(segments.values())} customer profiles:")
+    for segment, count in sorted(segments.items(), key=lambda kv: -kv[1]):
+        print(f"  {segment:<11} {count}")
+    return 0
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from flows.runtime import replay
+
+    settings = _settings(args)
+    summary = replay(settings, args.events, alerts_out=args.alerts_out, profiles_out=args.profiles_out,
+                     deadletter_out=args.deadletter_out, churn_horizon_days=args.churn_horizon_days)
+    print(f"replayed {summary.events + summary.dead} records: {summary.events} events, {summary.dead} rejected, "
+          f"{summary.alerts} alerts, {summary.profiles} profiles", file=sys.stderr)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from operators.simulator import Shop
+
+    settings = _settings(args)
+    overrides = {k: v for k, v in {"customers": args.customers, "days": args.days, "seed": args.seed, "bad_rate": args.bad_rate}.items() if v is not None}
+    shop = Shop(replace(settings.simulator, **overrides))
+    if args.to_kafka:
+        from operators.kafka_io import ensure_topics, produce_records
+
+        topics = settings.kafka.topics
+        ensure_topics(settings.kafka)
+        count = produce_records(settings.kafka, ((getattr(topics, role), key, value) for role, key, value in shop.records()))
+        print(f"produced {count} records to {settings.kafka.bootstrap_servers}", file=sys.stderr)
+        return 0
+    if not args.out:
+        raise config.ConfigError("simulate needs --out FILE or --to-kafka")
+    counts = shop.write_files(args.out, args.truth)
+    print(f"wrote {args.out}" + (f" and {args.truth}" if args.truth else "") + f": {counts}", file=sys.stderr)
+    return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from operators.keys import KeySpace, shard_of
+    from operators.segments import SegmentStats
+    from operators.stores import StoreUnavailable, open_store
+    from operators.views import full_view
+
+    settings = _settings(args, config.CONFIG_DIR / "production.toml")
+    if settings.store.kind != "redis":
+        raise config.ConfigError("profile reads Redis, but store.kind is 'memory' (the demo's store lives inside "
+                                 "`crm-stream run`): use a config whose [store] kind is 'redis'")
+    keys = KeySpace(settings.store.key_prefix)
+    store = open_store(settings.store, interactive=True)
+    try:
+        profile_blob, shard_blob = store.get_many([keys.profile(args.customer_id), keys.shard(shard_of(args.customer_id, settings.engine.shards))])
+    except StoreUnavailable as exc:
+        print(f"crm-stream: {exc}", file=sys.stderr)
+        return 1
+    if profile_blob is None:
+        print(f"crm-stream: no profile for customer {args.customer_id!r} in {config._mask_url(settings.store.url)} "
+              f"(key {keys.profile(args.customer_id)})", file=sys.stderr)
+        return 1
+    profile = jsonutil.loads(profile_blob)
+    shard = jsonutil.loads(shard_blob) if shard_blob else None
+    stats = SegmentStats.from_dict(shard) if shard else SegmentStats()
+    as_of = max(profile["last_seen"], shard.get("clock", 0) if shard else 0)
+    sys.stdout.write(jsonutil.dumps(full_view(profile, as_of, stats, settings)).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

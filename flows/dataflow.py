@@ -1,0 +1,120 @@
+"""The dataflow: the same wiring for the live engine, the embedded demo and replay.
+
+    input batches ──decode+route──┬── dead letters ─────────────────────────────┐
+                                  └─(identity shard)── identity ──(profile shard)── profiles ──┴── effects sink
+                                                         │ visitor buffers ─────────────────────┘
+
+Shards are a fixed number of Bytewax keys (``engine.shards``), each a
+``stateful_batch`` holding plain dicts: Bytewax spreads shards over workers,
+and moves lists per shard rather than single events. Durable state lives in
+the store (operators/stores.py); Bytewax recovery only keeps source positions
+per epoch. See the README's "State, time and guarantees".
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Callable, Iterable
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
+
+from config.settings import Settings
+from flows.bytewax_io import EffectsSink, ReaderSource
+from operators.identity import IdentityShard
+from operators.io import Outputs, Reader, Store
+from operators.keys import KeySpace
+from operators.router import DEAD, Router, shard_key
+from operators.schema import Decoder
+from operators.shard import ProfileShard
+
+ROUTE, EFFECTS = "route", "effects"
+
+
+class _IdentityLogic(StatefulBatchLogic):
+    def __init__(self, shard: IdentityShard) -> None:
+        self.shard = shard
+
+    def on_batch(self, values: list[list[dict[str, Any]]]) -> tuple[Iterable[Any], bool]:
+        events = values[0] if len(values) == 1 else [e for v in values for e in v]
+        routed, effects = self.shard.process(events)
+        out: list[Any] = [(ROUTE, shard_key(s), evs) for s, evs in routed.items()]
+        if effects:
+            out.append((EFFECTS, None, effects))
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> None:
+        return None  # durable state is in the store, written through the effects sink
+
+
+def build_flow(
+    settings: Settings,
+    *,
+    reader: Reader,
+    outputs_factory: Callable[[int], Outputs],
+    store_provider: Callable[[], Store],
+    router: Router | None = None,
+    emit_changes: bool = False,
+    shard_registry: dict[int, ProfileShard] | None = None,
+) -> Dataflow:
+    """Wire the engine. ``shard_registry``, when given, collects the profile shards (replay reads them at the end)."""
+    e = settings.engine
+    keys = KeySpace(settings.store.key_prefix)
+    router = router or Router(Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes), e.shards)
+
+    def identity_builder(resume: Any) -> _IdentityLogic:
+        return _IdentityLogic(IdentityShard(store_provider(), keys, e.shards, e.anonymous_max_events))
+
+    flow = Dataflow("crm_stream")
+    batches = op.input("input", flow, ReaderSource(reader))
+    routed = op.flat_map("decode_route", batches, router.route)
+    split = op.branch("split_dead", routed, lambda kv: kv[0] != DEAD)
+    dead = op.map("dead_effects", split.falses, lambda kv: kv[1])
+
+    identified = op.stateful_batch("identity", split.trues, identity_builder)
+    parts = op.branch("split_identity", identified, lambda kv: kv[1][0] == ROUTE)
+    to_profiles = op.map("rekey_profiles", parts.trues, lambda kv: (kv[1][1], kv[1][2]))
+    visitor_effects = op.map("visitor_effects", parts.falses, lambda kv: kv[1][2])
+
+    # Each shard's logic must know its shard number; Bytewax builders get only the
+    # resume state, so the shard number travels in the key and is parsed on first use.
+    profiles = op.stateful_batch(
+        "profiles",
+        op.map("tag_shard", to_profiles, lambda kv: (kv[0], (kv[0], kv[1]))),
+        lambda resume: _LazyProfileLogic(settings, store_provider, keys, emit_changes, shard_registry),
+    )
+    profile_effects = op.map("profile_effects", profiles, lambda kv: kv[1])
+    effects = op.merge("all_effects", dead, visitor_effects, profile_effects)
+    op.output("effects", effects, EffectsSink(outputs_factory, store_provider))
+    return flow
+
+
+class _LazyProfileLogic(StatefulBatchLogic):
+    """Builds its ``ProfileShard`` on the first batch, when the shard's key is known."""
+
+    def __init__(self, settings: Settings, store_provider: Callable[[], Store], keys: KeySpace, emit_changes: bool,
+                 registry: dict[int, ProfileShard] | None) -> None:
+        self.settings = settings
+        self.store_provider = store_provider
+        self.keys = keys
+        self.emit_changes = emit_changes
+        self.registry = registry
+        self.shard: ProfileShard | None = None
+
+    def on_batch(self, values: list[tuple[str, list[dict[str, Any]]]]) -> tuple[Iterable[Any], bool]:
+        if self.shard is None:
+            number = int(values[0][0][1:])
+            self.shard = ProfileShard(number, self.settings, self.store_provider(), self.keys, emit_changes=self.emit_changes)
+            if self.registry is not None:
+                self.registry[number] = self.shard
+        events = values[0][1] if len(values) == 1 else [e for _, v in values for e in v]
+        effects = self.shard.process(events)
+        return ([effects] if effects else []), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> None:
+        return None
+
+
+def epoch_interval(settings: Settings) -> timedelta:
+    return timedelta(milliseconds=settings.engine.epoch_interval_ms)

@@ -1,0 +1,45 @@
+"""Purchase-rhythm estimates: churn risk and days to next purchase from a customer's own gaps.
+
+This is the engine's built-in estimate and the baseline the online models are
+judged against. Each customer's typical gap is shrunk towards the population's
+median gap (few purchases say little), purchases are treated as a Poisson
+process at that rate while the customer is "alive", and the chance of still
+being alive falls once the silence outgrows the customer's own rhythm. Pure
+functions of numbers, so they are cheap and testable.
+"""
+
+from __future__ import annotations
+
+import math
+
+PRIOR_WEIGHT = 2.0  # how many gaps' worth of belief the population median carries
+PROSPECT_ALIVE = 0.15  # chance that a browser who never bought buys at their "typical" rate
+MAX_DAYS = 365.0
+
+
+def typical_gap_days(frequency: int, gap_mean_days: float | None, population_gap_days: float) -> float:
+    gaps = max(0, frequency - 1)
+    own = gap_mean_days if gap_mean_days is not None else population_gap_days
+    return max(0.5, (own * gaps + population_gap_days * PRIOR_WEIGHT) / (gaps + PRIOR_WEIGHT))
+
+
+def alive_probability(frequency: int, days_since_last_purchase: float | None, gap_days: float) -> float:
+    if frequency == 0 or days_since_last_purchase is None:
+        return PROSPECT_ALIVE
+    overdue = days_since_last_purchase / gap_days - 1.0
+    return 1.0 if overdue <= 0 else math.exp(-0.5 * overdue)
+
+
+def churn_risk(frequency: int, gap_mean_days: float | None, days_since_last_purchase: float | None, horizon_days: float, population_gap_days: float) -> float:
+    """P(no purchase in the next ``horizon_days``)."""
+    gap = typical_gap_days(frequency, gap_mean_days, population_gap_days)
+    alive = alive_probability(frequency, days_since_last_purchase, gap)
+    return 1.0 - alive * (1.0 - math.exp(-horizon_days / gap))
+
+
+def next_purchase_in_days(frequency: int, gap_mean_days: float | None, days_since_last_purchase: float | None, population_gap_days: float) -> float:
+    """Expected days until the next purchase; long silences push it out."""
+    gap = typical_gap_days(frequency, gap_mean_days, population_gap_days)
+    alive = alive_probability(frequency, days_since_last_purchase, gap)
+    due = gap - days_since_last_purchase if days_since_last_purchase is not None and days_since_last_purchase < gap else gap
+    return min(MAX_DAYS, due / max(alive, 1e-3))

@@ -1,0 +1,94 @@
+"""Identity stitching: anonymous visitors become customers, with their history.
+
+Events are sharded by customer id, but a visitor's events before login carry
+only an ``anonymous_id`` and so land on another shard. This stage, sharded by
+anonymous id, sits before the profiles:
+
+- an event with a ``customer_id`` passes straight through to that customer's shard;
+- an anonymous event of a visitor already linked gets the customer's id and follows;
+- an anonymous event of an unknown visitor is buffered here (bounded);
+- an ``identify`` links the two ids and carries the buffered events along, so
+  the profile stage replays them into the customer's profile: the visitor's
+  interests, cart and active hours become the customer's, not just the id.
+
+The buffer stays in the store after release, and the profile remembers which
+anonymous ids it has merged, so an ``identify`` replayed after a crash merges
+nothing twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from operators import jsonutil
+from operators.io import Store
+from operators.keys import KeySpace, shard_of
+
+RELEASED = "_released"  # identify events carry the visitor's buffered events under this key
+
+Effect = tuple[str, str | None, bytes | None]
+
+
+class IdentityShard:
+    def __init__(self, store: Store, keys: KeySpace, shards: int, max_events: int) -> None:
+        self.store = store
+        self.keys = keys
+        self.shards = shards
+        self.max_events = max_events
+        self.visitors: dict[str, dict[str, Any]] = {}
+
+    def process(self, events: list[dict[str, Any]]) -> tuple[dict[int, list[dict[str, Any]]], list[Effect]]:
+        """Route a batch to profile shards; returns (events per shard, store effects)."""
+        self._hydrate(events)
+        routed: dict[int, list[dict[str, Any]]] = {}
+        dirty: set[str] = set()
+        linked: dict[str, dict[str, Any]] = {}
+        for event in events:
+            customer_id = event.get("customer_id")
+            if event["type"] == "identify":
+                customer_id = self._identify(event, linked)
+                dirty.discard(event["anonymous_id"])
+            elif customer_id is None:
+                visitor = self._visitor(event["anonymous_id"])
+                customer_id = visitor["customer_id"]
+                if customer_id is None:
+                    self._buffer(visitor, event)
+                    dirty.add(event["anonymous_id"])
+                    continue
+                event["customer_id"] = customer_id
+            routed.setdefault(shard_of(customer_id, self.shards), []).append(event)
+        records = {a: self.visitors[a] for a in dirty}
+        records.update(linked)
+        effects: list[Effect] = [("put", self.keys.anon(a), jsonutil.dumps(r)) for a, r in sorted(records.items())]
+        return routed, effects
+
+    def _hydrate(self, events: list[dict[str, Any]]) -> None:
+        missing = sorted({
+            e["anonymous_id"] for e in events
+            if (e.get("customer_id") is None or e["type"] == "identify") and e["anonymous_id"] not in self.visitors
+        })
+        if not missing:
+            return
+        for anonymous_id, blob in zip(missing, self.store.get_many([self.keys.anon(a) for a in missing])):
+            self.visitors[anonymous_id] = jsonutil.loads(blob) if blob else {"customer_id": None, "events": []}
+
+    def _visitor(self, anonymous_id: str) -> dict[str, Any]:
+        return self.visitors.setdefault(anonymous_id, {"customer_id": None, "events": []})
+
+    def _buffer(self, visitor: dict[str, Any], event: dict[str, Any]) -> None:
+        buffered = visitor["events"]
+        if any(e["event_id"] == event["event_id"] for e in buffered):
+            return  # a redelivery while still anonymous
+        buffered.append(event)
+        if len(buffered) > self.max_events:
+            del buffered[0]
+
+    def _identify(self, event: dict[str, Any], linked: dict[str, dict[str, Any]]) -> str:
+        customer_id: str = event["customer_id"]
+        anonymous_id: str = event["anonymous_id"]
+        visitor = self._visitor(anonymous_id)
+        event[RELEASED] = [dict(e, customer_id=customer_id) for e in visitor["events"]]
+        # The store keeps the released events (crash safety, see the module doc); memory keeps only the link.
+        linked[anonymous_id] = {"customer_id": customer_id, "events": visitor["events"]}
+        self.visitors[anonymous_id] = {"customer_id": customer_id, "events": []}
+        return customer_id

@@ -1,0 +1,41 @@
+"""The Redis key layout: the one place that names keys (documented in the README).
+
+    {prefix}:profile:{customer_id}   JSON blob: the customer's full profile (operators/profile.py)
+    {prefix}:anon:{anonymous_id}     JSON blob: a visitor's buffered events, or its link to a customer
+    {prefix}:shard:{n}               JSON blob: shard-level statistics (adaptive RFM thresholds)
+    {prefix}:meta                    JSON blob: layout version and shard count
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+LAYOUT_VERSION = 1
+
+
+def shard_of(entity_id: str, shards: int) -> int:
+    """Stable across processes and runs (Python's ``hash`` is salted per process)."""
+    return zlib.crc32(entity_id.encode()) % shards
+
+
+@dataclass(frozen=True)
+class KeySpace:
+    prefix: str = "crm"
+
+    def profile(self, customer_id: str) -> str:
+        return f"{self.prefix}:profile:{customer_id}"
+
+    def anon(self, anonymous_id: str) -> str:
+        return f"{self.prefix}:anon:{anonymous_id}"
+
+    def shard(self, shard: int) -> str:
+        return f"{self.prefix}:shard:{shard}"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.prefix}:meta"
+
+    @property
+    def profile_prefix(self) -> str:
+        return f"{self.prefix}:profile:"

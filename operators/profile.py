@@ -1,0 +1,313 @@
+"""The live customer profile: state, how each event type changes it, and its public view.
+
+A profile is a plain dict of JSON types, so writing it to the store is one
+``orjson.dumps`` and reading it back one ``loads`` (a blob per customer is ~3x
+faster to persist than a field-per-hash layout; see ../shared/perf-facts.md).
+
+Event time, not arrival order, drives everything that can be made
+order-independent: decayed interest and sentiment are sums of
+``weight * decay(reference - event_time)``, so a late event lands where it
+belongs; purchase gaps come from a sorted list of purchase times; consent
+keeps the newest statement by event time. ``apply`` is idempotent per
+``event_id`` within the dedup window.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Any
+
+from operators import sentiment
+from operators.timeutil import MS_PER_DAY, MS_PER_HOUR
+
+VERSION = 1
+MAX_PURCHASE_TIMES = 32
+MAX_ORDERS = 64
+MAX_CART_ITEMS = 100
+MAX_OPEN_TICKETS = 50
+MAX_ANONYMOUS_IDS = 20
+MAX_INTERESTS = 50
+CHANNELS = ("marketing_email", "marketing_sms", "marketing_push")
+
+# How much each kind of attention counts towards a category's interest score.
+INTEREST_WEIGHTS = {"product_view": 1.0, "add_to_cart": 3.0, "remove_from_cart": -1.0, "purchase": 5.0}
+
+Profile = dict[str, Any]
+
+
+class ProfileRules:
+    """The tunables ``apply`` needs, resolved once from settings (floats, not config lookups, on the hot path)."""
+
+    __slots__ = ("interest_half_life_ms", "sentiment_half_life_ms", "dedup_window_ms", "dedup_max_ids")
+
+    def __init__(self, interest_half_life_days: float, sentiment_half_life_hours: float, dedup_window_hours: float, dedup_max_ids: int) -> None:
+        self.interest_half_life_ms = interest_half_life_days * MS_PER_DAY
+        self.sentiment_half_life_ms = sentiment_half_life_hours * MS_PER_HOUR
+        self.dedup_window_ms = dedup_window_hours * MS_PER_HOUR
+        self.dedup_max_ids = dedup_max_ids
+
+
+def new_profile(customer_id: str, ts: int) -> Profile:
+    return {
+        "v": VERSION,
+        "customer_id": customer_id,
+        "first_seen": ts,
+        "last_seen": ts,
+        "events": 0,
+        "type_counts": {},
+        "frequency": 0,
+        "monetary": 0.0,
+        "first_purchase_at": None,
+        "last_purchase_at": None,
+        "purchase_times": [],
+        "gap_mean_days": None,
+        "gap_std_days": None,
+        "orders": {},
+        "refunds": 0,
+        "refund_amount": 0.0,
+        "interests": {},
+        "category_purchases": {},
+        "cart": {},
+        "tickets": {},
+        "tickets_opened": 0,
+        "tickets_closed": 0,
+        "last_csat": None,
+        "sentiment": [0.0, 0.0, ts],
+        "last_message_sentiment": None,
+        "nps": None,
+        "consent": {"marketing_email": None, "marketing_sms": None, "marketing_push": None, "contact_frequency": "normal", "at": None},
+        "active_hours": [0] * 24,
+        "segment": "prospect",
+        "segment_since": ts,
+        "anonymous_ids": [],
+        "seen_ids": {},
+    }
+
+
+def _decay(dt_ms: float, half_life_ms: float) -> float:
+    return math.exp(-0.6931471805599453 * dt_ms / half_life_ms)
+
+
+def add_decayed(cell: list[float], weight: float, ts: int, half_life_ms: float) -> None:
+    """Add ``weight`` at time ``ts`` to a decayed sum stored as ``[value, reference_ts]``."""
+    value, ref = cell
+    if ts >= ref:
+        cell[0] = value * _decay(ts - ref, half_life_ms) + weight
+        cell[1] = ts
+    else:  # a late event: its weight has already decayed by the time of the reference
+        cell[0] = value + weight * _decay(ref - ts, half_life_ms)
+
+
+def decayed_value(cell: list[float], as_of: int, half_life_ms: float) -> float:
+    value, ref = cell
+    return value * _decay(as_of - ref, half_life_ms) if as_of > ref else value
+
+
+def seen_before(profile: Profile, event_id: str, ts: int, rules: ProfileRules) -> bool:
+    """Record ``event_id``; True if it was already applied (a redelivery)."""
+    seen = profile["seen_ids"]
+    if event_id in seen:
+        return True
+    seen[event_id] = ts
+    if len(seen) > rules.dedup_max_ids:
+        del seen[next(iter(seen))]
+    horizon = profile["last_seen"] - rules.dedup_window_ms
+    while seen:
+        oldest = next(iter(seen))
+        if seen[oldest] >= horizon:
+            break
+        del seen[oldest]
+    return False
+
+
+def apply(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> bool:
+    """Fold one decoded event into the profile. Returns False for a redelivered event (no change)."""
+    ts: int = event["ts"]
+    if ts > profile["last_seen"]:
+        profile["last_seen"] = ts
+    if seen_before(profile, event["event_id"], ts, rules):
+        return False
+    if ts < profile["first_seen"]:
+        profile["first_seen"] = ts
+    kind = event["type"]
+    profile["events"] += 1
+    counts = profile["type_counts"]
+    counts[kind] = counts.get(kind, 0) + 1
+    if event.get("anonymous_id"):
+        link_anonymous_id(profile, event["anonymous_id"])
+    if kind in _CUSTOMER_ACTIONS:
+        profile["active_hours"][(ts // MS_PER_HOUR) % 24] += 1
+    handler = _HANDLERS.get(kind)
+    if handler is not None:
+        handler(profile, event, rules)
+    return True
+
+
+def link_anonymous_id(profile: Profile, anonymous_id: str) -> None:
+    ids = profile["anonymous_ids"]
+    if anonymous_id not in ids:
+        ids.append(anonymous_id)
+        del ids[:-MAX_ANONYMOUS_IDS]
+
+
+def _interest(profile: Profile, category: str, weight: float, ts: int, rules: ProfileRules) -> None:
+    interests = profile["interests"]
+    cell = interests.get(category)
+    if cell is None:
+        if len(interests) >= MAX_INTERESTS:  # forget the weakest interest to stay bounded
+            weakest = min(interests, key=lambda c: decayed_value(interests[c], ts, rules.interest_half_life_ms))
+            del interests[weakest]
+        cell = interests[category] = [0.0, ts]
+    add_decayed(cell, weight, ts, rules.interest_half_life_ms)
+
+
+def _on_view(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
+    _interest(profile, event["category"], INTEREST_WEIGHTS["product_view"], event["ts"], rules)
+
+
+def _on_add_to_cart(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
+    cart = profile["cart"]
+    item = cart.get(event["product_id"])
+    if item is None:
+        if len(cart) >= MAX_CART_ITEMS:
+            del cart[next(iter(cart))]
+        item = cart[event["product_id"]] = {"category": event["category"], "price": event.get("price"), "quantity": 0, "added_at": event["ts"]}
+    item["quantity"] += event["quantity"]
+    if event.get("price") is not None:
+        item["price"] = event["price"]
+    _interest(profile, event["category"], INTEREST_WEIGHTS["add_to_cart"], event["ts"], rules)
+
+
+def _on_remove_from_cart(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
+    item = profile["cart"].get(event["product_id"])
+    if item is not None:
+        item["quantity"] -= event["quantity"]
+        if item["quantity"] <= 0:
+            del profile["cart"][event["product_id"]]
+    _interest(profile, event["category"], INTEREST_WEIGHTS["remove_from_cart"], event["ts"], rules)
+
+
+def _on_purchase(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
+    ts = event["ts"]
+    orders = profile["orders"]
+    if event["order_id"] in orders:
+        return  # the same order sent twice under two event ids: count it once
+    orders[event["order_id"]] = event["amount_base"]
+    if len(orders) > MAX_ORDERS:
+        del orders[next(iter(orders))]
+    profile["frequency"] += 1
+    profile["monetary"] = round(profile["monetary"] + event["amount_base"], 6)
+    if profile["first_purchase_at"] is None or ts < profile["first_purchase_at"]:
+        profile["first_purchase_at"] = ts
+    if profile["last_purchase_at"] is None or ts > profile["last_purchase_at"]:
+        profile["last_purchase_at"] = ts
+    times = profile["purchase_times"]
+    bisect.insort(times, ts)
+    del times[:-MAX_PURCHASE_TIMES]
+    gaps = [(b - a) / MS_PER_DAY for a, b in zip(times, times[1:])]
+    if gaps:
+        mean = sum(gaps) / len(gaps)
+        profile["gap_mean_days"] = round(mean, 6)
+        profile["gap_std_days"] = round(math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps)), 6)
+    items = event.get("items") or []
+    bought = profile["category_purchases"]
+    for item in items:
+        record = bought.setdefault(item["category"], [0, ts])
+        record[0] += 1
+        record[1] = max(record[1], ts)
+        _interest(profile, item["category"], INTEREST_WEIGHTS["purchase"], ts, rules)
+        profile["cart"].pop(item["product_id"], None)
+    if not items:
+        profile["cart"].clear()  # an order without line items: assume the cart was checked out
+
+
+def _on_refund(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
+    profile["refunds"] += 1
+    profile["refund_amount"] = round(profile["refund_amount"] + event["amount_base"], 6)
+    profile["monetary"] = round(max(0.0, profile["monetary"] - event["amount_base"]), 6)
+
+
+def _ticket(profile: Profile, ticket_id: str, ts: int) -> dict[str, Any]:
+    tickets = profile["tickets"]
+    ticket = tickets.get(ticket_id)
+    if ticket is None:
+        if len(tickets) >= MAX_OPEN_TICKETS:
+            del tickets[next(iter(tickets))]
+        ticket = tickets[ticket_id] = {"opened_at": ts, "inbound": 0, "last_inbound_at": None}
+    return ticket
+
+
+def _on_ticket_opened(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
+    profile["tickets_opened"] += 1
+    _ticket(profile, event["ticket_id"], event["ts"])
+
+
+def _on_support_message(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
+    ticket = _ticket(profile, event["ticket_id"], event["ts"])
+    if event["direction"] != "inbound":
+        return
+    ticket["inbound"] += 1
+    ticket["last_inbound_at"] = max(ticket["last_inbound_at"] or 0, event["ts"])
+    score = sentiment.score_text(event["text"])
+    profile["last_message_sentiment"] = round(score, 6)
+    num, den, ref = profile["sentiment"]
+    cell_num, cell_den = [num, ref], [den, ref]
+    add_decayed(cell_num, score, event["ts"], rules.sentiment_half_life_ms)
+    add_decayed(cell_den, 1.0, event["ts"], rules.sentiment_half_life_ms)
+    profile["sentiment"] = [cell_num[0], cell_den[0], cell_num[1]]
+
+
+def _on_ticket_closed(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
+    if profile["tickets"].pop(event["ticket_id"], None) is not None:
+        profile["tickets_closed"] += 1
+    if event.get("csat") is not None:
+        profile["last_csat"] = event["csat"]
+
+
+def _on_survey(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
+    profile["nps"] = event["score"]
+
+
+def _on_consent(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
+    consent = profile["consent"]
+    if consent["at"] is not None and event["ts"] < consent["at"]:
+        return  # an older statement arriving late never overrides a newer one
+    consent["at"] = event["ts"]
+    for channel in CHANNELS:
+        if event.get(channel) is not None:
+            consent[channel] = event[channel]
+    if event.get("contact_frequency") is not None:
+        consent["contact_frequency"] = event["contact_frequency"]
+
+
+_HANDLERS = {
+    "product_view": _on_view,
+    "add_to_cart": _on_add_to_cart,
+    "remove_from_cart": _on_remove_from_cart,
+    "purchase": _on_purchase,
+    "refund": _on_refund,
+    "ticket_opened": _on_ticket_opened,
+    "support_message": _on_support_message,
+    "ticket_closed": _on_ticket_closed,
+    "survey": _on_survey,
+    "consent": _on_consent,
+}
+# What counts towards a customer's active hours: things the customer did themself.
+_CUSTOMER_ACTIONS = frozenset(
+    ("page_view", "product_view", "search", "add_to_cart", "remove_from_cart", "purchase", "survey", "support_message")
+)
+
+
+def sentiment_value(profile: Profile, as_of: int, rules: ProfileRules) -> float | None:
+    num, den, ref = profile["sentiment"]
+    if den <= 0:
+        return None
+    return num / den  # both decay alike, so the ratio is the decayed mean at any time
+
+
+def top_interests(profile: Profile, as_of: int, rules: ProfileRules, limit: int = 5) -> list[tuple[str, float]]:
+    scored = [(cat, decayed_value(cell, as_of, rules.interest_half_life_ms)) for cat, cell in profile["interests"].items()]
+    scored = [(c, s) for c, s in scored if s > 0.01]
+    scored.sort(key=lambda cs: (-cs[1], cs[0]))
+    return [(c, round(s, 4)) for c, s in scored[:limit]]

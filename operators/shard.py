@@ -1,0 +1,166 @@
+"""One shard of live profiles: the in-memory working set in front of the store of record.
+
+A shard owns every customer whose id hashes to it (operators/keys.py), so it
+is the only writer of those profiles. It processes a batch at a time:
+
+1. hydrate: customers of the batch not in memory are fetched with one MGET
+   (after a restart, or after eviction, the store is the truth);
+2. apply each event in order (operators/profile.py), keeping the adaptive
+   segment statistics current;
+3. return effects: the changed profiles (one blob each, coalesced per batch)
+   and, when asked, human-readable change notes for the terminal.
+
+It never writes itself: effects go to the sink, which makes outputs durable
+before state (operators/effects.py), so state in the store never runs ahead of
+the alerts it implies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from config.settings import Settings
+from operators import jsonutil, profile as profiles
+from operators.identity import RELEASED
+from operators.io import Store
+from operators.keys import KeySpace
+from operators.segments import SegmentStats, segment_of
+from operators.timeutil import MS_PER_DAY
+
+Effect = tuple[str, str | None, bytes | None]
+CHANGES = "changes"  # a display-only destination: profile changes for the terminal
+THRESHOLD_REFRESH = 256  # recompute adaptive thresholds after this many stat updates
+
+
+class ProfileShard:
+    def __init__(self, shard: int, settings: Settings, store: Store, keys: KeySpace, *, emit_changes: bool = False) -> None:
+        self.shard = shard
+        self.settings = settings
+        self.segment_cfg = settings.segments
+        self.store = store
+        self.keys = keys
+        self.emit_changes = emit_changes
+        e = settings.engine
+        self.rules = profiles.ProfileRules(e.interest_half_life_days, e.sentiment_half_life_hours, e.dedup_window_hours, e.dedup_max_ids)
+        self.profiles: dict[str, profiles.Profile] = {}
+        blob = store.get_many([keys.shard(shard)])[0]
+        saved = jsonutil.loads(blob) if blob else None
+        self.stats = SegmentStats.from_dict(saved) if saved else SegmentStats()
+        self._stats_dirty = False
+        self._updates_since_refresh = THRESHOLD_REFRESH
+        self._thresholds = (float("inf"), settings.segments.min_active_days)
+        self.clock: int = saved.get("clock", 0) if saved else 0
+        """The shard's event-time clock: the newest event time it has seen (persisted with the stats)."""
+
+    # -- batch processing ------------------------------------------------------------
+
+    def process(self, events: list[dict[str, Any]]) -> list[Effect]:
+        self._hydrate(events)
+        clock_before = self.clock
+        dirty: dict[str, profiles.Profile] = {}
+        deleted: list[str] = []
+        notes: list[Effect] = []
+        for event in events:
+            customer_id: str = event["customer_id"]
+            if event["ts"] > self.clock:
+                self.clock = event["ts"]
+            if event["type"] == "erasure_request":
+                self._erase(customer_id)
+                dirty.pop(customer_id, None)
+                deleted.append(self.keys.profile(customer_id))
+                continue
+            profile = self.profiles.get(customer_id)
+            if profile is None:
+                profile = self.profiles[customer_id] = profiles.new_profile(customer_id, event["ts"])
+            if self._apply(profile, event, notes):
+                dirty[customer_id] = profile
+        effects: list[Effect] = [("put", self.keys.profile(c), jsonutil.dumps(p)) for c, p in dirty.items()]
+        effects.extend(("del", key, None) for key in deleted)
+        if self._stats_dirty or self.clock != clock_before:
+            effects.append(("put", self.keys.shard(self.shard), jsonutil.dumps(dict(self.stats.to_dict(), clock=self.clock))))
+            self._stats_dirty = False
+        effects.extend(notes)
+        return effects
+
+    def _hydrate(self, events: list[dict[str, Any]]) -> None:
+        missing = sorted({e["customer_id"] for e in events} - self.profiles.keys())
+        if not missing:
+            return
+        for customer_id, blob in zip(missing, self.store.get_many([self.keys.profile(c) for c in missing])):
+            if blob:
+                self.profiles[customer_id] = jsonutil.loads(blob)
+
+    def _erase(self, customer_id: str) -> None:
+        profile = self.profiles.pop(customer_id, None)
+        if profile is not None and profile["frequency"]:
+            self.stats.monetary.move(profile["monetary"], None)
+            if profile["gap_mean_days"] is not None:
+                self.stats.gap_days.move(profile["gap_mean_days"], None)
+            self._stats_dirty = True
+
+    def _apply(self, profile: profiles.Profile, event: dict[str, Any], notes: list[Effect]) -> bool:
+        before = (profile["frequency"], profile["monetary"], profile["gap_mean_days"])
+        changed = profiles.apply(profile, event, self.rules)
+        if not changed:
+            return False
+        if event["type"] == "identify":
+            self._merge_visitor(profile, event, notes)
+        if (profile["frequency"], profile["monetary"], profile["gap_mean_days"]) != before:
+            self._track_stats(before, profile)
+        self._resegment(profile, event["ts"], notes)
+        return True
+
+    def _merge_visitor(self, profile: profiles.Profile, event: dict[str, Any], notes: list[Effect]) -> None:
+        merged = profile.setdefault("merged_anonymous_ids", [])
+        if event["anonymous_id"] in merged:
+            return  # an identify replayed after a crash: its events are already in
+        merged.append(event["anonymous_id"])
+        profiles.link_anonymous_id(profile, event["anonymous_id"])
+        for earlier in event.get(RELEASED, ()):
+            before = (profile["frequency"], profile["monetary"], profile["gap_mean_days"])
+            if profiles.apply(profile, earlier, self.rules):
+                if (profile["frequency"], profile["monetary"], profile["gap_mean_days"]) != before:
+                    self._track_stats(before, profile)
+        if self.emit_changes:
+            released = len(event.get(RELEASED, ()))
+            notes.append((CHANGES, profile["customer_id"], f"identified visitor {event['anonymous_id']}: {released} earlier events merged".encode()))
+
+    def _track_stats(self, before: tuple[int, float, float | None], profile: profiles.Profile) -> None:
+        old_freq, old_monetary, old_gap = before
+        self.stats.monetary.move(old_monetary if old_freq else None, profile["monetary"] if profile["frequency"] else None)
+        self.stats.gap_days.move(old_gap, profile["gap_mean_days"])
+        self._stats_dirty = True
+        self._updates_since_refresh += 1
+
+    def thresholds(self) -> tuple[float, float]:
+        if self._updates_since_refresh >= THRESHOLD_REFRESH:
+            self._thresholds = self.stats.thresholds(self.segment_cfg)
+            self._updates_since_refresh = 0
+        return self._thresholds
+
+    def segment(self, profile: profiles.Profile, as_of: int) -> str:
+        high_value, active_days = self.thresholds()
+        first, last = profile["first_purchase_at"], profile["last_purchase_at"]
+        return segment_of(
+            profile["frequency"],
+            profile["monetary"],
+            (as_of - first) / MS_PER_DAY if first is not None else None,
+            max(0.0, (as_of - last) / MS_PER_DAY) if last is not None else None,
+            profile["gap_mean_days"],
+            high_value,
+            active_days,
+            self.segment_cfg,
+        )
+
+    def _resegment(self, profile: profiles.Profile, ts: int, notes: list[Effect]) -> None:
+        as_of = max(ts, profile["last_seen"])
+        segment = self.segment(profile, as_of)
+        if segment == profile["segment"]:
+            return
+        if self.emit_changes:
+            notes.append((CHANGES, profile["customer_id"], f"segment {profile['segment']} -> {segment}".encode()))
+        profile["segment"] = segment
+        profile["segment_since"] = as_of
+
+    def population_gap_days(self) -> float:
+        return self.stats.gap_days.quantile(0.5) or self.segment_cfg.min_active_days * 2

@@ -1,0 +1,68 @@
+"""What a profile looks like to the outside: replay's PROFILES.jsonl and ``crm-stream profile``.
+
+Everything time-dependent is computed *as of* a given event time, never the
+wall clock, so replay output depends only on its input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models import rhythm
+from operators import profile as profiles
+from operators.segments import SegmentStats, segment_of
+from config.settings import Settings
+from operators.timeutil import MS_PER_DAY, to_rfc3339
+
+
+def contract_view(
+    profile: profiles.Profile, as_of: int, stats: SegmentStats, settings: Settings, horizon_days: float | None = None
+) -> dict[str, Any]:
+    """The replay contract's fields (customer_id, segment, recency, frequency, monetary, churn_risk, next_purchase_in_days)."""
+    horizon = settings.engine.churn_horizon_days if horizon_days is None else horizon_days
+    high_value, active_days = stats.thresholds(settings.segments)
+    population_gap = stats.gap_days.quantile(0.5) or settings.segments.min_active_days * 2
+    last, first = profile["last_purchase_at"], profile["first_purchase_at"]
+    recency = max(0.0, (as_of - last) / MS_PER_DAY) if last is not None else None
+    frequency, monetary, gap = profile["frequency"], profile["monetary"], profile["gap_mean_days"]
+    return {
+        "customer_id": profile["customer_id"],
+        "segment": segment_of(
+            frequency, monetary, (as_of - first) / MS_PER_DAY if first is not None else None, recency, gap,
+            high_value, active_days, settings.segments,
+        ),
+        "recency_days": None if recency is None else round(recency, 4),
+        "frequency": frequency,
+        "monetary": round(monetary, 2),
+        "churn_risk": round(rhythm.churn_risk(frequency, gap, recency, horizon, population_gap), 6),
+        "next_purchase_in_days": round(rhythm.next_purchase_in_days(frequency, gap, recency, population_gap), 4),
+    }
+
+
+def full_view(profile: profiles.Profile, as_of: int, stats: SegmentStats, settings: Settings) -> dict[str, Any]:
+    """Everything worth showing a person about one customer."""
+    e = settings.engine
+    rules = profiles.ProfileRules(e.interest_half_life_days, e.sentiment_half_life_hours, e.dedup_window_hours, e.dedup_max_ids)
+    view = contract_view(profile, as_of, stats, settings)
+    sentiment = profiles.sentiment_value(profile, as_of, rules)
+    view.update(
+        {
+            "as_of": to_rfc3339(as_of),
+            "first_seen": to_rfc3339(profile["first_seen"]),
+            "last_seen": to_rfc3339(profile["last_seen"]),
+            "last_purchase_at": to_rfc3339(profile["last_purchase_at"]) if profile["last_purchase_at"] else None,
+            "gap_mean_days": profile["gap_mean_days"],
+            "gap_std_days": profile["gap_std_days"],
+            "refunds": profile["refunds"],
+            "top_interests": profiles.top_interests(profile, as_of, rules),
+            "cart": profile["cart"],
+            "open_tickets": sorted(profile["tickets"]),
+            "sentiment": None if sentiment is None else round(sentiment, 4),
+            "nps": profile["nps"],
+            "consent": {k: v for k, v in profile["consent"].items() if k != "at"},
+            "active_hours_utc": profile["active_hours"],
+            "anonymous_ids": profile["anonymous_ids"],
+            "events": profile["events"],
+        }
+    )
+    return view
