@@ -170,7 +170,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     shard = jsonutil.loads(shard_blob) if shard_blob else None
     stats = SegmentStats.from_dict(shard) if shard else SegmentStats()
     as_of = max(profile["last_seen"], shard.get("clock", 0) if shard else 0)
-    sys.stdout.write(jsonutil.dumps(full_view(profile, as_of, stats, settings)).decode() + "\n")
+    sys.stdout.write(jsonutil.dumps(full_view(profile, as_of, stats.thresholds(settings.segments), settings)).decode() + "\n")
     return 0
 
 

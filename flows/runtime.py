@@ -6,6 +6,7 @@ picks implements the small interfaces of operators/io.py.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -38,6 +39,12 @@ class NullOutputs:
 
     def close(self) -> None:
         pass
+
+
+def tune_gc() -> None:
+    """Make the cyclic GC rarer. Profiles are millions of small acyclic dicts; with the default thresholds
+    the collector re-walks them all the time (measured: a third of replay time). Cycles are still collected."""
+    gc.set_threshold(100_000, 1_000, 1_000)
 
 
 def make_reader(settings: Settings) -> Reader:
@@ -103,6 +110,7 @@ def run(settings: Settings, options: RunOptions | None = None, *, reader: Reader
     from bytewax.run import cli_main
 
     options = options or RunOptions()
+    tune_gc()
     shared = SharedStore(settings, store)
     router = Router(_decoder(settings), settings.engine.shards)
     shards: dict[int, ProfileShard] = {}
@@ -158,6 +166,7 @@ def replay(settings: Settings, events_path: str | Path, *, alerts_out: str | Pat
     """The contract's replay: the same dataflow on a file, in event time, in memory, byte-for-byte repeatable."""
     from bytewax.testing import run_main
 
+    tune_gc()
     store = MemoryStore()
     outputs = CollectingOutputs()
     router = Router(_decoder(settings), settings.engine.shards)
@@ -193,12 +202,13 @@ def replay(settings: Settings, events_path: str | Path, *, alerts_out: str | Pat
 def write_profiles(settings: Settings, store: Store, keys: KeySpace, shards: dict[int, ProfileShard],
                    path: str | Path, as_of: int, horizon_days: float | None) -> int:
     count = 0
-    empty = SegmentStats()
+    thresholds = {n: shard.stats.thresholds(settings.segments) for n, shard in shards.items()}
+    default = SegmentStats().thresholds(settings.segments)
     with open(path, "wb") as fh:
         for key, blob in store.scan(keys.profile_prefix):
             profile = jsonutil.loads(blob)
-            shard = shards.get(shard_of(profile["customer_id"], settings.engine.shards))
-            view = contract_view(profile, as_of, shard.stats if shard else empty, settings, horizon_days)
+            shard_thresholds = thresholds.get(shard_of(profile["customer_id"], settings.engine.shards), default)
+            view = contract_view(profile, as_of, shard_thresholds, settings, horizon_days)
             fh.write(jsonutil.dumps_line(view))
             count += 1
     return count

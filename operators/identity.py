@@ -59,7 +59,7 @@ class IdentityShard:
             routed.setdefault(shard_of(customer_id, self.shards), []).append(event)
         records = {a: self.visitors[a] for a in dirty}
         records.update(linked)
-        effects: list[Effect] = [("put", self.keys.anon(a), jsonutil.dumps(r)) for a, r in sorted(records.items())]
+        effects: list[Effect] = [("put", self.keys.anon(a), jsonutil.dumps_state(r)) for a, r in sorted(records.items())]
         return routed, effects
 
     def _hydrate(self, events: list[dict[str, Any]]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 JSONDecodeError = orjson.JSONDecodeError
-_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+_OPTS = orjson.OPT_SORT_KEYS
 
 
 def loads(data: bytes | str) -> Any:
@@ -20,6 +20,11 @@ def loads(data: bytes | str) -> Any:
 
 def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, option=_OPTS)
+
+
+def dumps_state(obj: Any) -> bytes:
+    """Internal state blobs: key order does not matter, so skip the sort (3x cheaper on large dicts)."""
+    return orjson.dumps(obj)
 
 
 def dumps_line(obj: Any) -> bytes:

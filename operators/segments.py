@@ -11,7 +11,7 @@ deterministic (no sampling), which replay needs.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from config.settings import SegmentSettings
 
@@ -60,6 +60,15 @@ class Histogram:
         return _bucket_value(_BUCKETS - 1)
 
 
+class Thresholds(NamedTuple):
+    high_value: float
+    """Monetary value from which a customer counts as high value."""
+    active_days: float
+    """Days without a purchase after which a customer is no longer active."""
+    population_gap_days: float
+    """Median purchase gap across customers: the prior for customers with few purchases."""
+
+
 class SegmentStats:
     """Distributions behind the adaptive thresholds (monetary value; mean purchase gap in days)."""
 
@@ -74,13 +83,13 @@ class SegmentStats:
     def from_dict(cls, data: dict[str, Any]) -> SegmentStats:
         return cls(Histogram(list(data["monetary"])), Histogram(list(data["gap_days"])))
 
-    def thresholds(self, cfg: SegmentSettings) -> tuple[float, float]:
-        """(high-value monetary line, active window in days)."""
+    def thresholds(self, cfg: SegmentSettings) -> Thresholds:
         high_value = self.monetary.quantile(cfg.high_value_quantile) if self.monetary.total >= 20 else None
         median_gap = self.gap_days.quantile(0.5) if self.gap_days.total >= 20 else None
         active = cfg.active_gap_multiplier * median_gap if median_gap else cfg.min_active_days * 2
         active = min(cfg.max_active_days, max(cfg.min_active_days, active))
-        return (high_value if high_value is not None else math.inf), active
+        population_gap = median_gap or cfg.min_active_days * 2
+        return Thresholds(high_value if high_value is not None else math.inf, active, population_gap)
 
 
 def segment_of(

@@ -24,7 +24,7 @@ from operators import jsonutil, profile as profiles
 from operators.identity import RELEASED
 from operators.io import Store
 from operators.keys import KeySpace
-from operators.segments import SegmentStats, segment_of
+from operators.segments import SegmentStats, Thresholds, segment_of
 from operators.timeutil import MS_PER_DAY
 
 Effect = tuple[str, str | None, bytes | None]
@@ -48,7 +48,7 @@ class ProfileShard:
         self.stats = SegmentStats.from_dict(saved) if saved else SegmentStats()
         self._stats_dirty = False
         self._updates_since_refresh = THRESHOLD_REFRESH
-        self._thresholds = (float("inf"), settings.segments.min_active_days)
+        self._thresholds = self.stats.thresholds(settings.segments)
         self.clock: int = saved.get("clock", 0) if saved else 0
         """The shard's event-time clock: the newest event time it has seen (persisted with the stats)."""
 
@@ -74,7 +74,8 @@ class ProfileShard:
                 profile = self.profiles[customer_id] = profiles.new_profile(customer_id, event["ts"])
             if self._apply(profile, event, notes):
                 dirty[customer_id] = profile
-        effects: list[Effect] = [("put", self.keys.profile(c), jsonutil.dumps(p)) for c, p in dirty.items()]
+        dumps, key_of = jsonutil.dumps_state, self.keys.profile
+        effects: list[Effect] = [("put", key_of(c), dumps(p)) for c, p in dirty.items()]
         effects.extend(("del", key, None) for key in deleted)
         if self._stats_dirty or self.clock != clock_before:
             effects.append(("put", self.keys.shard(self.shard), jsonutil.dumps(dict(self.stats.to_dict(), clock=self.clock))))
@@ -83,7 +84,8 @@ class ProfileShard:
         return effects
 
     def _hydrate(self, events: list[dict[str, Any]]) -> None:
-        missing = sorted({e["customer_id"] for e in events} - self.profiles.keys())
+        known = self.profiles
+        missing = sorted({c for c in [e["customer_id"] for e in events] if c not in known})
         if not missing:
             return
         for customer_id, blob in zip(missing, self.store.get_many([self.keys.profile(c) for c in missing])):
@@ -132,14 +134,14 @@ class ProfileShard:
         self._stats_dirty = True
         self._updates_since_refresh += 1
 
-    def thresholds(self) -> tuple[float, float]:
+    def thresholds(self) -> Thresholds:
         if self._updates_since_refresh >= THRESHOLD_REFRESH:
             self._thresholds = self.stats.thresholds(self.segment_cfg)
             self._updates_since_refresh = 0
         return self._thresholds
 
     def segment(self, profile: profiles.Profile, as_of: int) -> str:
-        high_value, active_days = self.thresholds()
+        high_value, active_days, _ = self.thresholds()
         first, last = profile["first_purchase_at"], profile["last_purchase_at"]
         return segment_of(
             profile["frequency"],
@@ -161,6 +163,3 @@ class ProfileShard:
             notes.append((CHANGES, profile["customer_id"], f"segment {profile['segment']} -> {segment}".encode()))
         profile["segment"] = segment
         profile["segment_since"] = as_of
-
-    def population_gap_days(self) -> float:
-        return self.stats.gap_days.quantile(0.5) or self.segment_cfg.min_active_days * 2

@@ -10,18 +10,17 @@ from typing import Any
 
 from models import rhythm
 from operators import profile as profiles
-from operators.segments import SegmentStats, segment_of
+from operators.segments import Thresholds, segment_of
 from config.settings import Settings
 from operators.timeutil import MS_PER_DAY, to_rfc3339
 
 
 def contract_view(
-    profile: profiles.Profile, as_of: int, stats: SegmentStats, settings: Settings, horizon_days: float | None = None
+    profile: profiles.Profile, as_of: int, thresholds: Thresholds, settings: Settings, horizon_days: float | None = None
 ) -> dict[str, Any]:
     """The replay contract's fields (customer_id, segment, recency, frequency, monetary, churn_risk, next_purchase_in_days)."""
     horizon = settings.engine.churn_horizon_days if horizon_days is None else horizon_days
-    high_value, active_days = stats.thresholds(settings.segments)
-    population_gap = stats.gap_days.quantile(0.5) or settings.segments.min_active_days * 2
+    high_value, active_days, population_gap = thresholds
     last, first = profile["last_purchase_at"], profile["first_purchase_at"]
     recency = max(0.0, (as_of - last) / MS_PER_DAY) if last is not None else None
     frequency, monetary, gap = profile["frequency"], profile["monetary"], profile["gap_mean_days"]
@@ -39,11 +38,11 @@ def contract_view(
     }
 
 
-def full_view(profile: profiles.Profile, as_of: int, stats: SegmentStats, settings: Settings) -> dict[str, Any]:
+def full_view(profile: profiles.Profile, as_of: int, thresholds: Thresholds, settings: Settings) -> dict[str, Any]:
     """Everything worth showing a person about one customer."""
     e = settings.engine
     rules = profiles.ProfileRules(e.interest_half_life_days, e.sentiment_half_life_hours, e.dedup_window_hours, e.dedup_max_ids)
-    view = contract_view(profile, as_of, stats, settings)
+    view = contract_view(profile, as_of, thresholds, settings)
     sentiment = profiles.sentiment_value(profile, as_of, rules)
     view.update(
         {

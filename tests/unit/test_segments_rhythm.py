@@ -27,8 +27,8 @@ def test_thresholds_adapt_to_the_data():
         pricey.monetary.move(None, 1000.0 + 10 * i)
         cheap.gap_days.move(None, 7.0)
         pricey.gap_days.move(None, 60.0)
-    hv_cheap, active_cheap = cheap.thresholds(CFG)
-    hv_pricey, active_pricey = pricey.thresholds(CFG)
+    hv_cheap, active_cheap, _ = cheap.thresholds(CFG)
+    hv_pricey, active_pricey, _ = pricey.thresholds(CFG)
     assert hv_cheap < 200 < hv_pricey
     assert active_cheap < active_pricey
 
