@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import copy
 import hashlib
 import heapq
 import itertools
@@ -148,7 +149,7 @@ class Profile:
         }
         if self.anonymous_id:
             line["anonymous_id"] = self.anonymous_id
-            line["identify_at"] = to_rfc3339(self.identify_at)
+            line["identify_after"] = to_rfc3339(self.identify_at)  # at their first visit from then on
         if self.cycle_days:
             line.update(cycle_days=self.cycle_days, cycle_category=self.cycle_product.category,
                         cycle_product=self.cycle_product.product_id)
@@ -382,12 +383,14 @@ class _Run:
                 self._session(ts, item)
                 continue
             self.counts["events"] += 1
+            # At-least-once delivery: the same payload again. Copied first, as consumers may mutate.
+            again = copy.deepcopy(item) if dup_rng.random() < shop.duplicate_rate else None
             yield item
-            if dup_rng.random() < shop.duplicate_rate:  # at-least-once delivery: the same bytes again
+            if again is not None:
                 self.counts["duplicates"] += 1
-                who = {k: item[k] for k in ("customer_id", "anonymous_id") if k in item}
-                self.situation("duplicate_event", ts, None, event_id=item["event_id"], **who)
-                yield dict(item)
+                who = {k: again[k] for k in ("customer_id", "anonymous_id") if k in again}
+                self.situation("duplicate_event", ts, None, event_id=again["event_id"], **who)
+                yield again
 
     def situation(self, kind: str, ts: int, p: Profile | None, **fields: Any) -> None:
         if ts >= self.shop.end_ms:
