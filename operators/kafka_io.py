@@ -141,11 +141,19 @@ class _ThrottledErrors:
 # Consumer tuning: no group membership, no auto commit (recovery owns offsets).
 # auto.offset.reset=earliest: with no committed offset we start at the beginning,
 # and if retention deleted our position we re-read what is left rather than skip.
+# fetch.queue.backoff.ms: librdkafka's default (1000) pauses fetching for a whole
+# second each time the prefetch queue reaches queued.min.messages, which capped a
+# catching-up reader at ~150 k/s on Tansu; 20 ms gives 1-1.9 M/s raw. The queue
+# bounds keep prefetch memory per partition modest (each partition has its own).
 _CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable.auto.commit": False,
     "enable.auto.offset.store": False,
     "enable.partition.eof": False,
     "auto.offset.reset": "earliest",
+    "fetch.queue.backoff.ms": 20,
+    "queued.min.messages": 20_000,
+    "queued.max.messages.kbytes": 16_384,
+    "reconnect.backoff.max.ms": 2_000,
 }
 
 

@@ -30,6 +30,7 @@ from operators.timeutil import MS_PER_DAY
 Effect = tuple[str, str | None, bytes | None]
 CHANGES = "changes"  # a display-only destination: profile changes for the terminal
 THRESHOLD_REFRESH = 256  # recompute adaptive thresholds after this many stat updates
+RESEGMENT_EVERY_MS = 3_600_000  # without new purchases a segment moves with time only: check hourly
 
 
 class ProfileShard:
@@ -109,7 +110,9 @@ class ProfileShard:
             self._merge_visitor(profile, event, notes)
         if (profile["frequency"], profile["monetary"], profile["gap_mean_days"]) != before:
             self._track_stats(before, profile)
-        self._resegment(profile, event["ts"], notes)
+            self._resegment(profile, event["ts"], notes)
+        elif profile["last_seen"] - profile.get("segment_checked_at", 0) >= RESEGMENT_EVERY_MS:
+            self._resegment(profile, event["ts"], notes)  # only the passing of time can have moved it
         return True
 
     def _merge_visitor(self, profile: profiles.Profile, event: dict[str, Any], notes: list[Effect]) -> None:
@@ -156,6 +159,7 @@ class ProfileShard:
 
     def _resegment(self, profile: profiles.Profile, ts: int, notes: list[Effect]) -> None:
         as_of = max(ts, profile["last_seen"])
+        profile["segment_checked_at"] = as_of
         segment = self.segment(profile, as_of)
         if segment == profile["segment"]:
             return

@@ -136,7 +136,7 @@ class Product(NamedTuple):
 class Profile:
     """What the simulator decided about one customer; re-derived from the seed on demand."""
 
-    __slots__ = ("index", "customer_id", "persona", "habits", "timezone", "offset_ms", "offset_str", "peak_hour",
+    __slots__ = ("customer_id", "persona", "habits", "timezone", "offset_ms", "offset_str", "peak_hour",
                  "hour_spread", "app", "currency", "language", "favourites", "anonymous_id", "identify_at", "consent",
                  "churned_at", "cycle_days", "cycle_product", "first_visit_at", "first_buy_at")
 
@@ -246,7 +246,6 @@ class Shop:
         """Customer ``index``'s habits: a pure function of the seed and the index."""
         rng = Random(self._key(index, 0))
         p = Profile()
-        p.index = index
         p.customer_id = f"c{index:07d}"
         # The first customers take one persona each, so every persona shows up even in a tiny shop.
         p.persona = PERSONAS[index] if index < len(PERSONAS) else _weighted(rng, PERSONAS, PERSONA_CUM)
@@ -272,8 +271,7 @@ class Shop:
             p.consent = {"marketing_email": rng.random() < 0.7, "marketing_sms": rng.random() < 0.3,
                          "marketing_push": rng.random() < 0.5,
                          "contact_frequency": "low" if rng.random() < 0.2 else "normal"}
-        arrival = self.start_ms + self.arrival_window_ms * (2 * index + 1) // (2 * self.settings.customers)
-        p.first_visit_at = self.snap(p, rng, arrival)
+        p.first_visit_at = self.snap(p, rng, self._arrival(index))
         p.anonymous_id, p.identify_at = None, None
         if rng.random() < self.settings.anonymous_share:
             p.anonymous_id = f"anon-{rng.getrandbits(48):012x}"
