@@ -129,7 +129,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     overrides = {k: v for k, v in {"customers": args.customers, "days": args.days, "seed": args.seed, "bad_rate": args.bad_rate}.items() if v is not None}
-    shop = Shop(replace(settings.simulator, **overrides))
+    shop = Shop(replace(settings.simulator, **overrides), currency_rates=settings.currency_rates)
     if args.to_kafka:
         from operators.kafka_io import ensure_topics, produce_records
 

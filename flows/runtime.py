@@ -55,9 +55,9 @@ def make_reader(settings: Settings) -> Reader:
         from operators.kafka_io import KafkaReader
 
         return KafkaReader(settings.kafka, settings.kafka.topics.inputs(), batch)
-    from operators.simulator import Shop, SimulatorReader
+    from operators.simulator import SimulatorReader
 
-    return SimulatorReader(Shop(settings.simulator), batch_size=batch, rate=settings.simulator.rate)
+    return SimulatorReader(settings.simulator, currency_rates=settings.currency_rates, batch_size=batch)
 
 
 def make_outputs_factory(settings: Settings) -> Callable[[int], Outputs]:
