@@ -103,9 +103,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     result = run(settings, RunOptions(args.workers, args.process_id, addresses, emit_changes=demo and not args.quiet))
     elapsed = time.monotonic() - started
-    segments = Counter(shard_profile["segment"] for shard in result.shards.values() for shard_profile in shard.profiles.values())
+    as_of = result.router.max_ts  # segments as of the stream's event time at the end, not each customer's last event
+    segments = Counter(shard.segment(p, as_of) for shard in result.shards.values() for p in shard.profiles.values())
     print(f"\n{result.router.decoded} events in {elapsed:.1f}s ({result.router.decoded / max(elapsed, 1e-9):,.0f}/s), "
-          f"{result.router.dead} rejected to the dead-letter output; {sum(segments.values())} customer profiles:")
+          f"{result.router.dead} rejected to the dead-letter output; {sum(segments.values())} customer profiles by segment:")
     for segment, count in sorted(segments.items(), key=lambda kv: -kv[1]):
         print(f"  {segment:<11} {count}")
     return 0
@@ -146,8 +147,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from operators.keys import KeySpace, shard_of
-    from operators.segments import SegmentStats
+    from operators.keys import KeySpace
+    from operators.segments import SegmentStats, merge_stats
     from operators.stores import StoreUnavailable, open_store
     from operators.views import full_view
 
@@ -158,7 +159,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     keys = KeySpace(settings.store.key_prefix)
     store = open_store(settings.store, interactive=True)
     try:
-        profile_blob, shard_blob = store.get_many([keys.profile(args.customer_id), keys.shard(shard_of(args.customer_id, settings.engine.shards))])
+        profile_blob, *shard_blobs = store.get_many([keys.profile(args.customer_id)] + [keys.shard(n) for n in range(settings.engine.shards)])
     except StoreUnavailable as exc:
         print(f"crm-stream: {exc}", file=sys.stderr)
         return 1
@@ -167,9 +168,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
               f"(key {keys.profile(args.customer_id)})", file=sys.stderr)
         return 1
     profile = jsonutil.loads(profile_blob)
-    shard = jsonutil.loads(shard_blob) if shard_blob else None
-    stats = SegmentStats.from_dict(shard) if shard else SegmentStats()
-    as_of = max(profile["last_seen"], shard.get("clock", 0) if shard else 0)
+    shards = [jsonutil.loads(b) for b in shard_blobs if b]
+    stats = merge_stats([SegmentStats.from_dict(s) for s in shards])
+    as_of = max([profile["last_seen"]] + [s.get("clock", 0) for s in shards])  # the stream's event time, not the wall clock
     sys.stdout.write(jsonutil.dumps(full_view(profile, as_of, stats.thresholds(settings.segments), settings)).decode() + "\n")
     return 0
 

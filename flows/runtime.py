@@ -19,10 +19,10 @@ from flows.dataflow import build_flow, epoch_interval
 from operators import jsonutil
 from operators.files_io import CollectingOutputs, FileOutputs, FileReader, TerminalOutputs
 from operators.io import DEADLETTER, MARKETING, SERVICE, Outputs, Reader, Store
-from operators.keys import KeySpace, shard_of
+from operators.keys import KeySpace
 from operators.router import Router
 from operators.schema import Decoder
-from operators.segments import SegmentStats
+from operators.segments import merge_stats
 from operators.shard import ProfileShard
 from operators.stores import MemoryStore, open_store
 from operators.views import contract_view
@@ -202,13 +202,10 @@ def replay(settings: Settings, events_path: str | Path, *, alerts_out: str | Pat
 def write_profiles(settings: Settings, store: Store, keys: KeySpace, shards: dict[int, ProfileShard],
                    path: str | Path, as_of: int, horizon_days: float | None) -> int:
     count = 0
-    thresholds = {n: shard.stats.thresholds(settings.segments) for n, shard in shards.items()}
-    default = SegmentStats().thresholds(settings.segments)
+    thresholds = merge_stats([shard.stats for _, shard in sorted(shards.items())]).thresholds(settings.segments)
     with open(path, "wb") as fh:
         for key, blob in store.scan(keys.profile_prefix):
-            profile = jsonutil.loads(blob)
-            shard_thresholds = thresholds.get(shard_of(profile["customer_id"], settings.engine.shards), default)
-            view = contract_view(profile, as_of, shard_thresholds, settings, horizon_days)
+            view = contract_view(jsonutil.loads(blob), as_of, thresholds, settings, horizon_days)
             fh.write(jsonutil.dumps_line(view))
             count += 1
     return count

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from operators.io import DEADLETTER, MARKETING, SERVICE, Raw
+from operators.jsonutil import loads as _loads
 
 
 class FileReader:
@@ -114,6 +115,8 @@ class TerminalOutputs:
         self.counts[destination] = self.counts.get(destination, 0) + 1
         label, style = self.STYLES.get(destination, (destination.upper()[:7].ljust(7), ""))
         text = value.decode("utf-8", errors="replace")
+        if destination == DEADLETTER:  # the reason is what a person needs; the raw record is in the topic/file
+            text = str(_loads(value).get("reason", text))
         line = f"{label} {key + ': ' if key else ''}{text}"[: self.max_width]
         if self.color and style:
             line = f"{style}{label}\033[0m{line[len(label):]}"

@@ -115,3 +115,38 @@ def segment_of(
     if monetary >= high_value_line:
         return "high_value"
     return "potential"
+
+
+class ThresholdBoard:
+    """Thresholds read off all shards of a process together.
+
+    One shard of a small shop may hold too few customers to say what "high
+    value" means there; hash sharding makes the union of shards a fair sample
+    of everyone. Recomputed every ``refresh`` updates, not per event.
+    """
+
+    def __init__(self, cfg: SegmentSettings, refresh: int = 256) -> None:
+        self.cfg = cfg
+        self.refresh = refresh
+        self.members: dict[int, SegmentStats] = {}
+        self._updates = refresh
+        self._cached = SegmentStats().thresholds(cfg)
+
+    def register(self, shard: int, stats: SegmentStats) -> None:
+        self.members[shard] = stats
+        self._updates = self.refresh
+
+    def note_update(self) -> None:
+        self._updates += 1
+
+    def thresholds(self, *, fresh: bool = False) -> Thresholds:
+        if fresh or self._updates >= self.refresh:
+            self._cached = merge_stats(list(self.members.values())).thresholds(self.cfg)
+            self._updates = 0
+        return self._cached
+
+
+def merge_stats(parts: list[SegmentStats]) -> SegmentStats:
+    monetary = [sum(col) for col in zip(*(p.monetary.counts for p in parts))] if parts else None
+    gaps = [sum(col) for col in zip(*(p.gap_days.counts for p in parts))] if parts else None
+    return SegmentStats(Histogram(monetary), Histogram(gaps))

@@ -24,17 +24,17 @@ from operators import jsonutil, profile as profiles
 from operators.identity import RELEASED
 from operators.io import Store
 from operators.keys import KeySpace
-from operators.segments import SegmentStats, Thresholds, segment_of
+from operators.segments import SegmentStats, ThresholdBoard, Thresholds, segment_of
 from operators.timeutil import MS_PER_DAY
 
 Effect = tuple[str, str | None, bytes | None]
 CHANGES = "changes"  # a display-only destination: profile changes for the terminal
-THRESHOLD_REFRESH = 256  # recompute adaptive thresholds after this many stat updates
 RESEGMENT_EVERY_MS = 3_600_000  # without new purchases a segment moves with time only: check hourly
 
 
 class ProfileShard:
-    def __init__(self, shard: int, settings: Settings, store: Store, keys: KeySpace, *, emit_changes: bool = False) -> None:
+    def __init__(self, shard: int, settings: Settings, store: Store, keys: KeySpace, *, emit_changes: bool = False,
+                 board: ThresholdBoard | None = None) -> None:
         self.shard = shard
         self.settings = settings
         self.segment_cfg = settings.segments
@@ -48,8 +48,8 @@ class ProfileShard:
         saved = jsonutil.loads(blob) if blob else None
         self.stats = SegmentStats.from_dict(saved) if saved else SegmentStats()
         self._stats_dirty = False
-        self._updates_since_refresh = THRESHOLD_REFRESH
-        self._thresholds = self.stats.thresholds(settings.segments)
+        self.board = board or ThresholdBoard(settings.segments)
+        self.board.register(shard, self.stats)
         self.clock: int = saved.get("clock", 0) if saved else 0
         """The shard's event-time clock: the newest event time it has seen (persisted with the stats)."""
 
@@ -135,13 +135,10 @@ class ProfileShard:
         self.stats.monetary.move(old_monetary if old_freq else None, profile["monetary"] if profile["frequency"] else None)
         self.stats.gap_days.move(old_gap, profile["gap_mean_days"])
         self._stats_dirty = True
-        self._updates_since_refresh += 1
+        self.board.note_update()
 
     def thresholds(self) -> Thresholds:
-        if self._updates_since_refresh >= THRESHOLD_REFRESH:
-            self._thresholds = self.stats.thresholds(self.segment_cfg)
-            self._updates_since_refresh = 0
-        return self._thresholds
+        return self.board.thresholds()
 
     def segment(self, profile: profiles.Profile, as_of: int) -> str:
         high_value, active_days, _ = self.thresholds()
