@@ -167,8 +167,8 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         print(f"crm-stream: no profile for customer {args.customer_id!r} in {config._mask_url(settings.store.url)} "
               f"(key {keys.profile(args.customer_id)})", file=sys.stderr)
         return 1
-    profile = jsonutil.loads(profile_blob)
-    shards = [jsonutil.loads(b) for b in shard_blobs if b]
+    profile = store.decode(profile_blob)
+    shards = [store.decode(b) for b in shard_blobs if b]
     stats = merge_stats([SegmentStats.from_dict(s) for s in shards])
     as_of = max([profile["last_seen"]] + [s.get("clock", 0) for s in shards])  # the stream's event time, not the wall clock
     sys.stdout.write(jsonutil.dumps(full_view(profile, as_of, stats.thresholds(settings.segments), settings)).decode() + "\n")

@@ -205,7 +205,7 @@ def write_profiles(settings: Settings, store: Store, keys: KeySpace, shards: dic
     thresholds = merge_stats([shard.stats for _, shard in sorted(shards.items())]).thresholds(settings.segments)
     with open(path, "wb") as fh:
         for key, blob in store.scan(keys.profile_prefix):
-            view = contract_view(jsonutil.loads(blob), as_of, thresholds, settings, horizon_days)
+            view = contract_view(store.decode(blob), as_of, thresholds, settings, horizon_days)
             fh.write(jsonutil.dumps_line(view))
             count += 1
     return count

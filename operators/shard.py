@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from config.settings import Settings
-from operators import jsonutil, profile as profiles
+from operators import profile as profiles
 from operators.identity import RELEASED
 from operators.io import Store
 from operators.keys import KeySpace
@@ -45,7 +45,7 @@ class ProfileShard:
         self.rules = profiles.ProfileRules(e.interest_half_life_days, e.sentiment_half_life_hours, e.dedup_window_hours, e.dedup_max_ids)
         self.profiles: dict[str, profiles.Profile] = {}
         blob = store.get_many([keys.shard(shard)])[0]
-        saved = jsonutil.loads(blob) if blob else None
+        saved = store.decode(blob) if blob else None
         self.stats = SegmentStats.from_dict(saved) if saved else SegmentStats()
         self._stats_dirty = False
         self.board = board or ThresholdBoard(settings.segments)
@@ -75,11 +75,11 @@ class ProfileShard:
                 profile = self.profiles[customer_id] = profiles.new_profile(customer_id, event["ts"])
             if self._apply(profile, event, notes):
                 dirty[customer_id] = profile
-        dumps, key_of = jsonutil.dumps_state, self.keys.profile
-        effects: list[Effect] = [("put", key_of(c), dumps(p)) for c, p in dirty.items()]
+        encode, key_of = self.store.encode, self.keys.profile
+        effects: list[Effect] = [("put", key_of(c), encode(p)) for c, p in dirty.items()]
         effects.extend(("del", key, None) for key in deleted)
         if self._stats_dirty or self.clock != clock_before:
-            effects.append(("put", self.keys.shard(self.shard), jsonutil.dumps(dict(self.stats.to_dict(), clock=self.clock))))
+            effects.append(("put", self.keys.shard(self.shard), self.store.encode(dict(self.stats.to_dict(), clock=self.clock))))
             self._stats_dirty = False
         effects.extend(notes)
         return effects
@@ -89,9 +89,10 @@ class ProfileShard:
         missing = sorted({c for c in [e["customer_id"] for e in events] if c not in known})
         if not missing:
             return
+        decode = self.store.decode
         for customer_id, blob in zip(missing, self.store.get_many([self.keys.profile(c) for c in missing])):
             if blob:
-                self.profiles[customer_id] = jsonutil.loads(blob)
+                self.profiles[customer_id] = decode(blob)
 
     def _erase(self, customer_id: str) -> None:
         profile = self.profiles.pop(customer_id, None)

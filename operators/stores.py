@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from config.settings import StoreSettings
+from operators import jsonutil
 
 log = logging.getLogger(__name__)
 MGET_CHUNK = 2000
@@ -23,25 +24,37 @@ class StoreUnavailable(RuntimeError):
 
 
 class MemoryStore:
-    """A dict behind a lock: the embedded default, replay, and tests."""
+    """A dict behind a lock: the embedded default, replay, and tests.
+
+    It keeps objects, not serialised bytes: nothing outlives the process, so
+    there is no crash ordering to protect, and a million profiles need not be
+    encoded (measured: serialising into ever-growing memory costs more than all
+    the profile logic).
+    """
 
     def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
+        self.data: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.writes = 0
 
-    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+    def encode(self, value: Any) -> Any:
+        return value
+
+    def decode(self, stored: Any) -> Any:
+        return stored
+
+    def get_many(self, keys: Sequence[str]) -> list[Any | None]:
         get = self.data.get
         return [get(k) for k in keys]
 
-    def write(self, puts: dict[str, bytes], deletes: Iterable[str] = ()) -> None:
+    def write(self, puts: dict[str, Any], deletes: Iterable[str] = ()) -> None:
         with self._lock:
             self.data.update(puts)
             for key in deletes:
                 self.data.pop(key, None)
             self.writes += 1
 
-    def scan(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+    def scan(self, prefix: str) -> Iterator[tuple[str, Any]]:
         with self._lock:
             items = [(k, v) for k, v in self.data.items() if k.startswith(prefix)]
         return iter(sorted(items))
@@ -70,6 +83,12 @@ class RedisStore:
         self.backoff_max_s = backoff_max_s
         self.give_up_after_s = give_up_after_s
         self.on_retry = on_retry
+
+    def encode(self, value: Any) -> bytes:
+        return jsonutil.dumps_state(value)
+
+    def decode(self, stored: bytes) -> Any:
+        return jsonutil.loads(stored)
 
     def _retrying(self, what: str, fn: Callable[[], object]) -> object:
         delay, started = 0.05, time.monotonic()

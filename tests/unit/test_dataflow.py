@@ -43,7 +43,7 @@ def run_flow(path, runner):
     flow = build_flow(SETTINGS, reader=FileReader(path, batch_size=7), outputs_factory=lambda w: outputs, store_provider=lambda: store)
     runner(flow)
     keys = KeySpace(SETTINGS.store.key_prefix)
-    profiles = {k: jsonutil.loads(v) for k, v in store.scan(keys.profile_prefix)}
+    profiles = dict(store.scan(keys.profile_prefix))
     return profiles, outputs
 
 
@@ -115,5 +115,5 @@ def test_restart_resumes_from_the_store_without_double_counting(tmp_path):
     whole = tmp_path / "whole.jsonl"
     whole.write_bytes(lines(evs))
     expected, _ = run_flow(whole, lambda f: run_main(f, epoch_interval=timedelta(seconds=1)))
-    got = {k: jsonutil.loads(v) for k, v in store.scan("crm:profile:")}
+    got = dict(store.scan("crm:profile:"))
     assert _summary(got) == _summary(expected)
