@@ -88,7 +88,6 @@ class KafkaSettings:
     bootstrap_servers: str = "localhost:9092"
     group_id: str = "crm-stream"
     session_timeout_ms: int = 45000
-    poll_timeout_ms: int = 100
     max_message_bytes: int = 1_000_000
     topics: TopicSettings = field(default_factory=TopicSettings)
     extra: Mapping[str, Any] = field(default_factory=dict)

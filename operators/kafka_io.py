@@ -220,7 +220,6 @@ class KafkaPartitionReader:
         self.topic = topic
         self.partition = partition
         self.batch_size = batch_size
-        self.timeout_s = kafka.poll_timeout_ms / 1000
         self.where = f"kafka {kafka.bootstrap_servers} {topic}[{partition}]"
         self._errors = _ThrottledErrors(self.where)
         self._next: int | None = None if position is None else int(position)
@@ -248,7 +247,9 @@ class KafkaPartitionReader:
 
     def read_batch(self) -> list[Raw]:
         try:
-            messages = self._consumer.consume(self.batch_size, self.timeout_s)
+            # Never block: a worker reads many partitions in turn, and the dataflow backs off
+            # an idle partition itself. librdkafka prefetches in the background meanwhile.
+            messages = self._consumer.consume(self.batch_size, 0)
         except KafkaException as exc:
             self._errors(exc.args[0])
             return []

@@ -52,12 +52,14 @@ class ProfileShard:
         self.board.register(shard, self.stats)
         self.clock: int = saved.get("clock", 0) if saved else 0
         """The shard's event-time clock: the newest event time it has seen (persisted with the stats)."""
+        self.applied: int = saved.get("applied", 0) if saved else 0
+        """Events applied by this shard since the store was new (redeliveries excluded): progress for operators and benchmarks."""
 
     # -- batch processing ------------------------------------------------------------
 
     def process(self, events: list[dict[str, Any]]) -> list[Effect]:
         self._hydrate(events)
-        clock_before = self.clock
+        clock_before, applied_before = self.clock, self.applied
         dirty: dict[str, profiles.Profile] = {}
         deleted: list[str] = []
         notes: list[Effect] = []
@@ -75,11 +77,12 @@ class ProfileShard:
                 profile = self.profiles[customer_id] = profiles.new_profile(customer_id, event["ts"])
             if self._apply(profile, event, notes):
                 dirty[customer_id] = profile
+                self.applied += 1
         encode, key_of = self.store.encode, self.keys.profile
         effects: list[Effect] = [("put", key_of(c), encode(p)) for c, p in dirty.items()]
         effects.extend(("del", key, None) for key in deleted)
-        if self._stats_dirty or self.clock != clock_before:
-            effects.append(("put", self.keys.shard(self.shard), self.store.encode(dict(self.stats.to_dict(), clock=self.clock))))
+        if self._stats_dirty or self.clock != clock_before or self.applied != applied_before:
+            effects.append(("put", self.keys.shard(self.shard), self.store.encode(dict(self.stats.to_dict(), clock=self.clock, applied=self.applied))))
             self._stats_dirty = False
         effects.extend(notes)
         return effects

@@ -1,0 +1,116 @@
+"""End to end: contract events produced to Kafka -> the engine process -> profiles in Redis, rejects on the dead-letter topic."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from datetime import timedelta
+
+import orjson
+import pytest
+import redis
+
+from bytewax.testing import run_main
+
+from config import settings as config
+from flows.dataflow import build_flow
+from flows.runtime import replay
+from operators.files_io import CollectingOutputs, FileReader
+from operators.kafka_io import ensure_topics, produce_records, read_topic
+from operators.simulator import Shop
+from operators.stores import MemoryStore
+from tests.integration.engine_process import CLI, ROOT, Engine, applied_events, engine_env, profiles_in_redis, wait_until_settled
+
+SIM = config.SimulatorSettings(customers=120, days=45, seed=11, bad_rate=0.01)
+
+
+def _comparable(profile: dict) -> tuple:
+    """Fields that do not depend on the order in which partitions are interleaved."""
+    return (profile["frequency"], round(profile["monetary"], 2), profile["events"], profile["type_counts"], sorted(profile["anonymous_ids"]))
+
+
+@pytest.fixture()
+def fresh_redis(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def _expected_by_replay(tmp_path):
+    shop = Shop(SIM)
+    events_file = tmp_path / "events.jsonl"
+    counts = shop.write_files(events_file)
+    out = {n: tmp_path / f"{n}.jsonl" for n in ("alerts", "profiles", "dead")}
+    settings = config.load(None, env={})
+    summary = replay(settings, events_file, alerts_out=out["alerts"], profiles_out=out["profiles"], deadletter_out=out["dead"])
+    return shop, counts, summary, out
+
+
+def test_events_through_kafka_become_profiles_in_redis(kafka_settings, redis_url, fresh_redis, tmp_path):
+    shop, counts, summary, out = _expected_by_replay(tmp_path)
+    ensure_topics(kafka_settings, partitions=3)
+    topics = kafka_settings.topics
+    produce_records(kafka_settings, ((getattr(topics, role), key, value) for role, key, value in shop.records()))
+
+    engine = Engine(engine_env(kafka_settings, redis_url, tmp_path / "recovery"), tmp_path / "engine.log")
+    engine.start()
+    try:
+        # Every valid event except redeliveries and visitors who never logged in is applied to a profile.
+        replay_profiles = {p["customer_id"]: p for p in map(orjson.loads, out["profiles"].read_bytes().splitlines())}
+        settled = wait_until_settled(fresh_redis, engine, expected=1)
+        assert settled >= 1, engine.log_tail()
+        redis_profiles = _wait_for_profiles(fresh_redis, engine, len(replay_profiles))
+        assert set(redis_profiles) == set(replay_profiles)
+
+        dead = _wait_for_topic(kafka_settings, topics.deadletter, counts["malformed"])
+        assert len(dead) == counts["malformed"] == summary.dead
+        for _, value in dead:
+            record = orjson.loads(value)
+            assert record["reason"] and record["topic"] in topics.inputs() and isinstance(record["offset"], int)
+
+        # The profile command reads what other services read.
+        shown = subprocess.run(CLI + ["profile", next(iter(sorted(redis_profiles)))], env=engine.env, cwd=ROOT,
+                               capture_output=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        assert orjson.loads(shown.stdout)["customer_id"] == next(iter(sorted(redis_profiles)))
+    finally:
+        engine.kill()
+    _assert_same_as_replay(tmp_path, redis_profiles)
+
+
+def _assert_same_as_replay(tmp_path, redis_profiles):
+    """The live engine and replay agree on every order-independent number of every profile."""
+    settings = config.load(None, env={})
+    store = MemoryStore()
+    flow = build_flow(settings, reader=FileReader(tmp_path / "events.jsonl"), outputs_factory=lambda w: CollectingOutputs(), store_provider=lambda: store)
+    run_main(flow, epoch_interval=timedelta(seconds=10))
+    expected = {k.rsplit(":", 1)[1]: v for k, v in store.scan("crm:profile:")}
+    assert {c: _comparable(p) for c, p in redis_profiles.items()} == {c: _comparable(p) for c, p in expected.items()}
+
+
+def _wait_for_profiles(client, engine, count, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    profiles: dict = {}
+    last_applied, stable_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        engine.assert_running()
+        applied = applied_events(client)
+        if applied != last_applied:
+            last_applied, stable_since = applied, time.monotonic()
+        profiles = profiles_in_redis(client)
+        if len(profiles) >= count and time.monotonic() - stable_since > 1.5:
+            return profiles
+        time.sleep(0.25)
+    return profiles
+
+
+def _wait_for_topic(kafka, topic, count, timeout_s=30.0):
+    deadline = time.monotonic() + timeout_s
+    records: list = []
+    while time.monotonic() < deadline:
+        records = read_topic(kafka, topic, timeout_s=5)
+        if len(records) >= count:
+            return records
+        time.sleep(0.5)
+    return records
