@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 
 from config.settings import Settings
@@ -52,7 +53,7 @@ class _IdentityLogic(StatefulBatchLogic):
 def build_flow(
     settings: Settings,
     *,
-    reader: Reader,
+    reader: Reader | Source,
     outputs_factory: Callable[[int], Outputs],
     store_provider: Callable[[], Store],
     router: Router | None = None,
@@ -60,7 +61,12 @@ def build_flow(
     shard_registry: dict[int, ProfileShard] | None = None,
     board: ThresholdBoard | None = None,
 ) -> Dataflow:
-    """Wire the engine. ``shard_registry``, when given, collects the profile shards (replay reads them at the end)."""
+    """Wire the engine.
+
+    ``reader`` is one of ours (operators/io.py) or any Bytewax source whose items are lists of ``Raw``
+    records (tests use Bytewax's ``TestingSource``). ``shard_registry``, when given, collects the
+    profile shards (replay reads them at the end).
+    """
     e = settings.engine
     keys = KeySpace(settings.store.key_prefix)
     board = board or ThresholdBoard(settings.segments)
@@ -70,7 +76,7 @@ def build_flow(
         return _IdentityLogic(IdentityShard(store_provider(), keys, e.shards, e.anonymous_max_events))
 
     flow = Dataflow("crm_stream")
-    batches = op.input("input", flow, ReaderSource(reader))
+    batches = op.input("input", flow, reader if isinstance(reader, Source) else ReaderSource(reader))
     routed = op.flat_map("decode_route", batches, router.route)
     split = op.branch("split_dead", routed, lambda kv: kv[0] != DEAD)
     dead = op.map("dead_effects", split.falses, lambda kv: kv[1])

@@ -17,19 +17,33 @@ the alerts it implies.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from config.settings import Settings
-from operators import profile as profiles
+from operators import jsonutil, profile as profiles
+from operators.io import DEADLETTER
 from operators.identity import RELEASED
 from operators.io import Store
 from operators.keys import KeySpace
 from operators.segments import SegmentStats, ThresholdBoard, Thresholds, segment_of
 from operators.timeutil import MS_PER_DAY
 
+log = logging.getLogger(__name__)
 Effect = tuple[str, str | None, bytes | None]
 CHANGES = "changes"  # a display-only destination: profile changes for the terminal
 RESEGMENT_EVERY_MS = 3_600_000  # without new purchases a segment moves with time only: check hourly
+
+
+def internal_error(event: dict[str, Any], exc: Exception) -> Effect:
+    """A dead letter for an event that passed validation but could not be applied (a bug): kept, with the reason."""
+    record = {
+        "reason": f"internal error applying {event.get('type')} event {event.get('event_id')}: {type(exc).__name__}: {exc}; "
+                  "please report it with this record",
+        "topic": None, "partition": None, "offset": None,
+        "raw": jsonutil.dumps({k: v for k, v in event.items() if not k.startswith("_")}).decode(),
+    }
+    return (DEADLETTER, event.get("customer_id"), jsonutil.dumps(record))
 
 
 class ProfileShard:
@@ -75,7 +89,14 @@ class ProfileShard:
             profile = self.profiles.get(customer_id)
             if profile is None:
                 profile = self.profiles[customer_id] = profiles.new_profile(customer_id, event["ts"])
-            if self._apply(profile, event, notes):
+            try:
+                changed = self._apply(profile, event, notes)
+            except Exception as exc:  # a bug must cost one event, never the engine; the event is kept
+                log.exception("could not apply event %s to customer %s", event.get("event_id"), customer_id)
+                notes.append(internal_error(event, exc))
+                dirty[customer_id] = profile
+                continue
+            if changed:
                 dirty[customer_id] = profile
                 self.applied += 1
         encode, key_of = self.store.encode, self.keys.profile

@@ -117,3 +117,34 @@ def test_restart_resumes_from_the_store_without_double_counting(tmp_path):
     expected, _ = run_flow(whole, lambda f: run_main(f, epoch_interval=timedelta(seconds=1)))
     got = dict(store.scan("crm:profile:"))
     assert _summary(got) == _summary(expected)
+
+
+def test_bytewax_testing_source_feeds_the_same_flow():
+    from bytewax.testing import TestingSource
+
+    from operators.io import Raw
+
+    evs = stream()
+    raws = [Raw("crm.clickstream", 0, i, jsonutil.dumps(e)) for i, e in enumerate(evs)]
+    batches = [raws[i : i + 10] for i in range(0, len(raws), 10)]
+    store, outputs = MemoryStore(), CollectingOutputs()
+    flow = build_flow(SETTINGS, reader=TestingSource(batches), outputs_factory=lambda w: outputs, store_provider=lambda: store)
+    run_main(flow)
+    assert len(dict(store.scan("crm:profile:"))) == 40
+
+
+def test_a_bug_in_profile_logic_dead_letters_the_event_and_the_engine_goes_on(events_file, monkeypatch):
+    from operators import profile as profiles
+
+    original = profiles._HANDLERS["purchase"]
+
+    def broken(profile, event, rules):
+        if event["customer_id"] == "c5":
+            raise ZeroDivisionError("boom")
+        original(profile, event, rules)
+
+    monkeypatch.setitem(profiles._HANDLERS, "purchase", broken)
+    got, outputs = run_flow(events_file, lambda f: run_main(f, epoch_interval=timedelta(seconds=1)))
+    assert len(got) == 40
+    reasons = [jsonutil.loads(v)["reason"] for v in outputs.records[DEADLETTER]]
+    assert sum("internal error applying purchase" in r and "boom" in r for r in reasons) == 2
