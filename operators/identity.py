@@ -22,10 +22,17 @@ from typing import Any
 
 from operators.io import Store
 from operators.keys import KeySpace, shard_of
+from operators.profile import SOURCE, SOURCE_OFFSET
 
 RELEASED = "_released"  # identify events carry the visitor's buffered events under this key
 
 Effect = tuple[str, str | None, bytes | None]
+
+
+def _released(event: dict[str, Any], customer_id: str) -> dict[str, Any]:
+    out = {k: v for k, v in event.items() if k not in (SOURCE, SOURCE_OFFSET)}
+    out["customer_id"] = customer_id
+    return out
 
 
 class IdentityShard:
@@ -55,6 +62,8 @@ class IdentityShard:
                     dirty.add(event["anonymous_id"])
                     continue
                 event["customer_id"] = customer_id
+                # This path (via the visitor's shard) is ordered apart from the customer's own events.
+                event[SOURCE] = f"{event[SOURCE]}|{event['anonymous_id']}"
             routed.setdefault(shard_of(customer_id, self.shards), []).append(event)
         records = {a: self.visitors[a] for a in dirty}
         records.update(linked)
@@ -86,7 +95,8 @@ class IdentityShard:
         customer_id: str = event["customer_id"]
         anonymous_id: str = event["anonymous_id"]
         visitor = self._visitor(anonymous_id)
-        event[RELEASED] = [dict(e, customer_id=customer_id) for e in visitor["events"]]
+        # Released events are guarded by the profile's merged_anonymous_ids, not by source offsets.
+        event[RELEASED] = [_released(e, customer_id) for e in visitor["events"]]
         # The store keeps the released events (crash safety, see the module doc); memory keeps only the link.
         linked[anonymous_id] = {"customer_id": customer_id, "events": visitor["events"]}
         self.visitors[anonymous_id] = {"customer_id": customer_id, "events": []}

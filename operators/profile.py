@@ -32,6 +32,10 @@ MAX_ANONYMOUS_IDS = 20
 MAX_INTERESTS = 50
 CHANNELS = ("marketing_email", "marketing_sms", "marketing_push")
 
+# Where an event came from, set by the router: input partition (or file) and offset (or line).
+SOURCE = "_src"
+SOURCE_OFFSET = "_off"
+
 # How much each kind of attention counts towards a category's interest score.
 INTEREST_WEIGHTS = {"product_view": 1.0, "add_to_cart": 3.0, "remove_from_cart": -1.0, "purchase": 5.0}
 
@@ -85,6 +89,7 @@ def _blank_profile() -> Profile:
         "segment_checked_at": 0,
         "anonymous_ids": [],
         "seen_ids": {},
+        "offsets": {},
     }
 
 
@@ -136,9 +141,30 @@ def seen_before(profile: Profile, event_id: str, ts: int, rules: ProfileRules) -
     return False
 
 
+def already_applied(profile: Profile, event: dict[str, Any]) -> bool:
+    """Exactly-once across restarts: has this profile already applied this source position?
+
+    Each input partition delivers a customer's events in order, so one offset
+    per partition says everything. A restart re-reads from the last checkpoint;
+    positions at or below the recorded one are skipped, however much event
+    time they span (the event-id window could not promise that).
+    """
+    offset = event.get(SOURCE_OFFSET)
+    if offset is None:
+        return False
+    offsets = profile["offsets"]
+    source = event[SOURCE]
+    if offsets.get(source, -1) >= offset:
+        return True
+    offsets[source] = offset
+    return False
+
+
 def apply(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> bool:
     """Fold one decoded event into the profile. Returns False for a redelivered event (no change)."""
     ts: int = event["ts"]
+    if already_applied(profile, event):
+        return False
     if ts > profile["last_seen"]:
         profile["last_seen"] = ts
     if seen_before(profile, event["event_id"], ts, rules):

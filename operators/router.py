@@ -13,6 +13,7 @@ from typing import Any
 from operators import jsonutil
 from operators.io import DEADLETTER, Raw
 from operators.keys import shard_of
+from operators.profile import SOURCE, SOURCE_OFFSET
 from operators.schema import DeadLetter, Decoder, Origin
 
 DEAD = "dead"
@@ -50,6 +51,8 @@ class Router:
             if type(event) is DeadLetter:
                 dead.append((DEADLETTER, None, jsonutil.dumps(event.to_record())))
                 continue
+            event[SOURCE] = f"{topic or 'file'}#{partition}"  # type: ignore[index]
+            event[SOURCE_OFFSET] = offset  # type: ignore[index]
             if event["ts"] > max_ts:  # type: ignore[index]
                 max_ts = event["ts"]  # type: ignore[index]
             groups.setdefault(identity_route(event, shards), []).append(event)  # type: ignore[arg-type]

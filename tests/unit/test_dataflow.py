@@ -38,9 +38,9 @@ def stream():
     return evs
 
 
-def run_flow(path, runner):
+def run_flow(path, runner, settings=SETTINGS):
     store, outputs = MemoryStore(), CollectingOutputs()
-    flow = build_flow(SETTINGS, reader=FileReader(path, batch_size=7), outputs_factory=lambda w: outputs, store_provider=lambda: store)
+    flow = build_flow(settings, reader=FileReader(path, batch_size=7), outputs_factory=lambda w: outputs, store_provider=lambda: store)
     runner(flow)
     keys = KeySpace(SETTINGS.store.key_prefix)
     profiles = dict(store.scan(keys.profile_prefix))
@@ -102,19 +102,32 @@ def test_replay_churn_horizon_changes_churn_risk(events_file, tmp_path):
     assert all(risks[0][c] > risks[1][c] for c in risks[0])
 
 
+class _ResumeAt:
+    """A reader restarted from an older position than where the last run got to, as after a crash."""
+
+    def __init__(self, reader, line):
+        self.reader, self.line = reader, line
+
+    def partitions(self):
+        return self.reader.partitions()
+
+    def open(self, partition, position):
+        return self.reader.open(partition, self.line)
+
+
 def test_restart_resumes_from_the_store_without_double_counting(tmp_path):
-    """Crash recovery at the state level: a second run over overlapping input, on the same store, counts nothing twice."""
+    """Crash recovery at the state level: re-reading from an older position, on the same store, counts nothing twice,
+    even when the re-read span is far longer in event time than any dedup window."""
     evs = stream()
-    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
-    first.write_bytes(lines(evs[: len(evs) // 2]))
-    second.write_bytes(lines(evs[len(evs) // 3 :]))  # overlaps: as if replayed from an older offset
-    store = MemoryStore()
-    for path in (first, second):
-        flow = build_flow(SETTINGS, reader=FileReader(path, 5), outputs_factory=lambda w: CollectingOutputs(), store_provider=lambda: store)
-        run_main(flow, epoch_interval=timedelta(seconds=1))
-    whole = tmp_path / "whole.jsonl"
+    whole, first = tmp_path / "whole.jsonl", tmp_path / "first.jsonl"
     whole.write_bytes(lines(evs))
-    expected, _ = run_flow(whole, lambda f: run_main(f, epoch_interval=timedelta(seconds=1)))
+    first.write_bytes(lines(evs[: len(evs) // 2]))  # the run that "crashed" half way
+    tiny_window = config.load(None, env={"CRM_STREAM__ENGINE__DEDUP_MAX_IDS": "1"})
+    store = MemoryStore()
+    for reader in (FileReader(first, 5), _ResumeAt(FileReader(whole, 5), len(evs) // 4)):
+        flow = build_flow(tiny_window, reader=reader, outputs_factory=lambda w: CollectingOutputs(), store_provider=lambda: store)
+        run_main(flow, epoch_interval=timedelta(seconds=1))
+    expected, _ = run_flow(whole, lambda f: run_main(f, epoch_interval=timedelta(seconds=1)), tiny_window)
     got = dict(store.scan("crm:profile:"))
     assert _summary(got) == _summary(expected)
 
