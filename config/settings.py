@@ -35,7 +35,6 @@ class EngineSettings:
     batch_size: int = 1000
     epoch_interval_ms: int = 500
     base_currency: str = "USD"
-    dedup_window_hours: float = 24.0
     dedup_max_ids: int = 64
     interest_half_life_days: float = 14.0
     anonymous_max_events: int = 200
@@ -239,7 +238,6 @@ def _validate(s: Settings) -> None:
         "engine.batch_size": s.engine.batch_size,
         "engine.epoch_interval_ms": s.engine.epoch_interval_ms,
         "engine.dedup_max_ids": s.engine.dedup_max_ids,
-        "engine.dedup_window_hours": s.engine.dedup_window_hours,
         "engine.interest_half_life_days": s.engine.interest_half_life_days,
         "engine.sentiment_half_life_hours": s.engine.sentiment_half_life_hours,
         "engine.churn_horizon_days": s.engine.churn_horizon_days,

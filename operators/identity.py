@@ -54,6 +54,7 @@ class IdentityShard:
             if event["type"] == "identify":
                 customer_id = self._identify(event, linked)
                 dirty.discard(event["anonymous_id"])
+                event[SOURCE] = f"{event[SOURCE]}|{event['anonymous_id']}"  # travels the visitor's path (see below)
             elif customer_id is None:
                 visitor = self._visitor(event["anonymous_id"])
                 customer_id = visitor["customer_id"]

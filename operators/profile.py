@@ -20,6 +20,7 @@ import math
 import orjson
 from typing import Any
 
+from config.settings import EngineSettings
 from operators import sentiment
 from operators.timeutil import MS_PER_DAY, MS_PER_HOUR
 
@@ -45,13 +46,16 @@ Profile = dict[str, Any]
 class ProfileRules:
     """The tunables ``apply`` needs, resolved once from settings (floats, not config lookups, on the hot path)."""
 
-    __slots__ = ("interest_half_life_ms", "sentiment_half_life_ms", "dedup_window_ms", "dedup_max_ids")
+    __slots__ = ("interest_half_life_ms", "sentiment_half_life_ms", "dedup_max_ids")
 
-    def __init__(self, interest_half_life_days: float, sentiment_half_life_hours: float, dedup_window_hours: float, dedup_max_ids: int) -> None:
+    def __init__(self, interest_half_life_days: float, sentiment_half_life_hours: float, dedup_max_ids: int) -> None:
         self.interest_half_life_ms = interest_half_life_days * MS_PER_DAY
         self.sentiment_half_life_ms = sentiment_half_life_hours * MS_PER_HOUR
-        self.dedup_window_ms = dedup_window_hours * MS_PER_HOUR
         self.dedup_max_ids = dedup_max_ids
+
+    @classmethod
+    def from_settings(cls, engine: EngineSettings) -> ProfileRules:
+        return cls(engine.interest_half_life_days, engine.sentiment_half_life_hours, engine.dedup_max_ids)
 
 
 def _blank_profile() -> Profile:
@@ -125,19 +129,18 @@ def decayed_value(cell: list[float], as_of: int, half_life_ms: float) -> float:
 
 
 def seen_before(profile: Profile, event_id: str, ts: int, rules: ProfileRules) -> bool:
-    """Record ``event_id``; True if it was already applied (a redelivery)."""
+    """Record ``event_id``; True if it was already applied (a redelivery).
+
+    The window is the customer's last ``dedup_max_ids`` events, by count, not by
+    event time: partitions are read at different speeds, so a customer's newest
+    event time can run far ahead of a redelivery that is still in flight.
+    """
     seen = profile["seen_ids"]
     if event_id in seen:
         return True
     seen[event_id] = ts
     if len(seen) > rules.dedup_max_ids:
         del seen[next(iter(seen))]
-    horizon = profile["last_seen"] - rules.dedup_window_ms
-    while seen:
-        oldest = next(iter(seen))
-        if seen[oldest] >= horizon:
-            break
-        del seen[oldest]
     return False
 
 

@@ -56,7 +56,7 @@ class ProfileShard:
         self.keys = keys
         self.emit_changes = emit_changes
         e = settings.engine
-        self.rules = profiles.ProfileRules(e.interest_half_life_days, e.sentiment_half_life_hours, e.dedup_window_hours, e.dedup_max_ids)
+        self.rules = profiles.ProfileRules.from_settings(e)
         self.profiles: dict[str, profiles.Profile] = {}
         blob = store.get_many([keys.shard(shard)])[0]
         saved = store.decode(blob) if blob else None
@@ -149,6 +149,7 @@ class ProfileShard:
         for earlier in event.get(RELEASED, ()):
             before = (profile["frequency"], profile["monetary"], profile["gap_mean_days"])
             if profiles.apply(profile, earlier, self.rules):
+                self.applied += 1
                 if (profile["frequency"], profile["monetary"], profile["gap_mean_days"]) != before:
                     self._track_stats(before, profile)
         if self.emit_changes:

@@ -40,8 +40,7 @@ def contract_view(
 
 def full_view(profile: profiles.Profile, as_of: int, thresholds: Thresholds, settings: Settings) -> dict[str, Any]:
     """Everything worth showing a person about one customer."""
-    e = settings.engine
-    rules = profiles.ProfileRules(e.interest_half_life_days, e.sentiment_half_life_hours, e.dedup_window_hours, e.dedup_max_ids)
+    rules = profiles.ProfileRules.from_settings(settings.engine)
     view = contract_view(profile, as_of, thresholds, settings)
     sentiment = profiles.sentiment_value(profile, as_of, rules)
     view.update(

@@ -9,7 +9,7 @@ from operators.profile import ProfileRules
 from operators.timeutil import MS_PER_DAY
 from tests.events import T0, event, purchase, view
 
-RULES = ProfileRules(interest_half_life_days=14, sentiment_half_life_hours=72, dedup_window_hours=24, dedup_max_ids=64)
+RULES = ProfileRules(interest_half_life_days=14, sentiment_half_life_hours=72, dedup_max_ids=64)
 
 
 def norm(ev):
@@ -49,7 +49,7 @@ def test_same_order_under_two_event_ids_counts_once():
 
 
 def test_dedup_window_is_bounded():
-    rules = ProfileRules(14, 72, dedup_window_hours=1, dedup_max_ids=5)
+    rules = ProfileRules(14, 72, dedup_max_ids=5)
     p = profiles.new_profile("c1", T0)
     for i in range(50):
         profiles.apply(p, norm(view(day=i / 100)), rules)

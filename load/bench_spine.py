@@ -1,0 +1,738 @@
+"""The spine benchmark: how fast one engine process turns Kafka events into Redis profiles, against its limits.
+
+    python -m load.bench_spine                 # 2,000,000 events over 1,000,000 customers (~5-10 min)
+    python -m load.bench_spine --quick         # 300,000 events (~2 min)
+    python -m load.bench_spine --profile 20    # also sample the engine with py-spy for 20 s
+
+Everything runs in one go, against a redis-server and a Tansu broker that it
+starts on 127.0.0.1 on free ports and stops at the end; nothing else is
+touched. Bounded: a fixed number of events, and every phase has a time limit.
+
+What it measures, in this order:
+
+1. **generator**: ``load.generator`` events/s (it must not be the bottleneck),
+   after checking that the first 1000 events decode cleanly.
+2. **produce**: N events to the 4 input topics (4 partitions each) with
+   ``operators.kafka_io.produce_records``; the engine then reads a backlog.
+3. **bare stack**: a confluent-kafka consumer per partition (assign, as
+   ``KafkaReader`` does) + ``orjson.loads`` of every value: the ceiling any
+   Python engine on this stack has. Timed from the first record.
+4. **naive per-event Redis**: what one writes without this engine: per event,
+   GET the customer's JSON profile, bump a few counters, SET it back (two
+   round trips). Bounded to a prefix of the events (default 30 k or 20 s).
+5. **engine Kafka + Redis**: ``crm-stream run`` (Kafka source, Redis store,
+   Kafka sink, recovery on, one worker process) as a child process, timed
+   until the sum of ``applied`` in the ``crm:shard:{n}`` blobs reaches N
+   (every generated event is valid, unique and carries a customer id, so all
+   N are applied). Reported from the first moment ``applied`` > 0 (the rate)
+   and from the process start (start-up included). Peak RSS (VmHWM) and
+   Redis ``used_memory`` are divided by the distinct customers touched.
+6. **latency**: then, with the engine still running, a paced load (default
+   10,000 events/s for 15 s) plus a probe every 10 ms: a purchase for a
+   new customer id, timed from just before ``produce()`` until a poller
+   (MGET every 5 ms) sees ``crm:profile:<id>``. An upper bound: it includes
+   the producer's 5 ms linger and up to one poll interval.
+7. **engine embedded**: ``crm-stream replay`` (``flows.runtime.replay``) of
+   the same N events from a JSON-lines file, no Kafka, no Redis; the
+   dataflow's rate, and the total with writing the profile file.
+
+How to read it: absolute rates on a shared 2-core VM drift run to run (and
+Tansu, Redis and the engine share those 2 cores during phase 5), so read the
+ratios: engine / bare stack says how much of the stack's ceiling the engine
+keeps; engine / naive says what batching buys over the obvious design. CPU
+columns say who was busy: ~100% for the engine means it is CPU-bound in
+Python. The JSON file (``load/results/spine-<date>[-quick].json``) has every
+figure, the exact command and the machine; a py-spy profile, when asked
+for, lands next to it as ``*-pyspy.txt.tmp`` (not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import os
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from config.settings import KafkaSettings
+from load.generator import EventGenerator
+from load.proc import cpu_seconds, machine, memory_kib
+from operators.kafka_io import _CONSUMER_DEFAULTS, ensure_topics, produce_records
+from operators.schema import DeadLetter, Decoder, Origin
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_EVENTS_PER_S = 50_000  # the issue's target: one worker process, a million distinct customers
+PARTITIONS = 4
+KEY_PREFIX = "crm"
+
+
+class BenchError(RuntimeError):
+    """A phase could not produce a figure (a server or the engine failed); the message says which and why."""
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- phases
+
+
+def check_generator(customers: int, seed: int, distribution: str, settings: Any) -> None:
+    """Abort unless the generator's first 1000 events all pass the engine's decoder."""
+    decoder = Decoder(settings.currency_rates, settings.engine.base_currency, settings.kafka.max_message_bytes)
+    sample = EventGenerator(customers, seed=seed, distribution=distribution).batch(1000)
+    for i, (role, _key, value) in enumerate(sample):
+        event = decoder.decode(value, Origin(role, 0, i))
+        if isinstance(event, DeadLetter):
+            raise BenchError(f"generator self-check: event {i} would be dead-lettered: {event.reason}; fix load/generator.py")
+
+
+def generate(gen: EventGenerator, n: int, events_path: Path) -> tuple[list[tuple[str, str, bytes]], dict[str, Any]]:
+    """All N records in memory (timed alone), then written as JSON lines for the replay phase."""
+    records: list[tuple[str, str, bytes]] = []
+    gc.disable()  # millions of tuples: the cyclic GC would re-walk them all, timing the collector instead of the generator
+    try:
+        started = time.perf_counter()
+        while len(records) < n:
+            records.extend(gen.batch(min(50_000, n - len(records))))
+        elapsed = time.perf_counter() - started
+    finally:
+        gc.enable()
+    with open(events_path, "wb") as fh:
+        for start in range(0, n, 100_000):
+            fh.write(b"\n".join(value for _, _, value in records[start : start + 100_000]) + b"\n")
+    sizes = [len(v) for _, _, v in records[:: max(1, n // 100_000)]]
+    return records, {
+        "events": n, "seconds": elapsed, "events_per_s": n / elapsed,
+        "mean_event_bytes": round(statistics.fmean(sizes), 1),
+        "distinct_customers": gen.distinct_customers,
+        "type_mix": {k: round(v / n, 4) for k, v in sorted(gen.type_counts().items(), key=lambda kv: -kv[1])},
+    }
+
+
+def produce(kafka: KafkaSettings, records: list[tuple[str, str, bytes]]) -> dict[str, Any]:
+    topics = kafka.topics
+    topic_of = {role: getattr(topics, role) for role in ("clickstream", "purchases", "support", "control")}
+    started = time.perf_counter()
+    count = produce_records(kafka, ((topic_of[role], key, value) for role, key, value in records), timeout_s=300.0)
+    elapsed = time.perf_counter() - started
+    per_topic = Counter(role for role, _, _ in records)
+    return {"events": count, "seconds": elapsed, "events_per_s": count / elapsed, "per_topic": dict(per_topic)}
+
+
+def _partition_consumers(kafka: KafkaSettings, group: str) -> list[Consumer]:
+    """One consumer per input partition, assigned from the beginning: KafkaReader's layout and tuning."""
+    consumers = []
+    for topic in kafka.topics.inputs():
+        for partition in range(PARTITIONS):
+            consumer = Consumer({**_CONSUMER_DEFAULTS, "bootstrap.servers": kafka.bootstrap_servers, "group.id": group})
+            consumer.list_topics(topic, timeout=10.0)
+            consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+            consumers.append(consumer)
+    return consumers
+
+
+def bare_stack(kafka: KafkaSettings, expected: int, timeout_s: float) -> dict[str, Any]:
+    """Consume every input partition and orjson.loads each value: the ceiling."""
+    consumers = _partition_consumers(kafka, f"bench-bare-{uuid.uuid4().hex[:8]}")
+    loads = orjson.loads
+    count, first, started = 0, None, time.perf_counter()
+    cpu_before = time.process_time()
+    try:
+        while count < expected:
+            got = 0
+            for consumer in consumers:
+                messages = consumer.consume(1000, 0)
+                for m in messages:
+                    if m.error() is None:
+                        loads(m.value())
+                        got += 1
+            if got and first is None:
+                first = time.perf_counter()
+            count += got
+            if not got:
+                if time.perf_counter() - started > timeout_s:
+                    raise BenchError(f"bare stack: only {count} of {expected} records arrived within {timeout_s:.0f}s")
+                time.sleep(0.001)
+        elapsed = time.perf_counter() - (first or started)
+    finally:
+        for consumer in consumers:
+            consumer.close()
+    return {"events": count, "seconds": elapsed, "events_per_s": count / elapsed,
+            "cpu_s": time.process_time() - cpu_before}
+
+
+def naive_loop(kafka: KafkaSettings, redis_url: str, max_events: int, max_seconds: float) -> dict[str, Any]:
+    """Per event: GET the profile blob, update counters, SET it back. Redis db 1, flushed afterwards."""
+    client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/1")
+    consumers = _partition_consumers(kafka, f"bench-naive-{uuid.uuid4().hex[:8]}")
+    loads, dumps = orjson.loads, orjson.dumps
+    count, first, started = 0, None, time.perf_counter()
+    try:
+        while count < max_events:
+            now = time.perf_counter()
+            if (first is not None and now - first >= max_seconds) or now - started > max_seconds + 30:
+                break
+            got = False
+            for consumer in consumers:
+                for m in consumer.consume(100, 0):
+                    if m.error() is not None:
+                        continue
+                    if first is None:
+                        first = time.perf_counter()
+                    got = True
+                    event = loads(m.value())
+                    key = f"naive:profile:{event['customer_id']}"
+                    blob = client.get(key)
+                    profile = loads(blob) if blob else {"events": 0, "types": {}, "frequency": 0, "monetary": 0.0, "interests": {}}
+                    profile["events"] += 1
+                    profile["last_ts"] = event["ts"]
+                    profile["types"][event["type"]] = profile["types"].get(event["type"], 0) + 1
+                    if event["type"] == "purchase":
+                        profile["frequency"] += 1
+                        profile["monetary"] += event["amount"]
+                    if "category" in event:
+                        profile["interests"][event["category"]] = profile["interests"].get(event["category"], 0) + 1
+                    client.set(key, dumps(profile))
+                    count += 1
+                    if count >= max_events:
+                        break
+                if count >= max_events:
+                    break
+            if not got:
+                time.sleep(0.001)
+        elapsed = time.perf_counter() - (first or started)
+    finally:
+        for consumer in consumers:
+            consumer.close()
+        client.flushdb()
+        client.close()
+    if not count:
+        raise BenchError("naive loop: no records arrived")
+    return {"events": count, "seconds": elapsed, "events_per_s": count / elapsed, "round_trips_per_event": 2}
+
+
+def applied_total(client: redis.Redis, shards: int = 16) -> int:
+    blobs = client.mget([f"{KEY_PREFIX}:shard:{n}" for n in range(shards)])
+    return sum(orjson.loads(b).get("applied", 0) for b in blobs if b)
+
+
+class PySpy:
+    """py-spy record of one process, raw (collapsed) stacks; stopped early with SIGINT, which still writes the file."""
+
+    def __init__(self, pid: int, seconds: int, out: Path) -> None:
+        binary = Path(sys.executable).with_name("py-spy")
+        self.out = out
+        self.process = subprocess.Popen(
+            [str(binary), "record", "--pid", str(pid), "-d", str(seconds), "-r", "100", "-f", "raw", "--nonblocking", "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        self.started = time.perf_counter()
+
+    def stop(self) -> dict[str, Any]:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            _, err = self.process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            _, err = self.process.communicate()
+        if not self.out.exists():
+            return {"error": f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}"}
+        return summarise_profile(self.out) | {"seconds": round(time.perf_counter() - self.started, 1), "raw": str(self.out)}
+
+
+def summarise_profile(path: Path, top: int = 20) -> dict[str, Any]:
+    """Self time (leaf frame) and inclusive time per function, from py-spy's raw collapsed stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame(f) for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    as_share = lambda counter: [(name, round(100 * c / max(total, 1), 1)) for name, c in counter.most_common(top)]  # noqa: E731
+    return {"samples": total, "self_pct": as_share(own), "inclusive_pct": as_share(inclusive)}
+
+
+def _frame(text: str) -> str:
+    """``func (path/to/file.py:123)`` -> ``func (file.py)``: lines would split one function's time."""
+    name, _, where = text.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    parts = Path(where).parts
+    return f"{name} ({'/'.join(parts[-2:]) if parts else where})"
+
+
+def engine_phase(env: dict[str, str], log_path: Path, client: redis.Redis, expected: int, timeout_s: float,
+                 others: dict[str, int], profile_s: int, profile_out: Path) -> tuple[Any, dict[str, Any]]:
+    """Start the engine and time it until ``applied`` reaches ``expected``; returns the still-running engine."""
+    from tests.integration.engine_process import Engine
+
+    engine = Engine(env, log_path)
+    started = time.perf_counter()
+    engine.start()
+    pid = engine.proc.pid
+    first_t: float | None = None
+    first_applied = 0
+    rss_at_first = 0
+    cpu_first: dict[str, float] = {}
+    spy: PySpy | None = None
+    timeline: list[tuple[float, int, int]] = []
+    applied, timed_out = 0, False
+    while True:
+        if engine.proc.poll() is not None:
+            raise BenchError(f"the engine exited with {engine.proc.returncode} after {time.perf_counter() - started:.1f}s: {engine.log_tail()}")
+        applied = applied_total(client)
+        now = time.perf_counter()
+        if first_t is None and applied > 0:
+            first_t, first_applied = now, applied
+            rss_at_first = memory_kib(pid).get("VmRSS", 0)
+            cpu_first = {"engine": cpu_seconds(pid), **{name: cpu_seconds(p) for name, p in others.items()}}
+        if spy is None and profile_s and first_t is not None and now - first_t >= 2.0:
+            spy = PySpy(pid, profile_s, profile_out)
+        if not timeline or now - timeline[-1][0] - started >= 1.0 or applied >= expected:
+            timeline.append((now - started, applied, memory_kib(pid).get("VmRSS", 0)))
+        if applied >= expected:
+            break
+        if now - started > timeout_s:
+            timed_out = True
+            break
+        time.sleep(0.1)
+    end = time.perf_counter()
+    cpu_end = {"engine": cpu_seconds(pid), **{name: cpu_seconds(p) for name, p in others.items()}}
+    memory = memory_kib(pid)
+    result: dict[str, Any] = {
+        "expected": expected, "applied": applied, "timed_out": timed_out,
+        "startup_s": round((first_t or end) - started, 2),
+        "seconds_after_first_applied": round(end - (first_t or end), 2),
+        "seconds_including_startup": round(end - started, 2),
+        "events_per_s": (applied - first_applied) / (end - first_t) if first_t and end > first_t else 0.0,
+        "events_per_s_including_startup": applied / (end - started),
+        "peak_rss_kib": memory.get("VmHWM", 0), "rss_kib_end": memory.get("VmRSS", 0), "rss_kib_at_first_applied": rss_at_first,
+        "cpu_pct_of_one_core": {name: round(100 * (cpu_end[name] - cpu_first.get(name, 0.0)) / max(end - (first_t or end), 1e-9), 1)
+                                for name in cpu_end},
+        "timeline_s_applied_rss_kib": [(round(t, 1), a, r) for t, a, r in timeline],
+    }
+    if spy is not None:
+        result["profile"] = spy.stop()
+    return engine, result
+
+
+def latency_phase(kafka: KafkaSettings, client: redis.Redis, gen: EventGenerator, engine_pid: int, applied_before: int,
+                  rate: float, seconds: float, others: dict[str, int], probe_every_s: float = 0.010,
+                  poll_every_s: float = 0.005, drain_s: float = 20.0) -> dict[str, Any]:
+    """Paced load into the running engine, with timed probes: produce -> profile visible in Redis."""
+    topics = kafka.topics
+    topic_of = {role: getattr(topics, role) for role in ("clickstream", "purchases", "support", "control")}
+    # A typical low-latency tracker/producer: small linger, lz4, acks from all replicas.
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "linger.ms": 5, "acks": "all",
+                         "compression.type": "lz4", "enable.idempotence": False})
+    run_id = uuid.uuid4().hex[:6]
+    pending: dict[str, float] = {}
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    poller_errors: list[str] = []
+
+    def poll_profiles() -> None:
+        reader = redis.Redis.from_url(_url_of(client))
+        try:
+            while not stop.is_set():
+                with lock:
+                    keys = list(pending)
+                if keys:
+                    values = reader.mget(keys)
+                    seen = time.perf_counter()
+                    with lock:
+                        for key, value in zip(keys, values):
+                            if value is not None:
+                                latencies.append(seen - pending.pop(key))
+                time.sleep(poll_every_s)
+        except redis.RedisError as exc:
+            poller_errors.append(str(exc))
+        finally:
+            reader.close()
+
+    poller = threading.Thread(target=poll_profiles, name="probe-poller", daemon=True)
+    poller.start()
+    cpu_before = {"engine": cpu_seconds(engine_pid), **{name: cpu_seconds(p) for name, p in others.items()}}
+    sent = probes = 0
+    started = time.perf_counter()
+    next_probe = started
+    while True:
+        now = time.perf_counter()
+        elapsed = now - started
+        if elapsed >= seconds:
+            break
+        due = int(elapsed * rate) - sent
+        if due > 0:
+            for role, key, value in gen.batch(due):
+                _produce(producer, topic_of[role], value, key)
+            sent += due
+        if now >= next_probe:
+            customer = f"probe-{run_id}-{probes}"
+            role, key, value = gen.purchase_for(customer)
+            with lock:
+                pending[f"{KEY_PREFIX}:profile:{customer}"] = time.perf_counter()
+            _produce(producer, topic_of[role], value, key)
+            probes += 1
+            next_probe += probe_every_s
+        producer.poll(0)
+        time.sleep(0.001)
+    paced_s = time.perf_counter() - started
+    cpu_after = {"engine": cpu_seconds(engine_pid), **{name: cpu_seconds(p) for name, p in others.items()}}
+    producer.flush(30)
+    expected = applied_before + sent + probes
+    deadline = time.perf_counter() + drain_s
+    while time.perf_counter() < deadline:
+        with lock:
+            left = len(pending)
+        if not left and applied_total(client) >= expected:
+            break
+        time.sleep(0.05)
+    stop.set()
+    poller.join(5)
+    applied = applied_total(client)
+    with lock:
+        missing = len(pending)
+    ms = sorted(1000 * x for x in latencies)
+    return {
+        "rate_target": rate, "seconds": round(paced_s, 2), "events": sent, "achieved_rate": round(sent / paced_s),
+        "probes": probes, "probes_seen": len(ms), "probes_missing": missing,
+        "latency_ms": {"p50": _pct(ms, 50), "p95": _pct(ms, 95), "p99": _pct(ms, 99), "max": round(ms[-1], 1) if ms else None,
+                       "mean": round(statistics.fmean(ms), 1) if ms else None},
+        "kept_up": applied >= expected, "applied_after": applied, "expected_after": expected,
+        "cpu_pct_of_one_core": {name: round(100 * (cpu_after[name] - cpu_before[name]) / paced_s, 1) for name in cpu_after},
+        "poller_errors": poller_errors[:3],
+    }
+
+
+def _url_of(client: redis.Redis) -> str:
+    kw = client.connection_pool.connection_kwargs
+    return f"redis://{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+
+
+def _produce(producer: Producer, topic: str, value: bytes, key: str) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, key)
+            return
+        except BufferError:
+            producer.poll(0.01)
+
+
+def _pct(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return round(sorted_values[rank - 1], 1)
+
+
+def redis_memory(client: redis.Redis) -> dict[str, Any]:
+    info = client.info("memory")
+    return {"used_memory": info["used_memory"], "used_memory_rss": info.get("used_memory_rss"), "keys": client.dbsize()}
+
+
+def profile_blob_sizes(client: redis.Redis, sample: int = 2000) -> dict[str, Any]:
+    keys: list[bytes] = []
+    for key in client.scan_iter(match=f"{KEY_PREFIX}:profile:c*", count=1000):
+        keys.append(key)
+        if len(keys) >= sample:
+            break
+    if not keys:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.strlen(key)
+        pipe.memory_usage(key)
+    values = pipe.execute()
+    lengths, usage = values[0::2], [v for v in values[1::2] if v]
+    return {"sampled": len(keys), "mean_blob_bytes": round(statistics.fmean(lengths)),
+            "mean_memory_usage_bytes": round(statistics.fmean(usage)) if usage else None}
+
+
+def replay_phase(events_path: Path, out_dir: Path, expected: int, timeout_s: float) -> dict[str, Any]:
+    command = [sys.executable, "-m", "load.replay_timed", str(events_path), str(out_dir)]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"replay of {expected} events did not finish within {timeout_s:.0f}s (raise --replay-timeout)") from None
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise BenchError(f"replay failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}")
+    result = orjson.loads(done.stdout.splitlines()[-1])
+    if result["events"] != expected or result["dead"]:
+        raise BenchError(f"replay decoded {result['events']} events and rejected {result['dead']}; expected {expected} and 0")
+    result["events_per_s"] = result["events"] / result["dataflow_s"]
+    result["events_per_s_with_profile_file"] = result["events"] / result["total_s"]
+    result["wall_s_process"] = round(wall, 2)
+    return result
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _rate(x: float | None) -> str:
+    return f"{x:>12,.0f}" if x else f"{'-':>12}"
+
+
+def _ratio(x: float | None, base: float | None) -> str:
+    if not x or not base:
+        return f"{'-':>10}"
+    r = x / base
+    return f"{r:>9.2f}x" if r >= 0.1 else f"{r:>9.4f}x"
+
+
+def render(results: dict[str, Any]) -> str:
+    r = results
+    m = r["machine"]
+    gen, bare, naive, eng, rep = r.get("generator"), r.get("bare_stack"), r.get("naive_redis"), r.get("engine_kafka_redis"), r.get("engine_embedded")
+    lines = [
+        "",
+        f"crm-stream spine benchmark  {r['started_at']}",
+        f"machine: {m['nproc']} cores ({m['cpu_model']}), {m['mem_total_gib']} GiB; Python {r['versions']['python']}, "
+        f"bytewax {r['versions']['bytewax']}, confluent-kafka {r['versions']['confluent_kafka']}, {r['versions']['redis_server']}",
+        f"command: {r['command']}",
+        f"events: {r['config']['events']:,} to 4 topics x {PARTITIONS} partitions; customers: {r['config']['customers']:,} "
+        f"({r['config']['distribution']}), {gen['distinct_customers']:,} distinct in the run; mean event {gen['mean_event_bytes']:.0f} B",
+        "",
+        f"{'throughput':<44}{'events/s':>12}{'vs bare':>11}{'vs naive':>11}",
+    ]
+    bare_rate = bare and bare["events_per_s"]
+    naive_rate = naive and naive["events_per_s"]
+    rows = [
+        ("bare stack (consume + orjson.loads)", bare_rate),
+        (f"naive per-event Redis loop ({naive['events']:,} ev)" if naive else "naive per-event Redis loop", naive_rate),
+        ("engine Kafka+Redis, 1 process", eng and eng["events_per_s"]),
+        ("  same, start-up included", eng and eng["events_per_s_including_startup"]),
+        ("engine embedded (replay dataflow)", rep and rep["events_per_s"]),
+        ("  same, with writing the profile file", rep and rep["events_per_s_with_profile_file"]),
+    ]
+    for name, rate in rows:
+        lines.append(f"{name:<44}{_rate(rate)}{_ratio(rate, bare_rate)}{_ratio(rate, naive_rate)}")
+    lines += [
+        f"{'(generator ' + format(gen['events_per_s'], ',.0f') + ' ev/s; produce to Tansu ' + format(r['produce']['events_per_s'], ',.0f') + ' ev/s)':<44}",
+    ]
+    if eng:
+        target = eng["events_per_s"]
+        verdict = "MET" if target >= TARGET_EVENTS_PER_S and not eng["timed_out"] else "NOT MET"
+        lines += [
+            "",
+            f"target >= {TARGET_EVENTS_PER_S:,} ev/s on one worker process: {verdict} ({target:,.0f} ev/s = {target / TARGET_EVENTS_PER_S:.0%})"
+            + ("  [TIMED OUT before all events were applied]" if eng["timed_out"] else ""),
+            f"engine start-up {eng['startup_s']:.1f}s; then {eng['applied']:,} applied in {eng['seconds_after_first_applied']:.1f}s; "
+            "CPU (% of one core): " + ", ".join(f"{k} {v:.0f}%" for k, v in eng["cpu_pct_of_one_core"].items()),
+        ]
+    lat = r.get("latency")
+    if lat:
+        L = lat["latency_ms"]
+        lines += [
+            "",
+            f"latency, produce -> profile visible in Redis, at {lat['achieved_rate']:,} ev/s for {lat['seconds']:.0f}s "
+            f"({lat['probes_seen']} probes, {lat['probes_missing']} missing; kept up: {'yes' if lat['kept_up'] else 'NO'}):",
+            f"  p50 {L['p50']} ms   p95 {L['p95']} ms   p99 {L['p99']} ms   max {L['max']} ms",
+            "  CPU (% of one core): " + ", ".join(f"{k} {v:.0f}%" for k, v in lat["cpu_pct_of_one_core"].items()),
+        ]
+    mem = r.get("memory")
+    if mem:
+        lines += [
+            "",
+            f"memory for {mem['customers']:,} customers: engine peak RSS {mem['engine_peak_rss_mib']:,.0f} MiB = "
+            f"{mem['engine_bytes_per_customer']:,.0f} B/customer ({mem['engine_bytes_per_customer_over_baseline']:,.0f} over its start-up RSS); "
+            f"Redis used_memory +{mem['redis_used_mib']:,.0f} MiB = {mem['redis_bytes_per_customer']:,.0f} B/customer"
+            + (f" (profile blob mean {mem['profile_blob']['mean_blob_bytes']} B)" if mem.get("profile_blob") else ""),
+        ]
+        if rep:
+            lines.append(f"replay peak RSS {rep['peak_rss_kib'] / 1024:,.0f} MiB = {rep['peak_rss_kib'] * 1024 / mem['customers']:,.0f} B/customer (in-memory store)")
+    prof = (eng or {}).get("profile")
+    if prof and "self_pct" in prof:
+        lines += ["", f"py-spy, engine, {prof['samples']} samples over {prof['seconds']}s: top self time"]
+        lines += [f"  {pct:5.1f}%  {name}" for name, pct in prof["self_pct"][:15]]
+        lines += ["top inclusive time"]
+        lines += [f"  {pct:5.1f}%  {name}" for name, pct in prof["inclusive_pct"][:15]]
+    if r.get("errors"):
+        lines += ["", "errors:"] + [f"  {e}" for e in r["errors"]]
+    lines.append(f"\nresults: {r.get('results_file', '-')}")
+    return "\n".join(lines)
+
+
+def versions() -> dict[str, str]:
+    import bytewax  # noqa: F401
+    import confluent_kafka
+    from importlib.metadata import version
+
+    try:
+        server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, timeout=10).stdout.split()
+        redis_server = next((w for w in server if w.startswith("v=")), "v=?").replace("v=", "redis-server ")
+    except (OSError, subprocess.SubprocessError):
+        redis_server = "redis-server ?"
+    return {"python": sys.version.split()[0], "bytewax": version("bytewax"), "confluent_kafka": confluent_kafka.version()[0],
+            "librdkafka": confluent_kafka.libversion()[0], "redis_py": version("redis"), "orjson": version("orjson"),
+            "redis_server": redis_server}
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m load.bench_spine", description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, help="events to produce and process (default 2,000,000; --quick 300,000)")
+    p.add_argument("--customers", type=int, default=1_000_000, help="distinct customer ids to draw from (default 1,000,000)")
+    p.add_argument("--quick", action="store_true", help="300,000 events, shorter naive and latency phases")
+    p.add_argument("--distribution", choices=("uniform", "zipf"), default="uniform", help="how events pick customers")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--naive-events", type=int, help="cap of the naive loop (default 30,000; --quick 10,000)")
+    p.add_argument("--naive-seconds", type=float, help="time cap of the naive loop (default 20; --quick 8)")
+    p.add_argument("--rate", type=float, default=10_000, help="events/s of the paced latency phase (default 10,000)")
+    p.add_argument("--latency-seconds", type=float, help="length of the paced phase (default 15; --quick 8)")
+    p.add_argument("--engine-timeout", type=float, help="limit for the engine to apply every event (default 420 s; --quick 150)")
+    p.add_argument("--replay-timeout", type=float, help="limit for the replay (default 420 s; --quick 150)")
+    p.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the engine for this long during the throughput phase")
+    p.add_argument("--no-replay", action="store_true", help="skip the embedded replay phase")
+    p.add_argument("--out", help="results file (default load/results/spine-<date>[-quick].json)")
+    args = p.parse_args(argv)
+    quick = args.quick
+    args.events = args.events or (300_000 if quick else 2_000_000)
+    args.naive_events = args.naive_events or (10_000 if quick else 30_000)
+    args.naive_seconds = args.naive_seconds or (8.0 if quick else 20.0)
+    args.latency_seconds = args.latency_seconds or (8.0 if quick else 15.0)
+    args.engine_timeout = args.engine_timeout or (150.0 if quick else 420.0)
+    args.replay_timeout = args.replay_timeout or (150.0 if quick else 420.0)
+    if not 1 <= args.events <= 5_000_000:
+        p.error(f"--events {args.events} must be between 1 and 5,000,000 (all events are held in memory while producing)")
+    if args.customers <= 0:
+        p.error("--customers must be greater than 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from config import settings as config
+    from load.servers import running_servers
+    from tests.integration.conftest import make_kafka_settings
+    from tests.integration.engine_process import engine_env
+
+    started_at = datetime.now(timezone.utc)
+    suffix = "-quick" if args.quick else ""
+    out_path = Path(args.out) if args.out else RESULTS / f"spine-{started_at:%Y-%m-%d}{suffix}.json"
+    command = " ".join(["python -m load.bench_spine", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
+    results: dict[str, Any] = {
+        "started_at": started_at.isoformat(timespec="seconds"), "command": command, "machine": machine(), "versions": versions(),
+        "config": {"events": args.events, "customers": args.customers, "distribution": args.distribution, "seed": args.seed,
+                   "naive_events": args.naive_events, "naive_seconds": args.naive_seconds, "rate": args.rate,
+                   "latency_seconds": args.latency_seconds, "partitions_per_topic": PARTITIONS,
+                   "engine": "crm-stream run: kafka source, redis store, kafka sink, recovery on, epoch 500 ms, 16 shards, batch 1000"},
+        "errors": [],
+    }
+    settings = config.load(None, env={})
+    work = Path(tempfile.mkdtemp(prefix="crm-bench-"))
+    log(f"{command}: work dir {work}")
+
+    check_generator(args.customers, args.seed, args.distribution, settings)
+    gen = EventGenerator(args.customers, seed=args.seed, distribution=args.distribution)
+    events_path = work / "events.jsonl"
+    records, results["generator"] = generate(gen, args.events, events_path)
+    log(f"generated {args.events:,} events at {results['generator']['events_per_s']:,.0f}/s "
+        f"({results['generator']['distinct_customers']:,} distinct customers)")
+
+    engine = None
+    try:
+        with running_servers(str(work)) as (redis_server, broker):
+            others = {"redis": redis_server.process.pid, "tansu": broker.process.pid}
+            kafka = make_kafka_settings(broker.bootstrap)
+            ensure_topics(kafka, partitions=PARTITIONS)
+            results["produce"] = produce(kafka, records)
+            del records
+            gc.collect()
+            log(f"produced at {results['produce']['events_per_s']:,.0f}/s")
+
+            results["bare_stack"] = bare_stack(kafka, args.events, timeout_s=120)
+            log(f"bare stack {results['bare_stack']['events_per_s']:,.0f}/s")
+            results["naive_redis"] = naive_loop(kafka, redis_server.url, args.naive_events, args.naive_seconds)
+            log(f"naive loop {results['naive_redis']['events_per_s']:,.0f}/s")
+
+            client = redis.Redis.from_url(redis_server.url)
+            client.flushdb()
+            redis_before = redis_memory(client)
+            env = engine_env(kafka, redis_server.url, work / "recovery", CRM_STREAM__ENGINE__EPOCH_INTERVAL_MS="500")
+            profile_out = out_path.with_name(out_path.stem + "-pyspy.txt.tmp")
+            log("engine: starting crm-stream run (Kafka + Redis)")
+            engine, results["engine_kafka_redis"] = engine_phase(
+                env, work / "engine.log", client, args.events, args.engine_timeout, others, args.profile, profile_out)
+            eng = results["engine_kafka_redis"]
+            log(f"engine {eng['events_per_s']:,.0f}/s after a {eng['startup_s']:.1f}s start-up"
+                + (" (TIMED OUT)" if eng["timed_out"] else ""))
+            redis_after = redis_memory(client)
+            customers = results["generator"]["distinct_customers"]
+            results["memory"] = {
+                "customers": customers,
+                "engine_peak_rss_mib": eng["peak_rss_kib"] / 1024,
+                "engine_bytes_per_customer": eng["peak_rss_kib"] * 1024 / customers,
+                "engine_bytes_per_customer_over_baseline": (eng["peak_rss_kib"] - eng["rss_kib_at_first_applied"]) * 1024 / customers,
+                "redis_before": redis_before, "redis_after": redis_after,
+                "redis_used_mib": (redis_after["used_memory"] - redis_before["used_memory"]) / 2**20,
+                "redis_bytes_per_customer": (redis_after["used_memory"] - redis_before["used_memory"]) / customers,
+                "profile_blob": profile_blob_sizes(client),
+            }
+            if eng["timed_out"]:
+                results["errors"].append(f"engine applied only {eng['applied']:,} of {args.events:,} events within {args.engine_timeout:.0f}s")
+            log(f"latency: {args.rate:,.0f} ev/s for {args.latency_seconds:.0f}s with probes")
+            results["latency"] = latency_phase(kafka, client, gen, engine.proc.pid, eng["applied"], args.rate, args.latency_seconds, others)
+            results["engine_kafka_redis"]["peak_rss_kib_after_latency"] = memory_kib(engine.proc.pid).get("VmHWM", 0)
+            engine.kill(signal.SIGKILL)
+            engine = None
+            client.close()
+    except BenchError as exc:
+        results["errors"].append(str(exc))
+        log(f"error: {exc}")
+    finally:
+        if engine is not None:
+            engine.kill(signal.SIGKILL)
+
+    if not args.no_replay and not results["errors"]:
+        log(f"replay of {args.events:,} events (no Kafka, no Redis)")
+        try:
+            results["engine_embedded"] = replay_phase(events_path, work, args.events, args.replay_timeout)
+        except BenchError as exc:
+            results["errors"].append(str(exc))
+            log(f"error: {exc}")
+
+    results["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results["results_file"] = str(out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT) else out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    print(render(results))
+    for leftover in work.glob("*.jsonl"):
+        leftover.unlink()
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
