@@ -593,7 +593,7 @@ def versions() -> dict[str, str]:
         redis_server = next((w for w in server if w.startswith("v=")), "v=?").replace("v=", "redis-server ")
     except (OSError, subprocess.SubprocessError):
         redis_server = "redis-server ?"
-    return {"python": sys.version.split()[0], "bytewax": version("bytewax"), "confluent_kafka": confluent_kafka.version()[0],
+    return {"python": sys.version.split()[0], "bytewax": version("bytewax"), "confluent_kafka": version("confluent-kafka"),
             "librdkafka": confluent_kafka.libversion()[0], "redis_py": version("redis"), "orjson": version("orjson"),
             "redis_server": redis_server}
 
