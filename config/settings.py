@@ -40,6 +40,48 @@ class EngineSettings:
     anonymous_max_events: int = 200
     sentiment_half_life_hours: float = 72.0
     churn_horizon_days: int = 30
+    allowed_lateness_ms: int = 60_000
+    """Timers fire when the slowest active partition's event time, minus this, passes their deadline."""
+    idle_partition_s: float = 5.0
+    """A partition silent this long (wall time) stops holding the event-time clock back."""
+
+
+@dataclass(frozen=True)
+class RuleSettings:
+    """Thresholds of the alert rules (operators/rules/), one group per rule."""
+
+    angry_threshold: float = 0.6
+    angry_cooldown_hours: float = 24.0
+    angry_urgent_threshold: float = 0.85
+    abandoned_min_signals: int = 4
+    """Product views plus 2 x cart adds in one category that make an interest worth an offer."""
+    abandoned_window_hours: float = 48.0
+    churn_threshold: float = 0.75
+    churn_check_gap_multiplier: float = 2.0
+    churn_min_check_days: float = 7.0
+    win_back_silence_days: float = 75.0
+    win_back_min_purchases: int = 2
+    replenishment_min_purchases: int = 3
+    replenishment_max_cv: float = 0.35
+    replenishment_lead_days: float = 2.0
+    return_spike_min_refunds: int = 5
+    return_spike_ratio: float = 3.0
+    return_spike_window_days: float = 14.0
+    segment_change_to: str = "high_value,at_risk,lost"
+    """Comma-separated segments whose arrival triggers a segment_change."""
+
+
+@dataclass(frozen=True)
+class GovernanceSettings:
+    """What every marketing trigger must pass (operators/governance.py)."""
+
+    daily_cap: int = 1
+    weekly_cap: int = 3
+    low_frequency_weekly_cap: int = 1
+    quiet_start_hour: int = 21
+    quiet_end_hour: int = 8
+    channel_preference: str = "marketing_email,marketing_push,marketing_sms"
+    service_cooldown_hours: float = 24.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +165,8 @@ class RecoverySettings:
 class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     segments: SegmentSettings = field(default_factory=SegmentSettings)
+    rules: RuleSettings = field(default_factory=RuleSettings)
+    governance: GovernanceSettings = field(default_factory=GovernanceSettings)
     currency_rates: Mapping[str, float] = field(default_factory=dict)
     simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
     source: SourceSettings = field(default_factory=SourceSettings)
@@ -248,6 +292,13 @@ def _validate(s: Settings) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} = {value!r} must be greater than 0")
+    for name in ("quiet_start_hour", "quiet_end_hour"):
+        if not 0 <= getattr(s.governance, name) <= 23:
+            raise ConfigError(f"governance.{name} = {getattr(s.governance, name)!r} must be an hour 0..23")
+    channels = [c.strip() for c in s.governance.channel_preference.split(",") if c.strip()]
+    if not channels or any(c not in ("marketing_email", "marketing_push", "marketing_sms") for c in channels):
+        raise ConfigError(f"governance.channel_preference = {s.governance.channel_preference!r}: a comma-separated list of "
+                          "marketing_email, marketing_push, marketing_sms")
     if not 0.0 < s.segments.high_value_quantile < 1.0:
         raise ConfigError(f"segments.high_value_quantile = {s.segments.high_value_quantile!r} must be between 0 and 1")
     if s.segments.max_active_days < s.segments.min_active_days:

@@ -34,14 +34,29 @@ from operators.shard import ProfileShard
 ROUTE, EFFECTS = "route", "effects"
 
 
+def merge_clocks(parts: list[dict[str, int] | None]) -> dict[str, int]:
+    if len(parts) == 1 and parts[0] is not None:
+        return parts[0]
+    merged: dict[str, int] = {}
+    for clocks in parts:
+        for source, ts in (clocks or {}).items():
+            if ts > merged.get(source, -1):
+                merged[source] = ts
+    return merged
+
+
 class _IdentityLogic(StatefulBatchLogic):
     def __init__(self, shard: IdentityShard) -> None:
         self.shard = shard
 
-    def on_batch(self, values: list[list[dict[str, Any]]]) -> tuple[Iterable[Any], bool]:
-        events = values[0] if len(values) == 1 else [e for v in values for e in v]
+    def on_batch(self, values: list[tuple[int, list[dict[str, Any]], dict[str, int]]]) -> tuple[Iterable[Any], bool]:
+        own = values[0][0]
+        events = values[0][1] if len(values) == 1 else [e for v in values for e in v[1]]
+        clocks = merge_clocks([v[2] for v in values])
         routed, effects = self.shard.process(events)
-        out: list[Any] = [(ROUTE, shard_key(s), evs) for s, evs in routed.items()]
+        routed.setdefault(own, [])
+        # The clocks go on to the profile shard of the same number, so every profile shard hears them once.
+        out: list[Any] = [(ROUTE, shard_key(s), (evs, clocks if s == own else None)) for s, evs in routed.items()]
         if effects:
             out.append((EFFECTS, None, effects))
         return out, StatefulBatchLogic.RETAIN
@@ -112,14 +127,14 @@ class _LazyProfileLogic(StatefulBatchLogic):
         self.board = board
         self.shard: ProfileShard | None = None
 
-    def on_batch(self, values: list[tuple[str, list[dict[str, Any]]]]) -> tuple[Iterable[Any], bool]:
+    def on_batch(self, values: list[tuple[str, tuple[list[dict[str, Any]], dict[str, int] | None]]]) -> tuple[Iterable[Any], bool]:
         if self.shard is None:
             number = int(values[0][0][1:])
             self.shard = ProfileShard(number, self.settings, self.store_provider(), self.keys, emit_changes=self.emit_changes, board=self.board)
             if self.registry is not None:
                 self.registry[number] = self.shard
-        events = values[0][1] if len(values) == 1 else [e for _, v in values for e in v]
-        effects = self.shard.process(events)
+        events = values[0][1][0] if len(values) == 1 else [e for _, (evs, _) in values for e in evs]
+        effects = self.shard.process(events, merge_clocks([clocks for _, (_, clocks) in values]))
         return ([effects] if effects else []), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> None:

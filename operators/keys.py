@@ -2,7 +2,8 @@
 
     {prefix}:profile:{customer_id}   JSON blob: the customer's full profile (operators/profile.py)
     {prefix}:anon:{anonymous_id}     JSON blob: a visitor's buffered events, or its link to a customer
-    {prefix}:shard:{n}               JSON blob: shard-level statistics (adaptive RFM thresholds)
+    {prefix}:shard:{n}               JSON blob: shard-level statistics (adaptive RFM thresholds, clocks, counters)
+    {prefix}:timers:{n}:{hour}       JSON blob: {customer_id: deadline} of the shard's timers due in that hour
     {prefix}:meta                    JSON blob: layout version and shard count
 """
 
@@ -31,6 +32,9 @@ class KeySpace:
 
     def shard(self, shard: int) -> str:
         return f"{self.prefix}:shard:{shard}"
+
+    def timers(self, shard: int, hour: int) -> str:
+        return f"{self.prefix}:timers:{shard}:{hour}"
 
     @property
     def meta(self) -> str:

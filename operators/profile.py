@@ -22,6 +22,7 @@ from typing import Any
 
 from config.settings import EngineSettings
 from operators import sentiment
+from operators.schema import UTC_OFFSET
 from operators.timeutil import MS_PER_DAY, MS_PER_HOUR
 
 VERSION = 1
@@ -31,6 +32,7 @@ MAX_CART_ITEMS = 100
 MAX_OPEN_TICKETS = 50
 MAX_ANONYMOUS_IDS = 20
 MAX_INTERESTS = 50
+MAX_CATEGORY_TIMES = 8
 CHANNELS = ("marketing_email", "marketing_sms", "marketing_push")
 
 # Where an event came from, set by the router: input partition (or file) and offset (or line).
@@ -94,6 +96,13 @@ def _blank_profile() -> Profile:
         "anonymous_ids": [],
         "seen_ids": {},
         "offsets": {},
+        "utc_offset_min": None,
+        "category_times": {},
+        "episodes": {},
+        "timers": {},
+        "alerted": {},
+        "sent": [],
+        "scheduled": {},
     }
 
 
@@ -182,6 +191,8 @@ def apply(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> bool:
         link_anonymous_id(profile, event["anonymous_id"])
     if kind in _CUSTOMER_ACTIONS:
         profile["active_hours"][(ts // MS_PER_HOUR) % 24] += 1
+        if event.get(UTC_OFFSET) is not None and ts >= profile["last_seen"]:
+            profile["utc_offset_min"] = event[UTC_OFFSET]
     handler = _HANDLERS.get(kind)
     if handler is not None:
         handler(profile, event, rules)
@@ -206,8 +217,25 @@ def _interest(profile: Profile, category: str, weight: float, ts: int, rules: Pr
     add_decayed(cell, weight, ts, rules.interest_half_life_ms)
 
 
+def _episode(profile: Profile, category: str, ts: int, signals: int) -> None:
+    """An interest episode: attention to a category since the customer last bought in it."""
+    episodes = profile["episodes"]
+    bought = profile["category_times"].get(category)
+    if bought and bought[-1] >= ts:
+        return  # they bought in this category after this attention: no open interest
+    episode = episodes.get(category)
+    if episode is None:
+        if len(episodes) >= MAX_INTERESTS:
+            del episodes[next(iter(episodes))]
+        episode = episodes[category] = [ts, 0, ts]
+    episode[0] = min(episode[0], ts)
+    episode[1] += signals
+    episode[2] = max(episode[2], ts)
+
+
 def _on_view(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
     _interest(profile, event["category"], INTEREST_WEIGHTS["product_view"], event["ts"], rules)
+    _episode(profile, event["category"], event["ts"], 1)
 
 
 def _on_add_to_cart(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
@@ -221,6 +249,7 @@ def _on_add_to_cart(profile: Profile, event: dict[str, Any], rules: ProfileRules
     if event.get("price") is not None:
         item["price"] = event["price"]
     _interest(profile, event["category"], INTEREST_WEIGHTS["add_to_cart"], event["ts"], rules)
+    _episode(profile, event["category"], event["ts"], 2)
 
 
 def _on_remove_from_cart(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
@@ -237,7 +266,8 @@ def _on_purchase(profile: Profile, event: dict[str, Any], rules: ProfileRules) -
     orders = profile["orders"]
     if event["order_id"] in orders:
         return  # the same order sent twice under two event ids: count it once
-    orders[event["order_id"]] = event["amount_base"]
+    items = event.get("items") or []
+    orders[event["order_id"]] = [event["amount_base"], sorted({i["product_id"] for i in items})]
     if len(orders) > MAX_ORDERS:
         del orders[next(iter(orders))]
     profile["frequency"] += 1
@@ -254,12 +284,18 @@ def _on_purchase(profile: Profile, event: dict[str, Any], rules: ProfileRules) -
         mean = sum(gaps) / len(gaps)
         profile["gap_mean_days"] = round(mean, 6)
         profile["gap_std_days"] = round(math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps)), 6)
-    items = event.get("items") or []
     bought = profile["category_purchases"]
-    for item in items:
-        record = bought.setdefault(item["category"], [0, ts])
+    for category in sorted({i["category"] for i in items}):
+        record = bought.setdefault(category, [0, ts])
         record[0] += 1
         record[1] = max(record[1], ts)
+        cat_times = profile["category_times"].setdefault(category, [])
+        bisect.insort(cat_times, ts)
+        del cat_times[:-MAX_CATEGORY_TIMES]
+        episode = profile["episodes"].get(category)
+        if episode is not None and episode[0] <= ts:
+            del profile["episodes"][category]
+    for item in items:
         _interest(profile, item["category"], INTEREST_WEIGHTS["purchase"], ts, rules)
         profile["cart"].pop(item["product_id"], None)
     if not items:

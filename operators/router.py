@@ -40,26 +40,35 @@ class Router:
         self.dead = 0
 
     def route(self, batch: list[Raw]) -> list[tuple[str, Any]]:
+        """(identity shard key, (shard, events, clocks)) for EVERY shard, plus (DEAD, effects) if any.
+
+        ``clocks`` ({input partition: newest event time}) goes to every shard,
+        events or not, so that each shard's event-time clock moves with the
+        whole stream: timers must fire for customers who send nothing more.
+        """
         groups: dict[int, list[dict[str, Any]]] = {}
         dead: list[tuple[str, str | None, bytes]] = []
+        clocks: dict[str, int] = {}
         decode = self.decoder.decode
         shards = self.shards
-        max_ts = self.max_ts
         for topic, partition, offset, value in batch:
             origin = Origin(topic, line=offset) if partition < 0 else Origin(topic, partition, offset)
             event = decode(value, origin)
             if type(event) is DeadLetter:
                 dead.append((DEADLETTER, None, jsonutil.dumps(event.to_record())))
                 continue
-            event[SOURCE] = f"{topic or 'file'}#{partition}"  # type: ignore[index]
+            source = f"{topic or 'file'}#{partition}"
+            event[SOURCE] = source  # type: ignore[index]
             event[SOURCE_OFFSET] = offset  # type: ignore[index]
-            if event["ts"] > max_ts:  # type: ignore[index]
-                max_ts = event["ts"]  # type: ignore[index]
+            ts = event["ts"]  # type: ignore[index]
+            if ts > clocks.get(source, -1):
+                clocks[source] = ts
             groups.setdefault(identity_route(event, shards), []).append(event)  # type: ignore[arg-type]
-        self.max_ts = max_ts
+        if clocks:
+            self.max_ts = max(self.max_ts, max(clocks.values()))
         self.dead += len(dead)
         self.decoded += len(batch) - len(dead)
-        out: list[tuple[str, Any]] = [(shard_key(s), evs) for s, evs in groups.items()]
+        out: list[tuple[str, Any]] = [(shard_key(s), (s, groups.get(s, []), clocks)) for s in range(shards)] if clocks else []
         if dead:
             out.append((DEAD, dead))
         return out

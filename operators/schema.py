@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from operators import jsonutil
-from operators.timeutil import TimeFormatError, parse_ts
+from operators.timeutil import TimeFormatError, parse_ts, utc_offset_minutes
 
 MAX_ID_CHARS = 256
 MAX_SHORT_TEXT_CHARS = 2_048
 MAX_LONG_TEXT_CHARS = 20_000
 MAX_ITEMS = 500
+UTC_OFFSET = "_utc_offset"  # minutes east of UTC that the event's ts was written with (the customer's clock)
 
 
 class FieldError(ValueError):
@@ -257,9 +258,13 @@ class Decoder:
         if "ts" not in event:
             raise FieldError("ts", "is required (RFC 3339 with offset, or epoch milliseconds)")
         try:
-            event["ts"] = parse_ts(event["ts"])
+            raw_ts = event["ts"]
+            event["ts"] = parse_ts(raw_ts)
         except TimeFormatError as exc:
             raise FieldError("ts", str(exc)) from None
+        offset = utc_offset_minutes(raw_ts)
+        if offset is not None:
+            event[UTC_OFFSET] = offset
         for name, check in spec.required.items():
             if event.get(name) is None:
                 raise FieldError(name, f"is required for {kind}")

@@ -6,9 +6,11 @@ is the only writer of those profiles. It processes a batch at a time:
 1. hydrate: customers of the batch not in memory are fetched with one MGET
    (after a restart, or after eviction, the store is the truth);
 2. apply each event in order (operators/profile.py), keeping the adaptive
-   segment statistics current;
-3. return effects: the changed profiles (one blob each, coalesced per batch)
-   and, when asked, human-readable change notes for the terminal.
+   segment statistics current, and let the rules react (operators/rules/);
+3. advance the event-time clock and fire the timers it passed
+   (operators/timers.py): absence rules and scheduled marketing triggers;
+4. return effects: alerts and triggers, the changed profiles (one value each,
+   coalesced per batch), timer buckets and shard statistics.
 
 It never writes itself: effects go to the sink, which makes outputs durable
 before state (operators/effects.py), so state in the store never runs ahead of
@@ -18,21 +20,52 @@ the alerts it implies.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections import Counter
+from typing import Any, Callable
 
 from config.settings import Settings
-from operators import jsonutil, profile as profiles
-from operators.io import DEADLETTER
+from models import rhythm
+from operators import governance, jsonutil, profile as profiles, sentiment
 from operators.identity import RELEASED
-from operators.io import Store
+from operators.io import DEADLETTER, MARKETING, SERVICE, Store
 from operators.keys import KeySpace
+from operators.rules import RULES, TIMED_RULES, Candidate, RuleContext, segment_change
+from operators.rules.return_spike import ReturnWatch
 from operators.segments import SegmentStats, ThresholdBoard, Thresholds, segment_of
-from operators.timeutil import MS_PER_DAY
+from operators.timers import EventClock, TimerWheel
+from operators.timeutil import MS_PER_DAY, to_rfc3339
 
 log = logging.getLogger(__name__)
-Effect = tuple[str, str | None, bytes | None]
+Effect = tuple[str, str | None, Any]
 CHANGES = "changes"  # a display-only destination: profile changes for the terminal
 RESEGMENT_EVERY_MS = 3_600_000  # without new purchases a segment moves with time only: check hourly
+SEND = "send"  # the timer kind of scheduled marketing triggers
+MAX_ALERTED = 100
+
+# Which event types can change what each rule looks at: the rest skip the rule entirely.
+_ON_EVENT = {
+    "angry_customer": frozenset({"support_message"}),
+    "return_spike": frozenset({"purchase", "refund"}),
+}
+_REARM = {
+    "abandoned_interest": frozenset({"product_view", "add_to_cart", "purchase", "identify"}),
+    "churn_risk": frozenset({"purchase", "identify"}),
+    "win_back": frozenset({"purchase", "identify"}),
+    "replenishment": frozenset({"purchase", "identify"}),
+}
+
+AngerFn = Callable[[dict[str, Any], dict[str, Any]], tuple[float, list[str]]]
+
+
+def lexicon_anger(profile: dict[str, Any], event: dict[str, Any]) -> tuple[float, list[str]]:
+    """The fallback anger score: negative sentiment, nudged by repeated contacts on the ticket."""
+    score = max(0.0, -sentiment.score_text(event["text"]))
+    reasons = [f"negative wording ({score:.2f})"] if score else []
+    ticket = profile["tickets"].get(event["ticket_id"])
+    if ticket and ticket["inbound"] >= 3:
+        score = min(1.0, score + 0.15)
+        reasons.append(f"contact #{ticket['inbound']} on this ticket")
+    return score, reasons
 
 
 def internal_error(event: dict[str, Any], exc: Exception) -> Effect:
@@ -48,7 +81,8 @@ def internal_error(event: dict[str, Any], exc: Exception) -> Effect:
 
 class ProfileShard:
     def __init__(self, shard: int, settings: Settings, store: Store, keys: KeySpace, *, emit_changes: bool = False,
-                 board: ThresholdBoard | None = None) -> None:
+                 board: ThresholdBoard | None = None, returns: ReturnWatch | None = None, anger: AngerFn | None = None,
+                 churn: Callable[[dict[str, Any], int, Thresholds], float] | None = None) -> None:
         self.shard = shard
         self.settings = settings
         self.segment_cfg = settings.segments
@@ -59,24 +93,31 @@ class ProfileShard:
         self.rules = profiles.ProfileRules.from_settings(e)
         self.profiles: dict[str, profiles.Profile] = {}
         blob = store.get_many([keys.shard(shard)])[0]
-        saved = store.decode(blob) if blob else None
+        saved = store.decode(blob) if blob else {}
         self.stats = SegmentStats.from_dict(saved) if saved else SegmentStats()
         self._stats_dirty = False
         self.board = board or ThresholdBoard(settings.segments)
         self.board.register(shard, self.stats)
-        self.clock: int = saved.get("clock", 0) if saved else 0
-        """The shard's event-time clock: the newest event time it has seen (persisted with the stats)."""
-        self.applied: int = saved.get("applied", 0) if saved else 0
+        self.returns = returns or ReturnWatch()
+        self.anger = anger or lexicon_anger
+        self._churn = churn
+        self.clock: int = saved.get("clock", 0)
+        """The newest event time this shard has seen (persisted with the stats)."""
+        self.applied: int = saved.get("applied", 0)
         """Events applied by this shard since the store was new (redeliveries excluded): progress for operators and benchmarks."""
+        self.suppressed: Counter[str] = Counter(saved.get("suppressed", {}))
+        """Marketing triggers held back, by governance reason."""
+        self.event_clock = EventClock(e.allowed_lateness_ms, e.idle_partition_s)
+        self.wheel = TimerWheel(self._load_buckets, saved.get("fired_through"))
 
     # -- batch processing ------------------------------------------------------------
 
-    def process(self, events: list[dict[str, Any]]) -> list[Effect]:
+    def process(self, events: list[dict[str, Any]], clocks: dict[str, int] | None = None) -> list[Effect]:
         self._hydrate(events)
-        clock_before, applied_before = self.clock, self.applied
+        before = (self.clock, self.applied, self.wheel.fired_through, sum(self.suppressed.values()))
         dirty: dict[str, profiles.Profile] = {}
         deleted: list[str] = []
-        notes: list[Effect] = []
+        out: list[Effect] = []
         for event in events:
             customer_id: str = event["customer_id"]
             if event["ts"] > self.clock:
@@ -90,33 +131,51 @@ class ProfileShard:
             if profile is None:
                 profile = self.profiles[customer_id] = profiles.new_profile(customer_id, event["ts"])
             try:
-                changed = self._apply(profile, event, notes)
+                changed = self._apply(profile, event, out)
             except Exception as exc:  # a bug must cost one event, never the engine; the event is kept
                 log.exception("could not apply event %s to customer %s", event.get("event_id"), customer_id)
-                notes.append(internal_error(event, exc))
+                out.append(internal_error(event, exc))
                 dirty[customer_id] = profile
                 continue
             if changed:
                 dirty[customer_id] = profile
                 self.applied += 1
+        if clocks:
+            self.event_clock.observe(clocks)
+        self._fire_timers(dirty, out)
         encode, key_of = self.store.encode, self.keys.profile
-        effects: list[Effect] = [("put", key_of(c), encode(p)) for c, p in dirty.items()]
+        effects: list[Effect] = out
+        effects.extend(("put", key_of(c), encode(p)) for c, p in dirty.items())
         effects.extend(("del", key, None) for key in deleted)
-        if self._stats_dirty or self.clock != clock_before or self.applied != applied_before:
-            effects.append(("put", self.keys.shard(self.shard), self.store.encode(dict(self.stats.to_dict(), clock=self.clock, applied=self.applied))))
+        puts, drops = self.wheel.take_changes()
+        effects.extend(("put", self.keys.timers(self.shard, h), encode(b)) for h, b in puts.items())
+        effects.extend(("del", self.keys.timers(self.shard, h), None) for h in drops)
+        after = (self.clock, self.applied, self.wheel.fired_through, sum(self.suppressed.values()))
+        if self._stats_dirty or after != before:
+            effects.append(("put", self.keys.shard(self.shard), encode(self._shard_record())))
             self._stats_dirty = False
-        effects.extend(notes)
         return effects
 
+    def _shard_record(self) -> dict[str, Any]:
+        return dict(self.stats.to_dict(), clock=self.clock, applied=self.applied, fired_through=self.wheel.fired_through,
+                    suppressed=dict(self.suppressed))
+
     def _hydrate(self, events: list[dict[str, Any]]) -> None:
+        self._hydrate_ids({e["customer_id"] for e in events})
+
+    def _hydrate_ids(self, ids: set[str]) -> None:
         known = self.profiles
-        missing = sorted({c for c in [e["customer_id"] for e in events] if c not in known})
+        missing = sorted(c for c in ids if c not in known)
         if not missing:
             return
         decode = self.store.decode
         for customer_id, blob in zip(missing, self.store.get_many([self.keys.profile(c) for c in missing])):
             if blob:
                 self.profiles[customer_id] = decode(blob)
+
+    def _load_buckets(self, hours: list[int]) -> list[dict[str, int] | None]:
+        blobs = self.store.get_many([self.keys.timers(self.shard, h) for h in hours])
+        return [self.store.decode(b) if b else None for b in blobs]
 
     def _erase(self, customer_id: str) -> None:
         profile = self.profiles.pop(customer_id, None)
@@ -126,21 +185,49 @@ class ProfileShard:
                 self.stats.gap_days.move(profile["gap_mean_days"], None)
             self._stats_dirty = True
 
-    def _apply(self, profile: profiles.Profile, event: dict[str, Any], notes: list[Effect]) -> bool:
+    # -- events ------------------------------------------------------------------------
+
+    def _apply(self, profile: profiles.Profile, event: dict[str, Any], out: list[Effect]) -> bool:
         before = (profile["frequency"], profile["monetary"], profile["gap_mean_days"])
+        segment_before = profile["segment"]
         changed = profiles.apply(profile, event, self.rules)
         if not changed:
             return False
-        if event["type"] == "identify":
-            self._merge_visitor(profile, event, notes)
+        kind = event["type"]
+        if kind == "identify":
+            self._merge_visitor(profile, event, out)
         if (profile["frequency"], profile["monetary"], profile["gap_mean_days"]) != before:
             self._track_stats(before, profile)
-            self._resegment(profile, event["ts"], notes)
-        elif profile["last_seen"] - profile.get("segment_checked_at", 0) >= RESEGMENT_EVERY_MS:
-            self._resegment(profile, event["ts"], notes)  # only the passing of time can have moved it
+            self._resegment(profile, event["ts"], out)
+        elif profile["last_seen"] - profile["segment_checked_at"] >= RESEGMENT_EVERY_MS:
+            self._resegment(profile, event["ts"], out)  # only the passing of time can have moved it
+        if kind == "consent":
+            self._consent_changed(profile, event["ts"], out)
+        ctx = self._context(profile, event, event["ts"], segment_before)
+        candidates: list[Candidate] = []
+        for rule in RULES:
+            triggers = _ON_EVENT.get(rule.KIND)
+            if triggers is not None and kind in triggers or rule.KIND == "segment_change" and segment_before != profile["segment"]:
+                candidates.extend(rule.on_event(ctx))
+            if kind in _REARM.get(rule.KIND, ()):
+                self._arm(profile, rule.KIND, rule.deadline(ctx))
+        self._emit(profile, candidates, event["ts"], out)
         return True
 
-    def _merge_visitor(self, profile: profiles.Profile, event: dict[str, Any], notes: list[Effect]) -> None:
+    def _context(self, profile: profiles.Profile, event: dict[str, Any] | None, now: int, segment_before: str) -> RuleContext:
+        return RuleContext(profile, event, now, self.settings.rules, self.thresholds(), self.churn_risk, self.anger,
+                           self.returns, segment_before, profile["segment"])
+
+    def churn_risk(self, profile: profiles.Profile, as_of: int) -> float:
+        thresholds = self.thresholds()
+        if self._churn is not None:
+            return self._churn(profile, as_of, thresholds)
+        last = profile["last_purchase_at"]
+        recency = max(0.0, (as_of - last) / MS_PER_DAY) if last is not None else None
+        return rhythm.churn_risk(profile["frequency"], profile["gap_mean_days"], recency,
+                                 self.settings.engine.churn_horizon_days, thresholds.population_gap_days)
+
+    def _merge_visitor(self, profile: profiles.Profile, event: dict[str, Any], out: list[Effect]) -> None:
         merged = profile.setdefault("merged_anonymous_ids", [])
         if event["anonymous_id"] in merged:
             return  # an identify replayed after a crash: its events are already in
@@ -154,7 +241,120 @@ class ProfileShard:
                     self._track_stats(before, profile)
         if self.emit_changes:
             released = len(event.get(RELEASED, ()))
-            notes.append((CHANGES, profile["customer_id"], f"identified visitor {event['anonymous_id']}: {released} earlier events merged".encode()))
+            out.append((CHANGES, profile["customer_id"], f"identified visitor {event['anonymous_id']}: {released} earlier events merged".encode()))
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def _arm(self, profile: profiles.Profile, kind: str, deadline: int | None) -> None:
+        timers = profile["timers"]
+        if deadline is None:
+            timers.pop(kind, None)
+            return
+        if timers.get(kind) == deadline:
+            return
+        timers[kind] = deadline
+        self.wheel.schedule(profile["customer_id"], deadline)
+
+    def _fire_timers(self, dirty: dict[str, profiles.Profile], out: list[Effect]) -> None:
+        watermark = self.event_clock.watermark()
+        due = self.wheel.due(watermark)
+        if not due:
+            return
+        self._hydrate_ids({c for c, _ in due})
+        for customer_id, _ in due:
+            profile = self.profiles.get(customer_id)
+            if profile is None:
+                continue  # erased, or a stale entry: the profile is the truth
+            fired = sorted((deadline, kind) for kind, deadline in profile["timers"].items() if deadline <= watermark)
+            for deadline, kind in fired:
+                del profile["timers"][kind]
+                try:
+                    self._on_timer(profile, kind, deadline, out)
+                except Exception:
+                    log.exception("timer %s of customer %s failed", kind, customer_id)
+                dirty[customer_id] = profile
+            pending = [d for d in profile["timers"].values()]
+            if pending:
+                self.wheel.schedule(customer_id, min(pending))
+
+    def _on_timer(self, profile: profiles.Profile, kind: str, now: int, out: list[Effect]) -> None:
+        if kind == SEND:
+            self._send_due(profile, now, out)
+            return
+        rule = TIMED_RULES.get(kind)
+        if rule is None:
+            return
+        segment_before = profile["segment"]
+        self._resegment(profile, now, out)
+        ctx = self._context(profile, None, now, segment_before)
+        candidates = rule.on_timer(ctx)
+        if segment_before != profile["segment"]:
+            candidates.extend(segment_change.on_event(ctx))
+        self._emit(profile, candidates, now, out)
+        following = rule.deadline(ctx)
+        if following is not None and following > now:
+            self._arm(profile, kind, following)
+
+    # -- alerts, triggers, governance -------------------------------------------------
+
+    def _emit(self, profile: profiles.Profile, candidates: list[Candidate], now: int, out: list[Effect]) -> None:
+        for destination, alert in candidates:
+            alerted = profile["alerted"]
+            if alert["alert_id"] in alerted:
+                self.suppressed[governance.DUPLICATE] += destination == MARKETING
+                continue
+            alerted[alert["alert_id"]] = now
+            if len(alerted) > MAX_ALERTED:
+                del alerted[next(iter(alerted))]
+            if destination == SERVICE:
+                out.append((SERVICE, profile["customer_id"], jsonutil.dumps(alert)))
+            else:
+                self._schedule_trigger(profile, alert, now, out)
+
+    def _schedule_trigger(self, profile: profiles.Profile, alert: dict[str, Any], now: int, out: list[Effect]) -> None:
+        gov = self.settings.governance
+        if governance.channel_for(profile, gov) is None:
+            self.suppressed[governance.NO_CONSENT] += 1
+            return
+        send_at = governance.send_time(profile, now, gov)
+        scheduled = profile["scheduled"]
+        scheduled[alert["alert_id"]] = [send_at, alert]
+        if send_at <= now:
+            self._send_due(profile, now, out)
+        else:
+            self._arm(profile, SEND, min(s for s, _ in scheduled.values()))
+
+    def _send_due(self, profile: profiles.Profile, now: int, out: list[Effect]) -> None:
+        gov = self.settings.governance
+        scheduled = profile["scheduled"]
+        for aid, (send_at, alert) in sorted(scheduled.items(), key=lambda kv: (kv[1][0], kv[0])):
+            if send_at > now:
+                continue
+            del scheduled[aid]
+            channel = governance.channel_for(profile, gov)
+            if channel is None:
+                self.suppressed[governance.NO_CONSENT] += 1
+                continue
+            cap = governance.cap_reason(profile, send_at, gov)
+            if cap is not None:
+                self.suppressed[cap] += 1
+                continue
+            governance.record_sent(profile, send_at)
+            sent = dict(alert, send_at=to_rfc3339(send_at), payload=dict(alert["payload"], channel=channel))
+            out.append((MARKETING, profile["customer_id"], jsonutil.dumps(sent)))
+        if scheduled:
+            self._arm(profile, SEND, min(s for s, _ in scheduled.values()))
+        else:
+            profile["timers"].pop(SEND, None)
+
+    def _consent_changed(self, profile: profiles.Profile, now: int, out: list[Effect]) -> None:
+        """An opt-out acts at once on what is already scheduled."""
+        if governance.channel_for(profile, self.settings.governance) is None and profile["scheduled"]:
+            self.suppressed[governance.NO_CONSENT] += len(profile["scheduled"])
+            profile["scheduled"].clear()
+            profile["timers"].pop(SEND, None)
+
+    # -- segments ----------------------------------------------------------------------
 
     def _track_stats(self, before: tuple[int, float, float | None], profile: profiles.Profile) -> None:
         old_freq, old_monetary, old_gap = before
@@ -180,13 +380,14 @@ class ProfileShard:
             self.segment_cfg,
         )
 
-    def _resegment(self, profile: profiles.Profile, ts: int, notes: list[Effect]) -> None:
+    def _resegment(self, profile: profiles.Profile, ts: int, out: list[Effect]) -> None:
         as_of = max(ts, profile["last_seen"])
         profile["segment_checked_at"] = as_of
         segment = self.segment(profile, as_of)
         if segment == profile["segment"]:
             return
         if self.emit_changes:
-            notes.append((CHANGES, profile["customer_id"], f"segment {profile['segment']} -> {segment}".encode()))
+            out.append((CHANGES, profile["customer_id"], f"segment {profile['segment']} -> {segment}".encode()))
         profile["segment"] = segment
         profile["segment_since"] = as_of
+

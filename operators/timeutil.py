@@ -47,6 +47,20 @@ def parse_ts(value: object) -> int:
     return ms
 
 
+def utc_offset_minutes(value: object) -> int | None:
+    """The offset an RFC 3339 time was written with: where the customer's clock is (None for epoch ms)."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text[-1:] in ("Z", "z"):
+        return 0
+    tail = text[-6:]
+    if len(tail) == 6 and tail[0] in "+-" and tail[3] == ":" and tail[1:3].isdigit() and tail[4:].isdigit():
+        minutes = int(tail[1:3]) * 60 + int(tail[4:])
+        return -minutes if tail[0] == "-" else minutes
+    return None
+
+
 def to_rfc3339(ms: int) -> str:
     """UTC, millisecond precision, ``Z`` suffix: one canonical form for outputs."""
     dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)

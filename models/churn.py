@@ -1,0 +1,46 @@
+"""The churn model: P(no purchase within the horizon), learned online from delayed labels.
+
+A standardised logistic regression: the cheapest River pipeline that learns
+well here (../shared/perf-facts.md: scaler + LR predict+learn ~56 k/s; trees
+are 4x-60x slower and pickle to megabytes). It predicts only at prediction
+points and learns only when a label arrives (models/labels.py), so its cost
+is per label, not per event.
+
+>>> model = build(seed=1)
+>>> predict(model, {"relative_recency": 2.0})  # untrained: no opinion yet
+0.5
+>>> model.learn_one({"relative_recency": 2.0}, True)
+>>> predict(model, {"relative_recency": 2.0}) > 0.5
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from river import compose, linear_model, optim, preprocessing
+
+NAME = "churn"
+
+
+def build(seed: int = 0, *, learning_rate: float = 0.02, l2: float = 1e-4) -> compose.Pipeline:
+    """An untrained pipeline. Linear models start at zero, so ``seed`` changes nothing today; it is
+    taken (and kept in the snapshot) so every builder has the same signature and a stochastic model
+    can replace this one without changing callers."""
+    del seed
+    return preprocessing.StandardScaler() | linear_model.LogisticRegression(
+        optimizer=optim.SGD(learning_rate),
+        l2=l2,
+        intercept_lr=learning_rate,
+        initializer=optim.initializers.Zeros(),
+        clip_gradient=10.0,
+    )
+
+
+def predict(model: Any, x: Mapping[str, float]) -> float:
+    """P(churn) for features ``x``; 0.5 before the model has learned anything."""
+    return float(model.predict_proba_one(x).get(True, 0.0))
+
+
+def learn(model: Any, x: Mapping[str, float], churned: bool) -> None:
+    model.learn_one(x, bool(churned))

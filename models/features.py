@@ -1,0 +1,225 @@
+"""Model features: pure functions of a live profile and an event time.
+
+Everything here reads the profile *as of* ``as_of_ms`` and nothing else, so a
+feature vector computed at time t uses only what was known at t (the profile
+is folded in event time; see operators/profile.py). Every value is a finite
+float: missing facts (no purchase yet, no survey) become a neutral value plus
+a ``has_...`` indicator, heavy-tailed counts are ``log1p``-ed, ratios are
+clipped, so one odd customer cannot blow up a linear model's weights.
+
+The repeat-buying literature's strongest single signal is recency *relative
+to the customer's own rhythm* (a weekly buyer silent for 20 days is lapsing, a
+quarterly buyer is not): ``relative_recency`` divides days since the last
+purchase by the customer's typical gap, shrunk towards the population median
+as models/rhythm.py does. The rhythm estimates themselves are features too
+(``rhythm_churn_logit``, ``log_rhythm_next_days``): the online models learn
+corrections on top of the built-in estimate instead of rediscovering it.
+
+>>> from operators.profile import new_profile
+>>> p = new_profile("c1", 0)
+>>> x = features(p, 3 * 86_400_000, population_gap_days=20.0)
+>>> x["is_prospect"], x["recency_days"], len(x) == len(FEATURE_NAMES)
+(1.0, 3.0, True)
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import Any, Mapping
+
+from models import rhythm
+
+MS_PER_DAY = 86_400_000
+MAX_DAYS = 3650.0  # ten years: anything older says no more than that
+MAX_RATIO = 50.0
+DEFAULT_HORIZON_DAYS = 30.0
+DEFAULT_INTEREST_HALF_LIFE_DAYS = 14.0  # config default engine.interest_half_life_days
+
+FEATURE_NAMES: tuple[str, ...] = (
+    # purchase rhythm (RFM and relative recency)
+    "is_prospect",
+    "recency_days",
+    "log_recency_days",
+    "log_frequency",
+    "log_monetary",
+    "log_avg_order_value",
+    "log_tenure_days",
+    "log_gap_mean_days",
+    "gap_cv",
+    "log_typical_gap_days",
+    "relative_recency",
+    "log_relative_recency",
+    "overdue",
+    "purchases_30d",
+    "purchases_90d",
+    "rhythm_churn_logit",
+    "log_rhythm_next_days",
+    "log_rhythm_due_days",
+    # browsing and cart
+    "log_events",
+    "events_per_day",
+    "log_days_since_seen",
+    "recent_interest",
+    "log_page_views",
+    "log_product_views",
+    "log_searches",
+    "log_add_to_cart",
+    "log_remove_from_cart",
+    "cart_items",
+    "log_cart_value",
+    "log_cart_age_days",
+    # support
+    "open_tickets",
+    "log_tickets_opened",
+    "sentiment",
+    "has_sentiment",
+    "last_message_sentiment",
+    "log_refunds",
+    "refund_share",
+    "nps",
+    "has_nps",
+    "csat",
+    "has_csat",
+    # consent
+    "consent_any",
+    "consent_low_frequency",
+)
+N_FEATURES = len(FEATURE_NAMES)
+
+
+def _days(ms: float) -> float:
+    return min(MAX_DAYS, max(0.0, ms / MS_PER_DAY))
+
+
+def _logit(p: float) -> float:
+    p = min(1.0 - 1e-6, max(1e-6, p))
+    return math.log(p / (1.0 - p))
+
+
+def recency_days(profile: Mapping[str, Any], as_of_ms: int) -> float | None:
+    """Days since the last purchase (None for a prospect), never negative."""
+    last = profile["last_purchase_at"]
+    return None if last is None else _days(as_of_ms - last)
+
+
+def feature_vector(
+    profile: Mapping[str, Any],
+    as_of_ms: int,
+    population_gap_days: float,
+    *,
+    horizon_days: float = DEFAULT_HORIZON_DAYS,
+    interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS,
+) -> list[float]:
+    """The features in ``FEATURE_NAMES`` order: what pending buffers store (compact, no keys)."""
+    frequency: int = profile["frequency"]
+    monetary = max(0.0, float(profile["monetary"]))
+    first_seen = profile["first_seen"]
+    first_purchase = profile["first_purchase_at"]
+    gap_mean = profile["gap_mean_days"]
+    gap_std = profile["gap_std_days"]
+    population_gap = population_gap_days if population_gap_days > 0 and math.isfinite(population_gap_days) else 30.0
+
+    recency = recency_days(profile, as_of_ms)
+    prospect = recency is None
+    # A prospect's "recency" is how long they have been around without buying.
+    silence = _days(as_of_ms - first_seen) if prospect else recency
+    tenure = _days(as_of_ms - (first_purchase if first_purchase is not None else first_seen))
+    typical_gap = rhythm.typical_gap_days(frequency, gap_mean, population_gap)
+    relative = min(MAX_RATIO, silence / typical_gap)
+
+    times = profile["purchase_times"]
+    upto = bisect.bisect_right(times, as_of_ms)
+    last_30 = upto - bisect.bisect_right(times, as_of_ms - 30 * MS_PER_DAY)
+    last_90 = upto - bisect.bisect_right(times, as_of_ms - 90 * MS_PER_DAY)
+
+    churn = rhythm.churn_risk(frequency, gap_mean, recency, horizon_days, population_gap)
+    next_days = rhythm.next_purchase_in_days(frequency, gap_mean, recency, population_gap)
+
+    counts = profile["type_counts"]
+    half_life_ms = interest_half_life_days * MS_PER_DAY
+    interest = 0.0
+    for value, ref in profile["interests"].values():
+        interest += value * math.exp(-0.6931471805599453 * (as_of_ms - ref) / half_life_ms) if as_of_ms > ref else value
+    cart = profile["cart"]
+    cart_value = 0.0
+    cart_since = as_of_ms
+    for item in cart.values():
+        cart_value += (item.get("price") or 0.0) * max(0, item.get("quantity") or 0)
+        cart_since = min(cart_since, item.get("added_at") or as_of_ms)
+
+    num, den, _ = profile["sentiment"]
+    has_sentiment = den > 1e-9
+    last_message = profile["last_message_sentiment"]
+    refund_amount = max(0.0, float(profile["refund_amount"]))
+    nps = profile["nps"]
+    csat = profile["last_csat"]
+    consent = profile["consent"]
+    events = profile["events"]
+
+    vector = [
+        1.0 if prospect else 0.0,
+        silence,
+        math.log1p(silence),
+        math.log1p(frequency),
+        math.log1p(monetary),
+        math.log1p(monetary / frequency) if frequency else 0.0,
+        math.log1p(tenure),
+        math.log(max(0.5, gap_mean if gap_mean is not None else population_gap)),
+        min(MAX_RATIO, gap_std / gap_mean) if gap_std is not None and gap_mean else 0.0,
+        math.log(typical_gap),
+        relative,
+        math.log1p(relative),
+        max(0.0, relative - 1.0),
+        float(last_30),
+        float(last_90),
+        _logit(churn),
+        math.log1p(next_days),
+        math.log1p(max(0.0, typical_gap - silence)),
+        math.log1p(events),
+        min(MAX_RATIO, events / max(1.0, _days(as_of_ms - first_seen))),
+        math.log1p(_days(as_of_ms - profile["last_seen"])),
+        math.log1p(max(0.0, interest)),
+        math.log1p(counts.get("page_view", 0)),
+        math.log1p(counts.get("product_view", 0)),
+        math.log1p(counts.get("search", 0)),
+        math.log1p(counts.get("add_to_cart", 0)),
+        math.log1p(counts.get("remove_from_cart", 0)),
+        float(min(len(cart), 100)),
+        math.log1p(max(0.0, cart_value)),
+        math.log1p(_days(as_of_ms - cart_since)) if cart else 0.0,
+        float(min(len(profile["tickets"]), 50)),
+        math.log1p(profile["tickets_opened"]),
+        num / den if has_sentiment else 0.0,
+        1.0 if has_sentiment else 0.0,
+        float(last_message) if last_message is not None else 0.0,
+        math.log1p(profile["refunds"]),
+        refund_amount / (monetary + refund_amount) if refund_amount > 0 else 0.0,
+        (nps - 5.0) / 5.0 if nps is not None else 0.0,
+        1.0 if nps is not None else 0.0,
+        (csat - 3.0) / 2.0 if csat is not None else 0.0,
+        1.0 if csat is not None else 0.0,
+        1.0 if (consent["marketing_email"] or consent["marketing_sms"] or consent["marketing_push"]) else 0.0,
+        1.0 if consent["contact_frequency"] == "low" else 0.0,
+    ]
+    # A corrupt or extreme profile must cost one neutral feature, never a NaN in the weights.
+    return [v if math.isfinite(v) else 0.0 for v in vector]
+
+
+def features(
+    profile: Mapping[str, Any],
+    as_of_ms: int,
+    population_gap_days: float,
+    *,
+    horizon_days: float = DEFAULT_HORIZON_DAYS,
+    interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS,
+) -> dict[str, float]:
+    """Named features of ``profile`` as of ``as_of_ms`` (see ``FEATURE_NAMES``); all finite floats."""
+    return dict(zip(FEATURE_NAMES, feature_vector(
+        profile, as_of_ms, population_gap_days, horizon_days=horizon_days, interest_half_life_days=interest_half_life_days,
+    )))
+
+
+def as_dict(vector: Any) -> dict[str, float]:
+    """A stored vector (``feature_vector`` order) back into the dict River models take."""
+    return dict(zip(FEATURE_NAMES, vector))

@@ -1,0 +1,42 @@
+"""angry_customer -> service: an inbound support message that reads as angry; priority from anger x customer value."""
+
+from __future__ import annotations
+
+from operators.alerts import make_alert
+from operators.io import SERVICE
+from operators.rules import Candidate, RuleContext
+from operators.timeutil import MS_PER_HOUR
+
+KIND = "angry_customer"
+
+
+def on_event(ctx: RuleContext) -> list[Candidate]:
+    event = ctx.event
+    if event is None or event["type"] != "support_message" or event["direction"] != "inbound":
+        return []
+    score, reasons = ctx.anger(ctx.profile, event)
+    if score < ctx.cfg.angry_threshold:
+        return []
+    ticket = event["ticket_id"]
+    last = ctx.profile["alerted"].get(f"{KIND}:{ticket}")
+    if last is not None and event["ts"] - last < ctx.cfg.angry_cooldown_hours * MS_PER_HOUR:
+        return []  # one alert per ticket per cooldown: the agent already knows
+    valuable = ctx.high_value()
+    if score >= ctx.cfg.angry_urgent_threshold and valuable:
+        priority = "urgent"
+    elif valuable or score >= ctx.cfg.angry_urgent_threshold:
+        priority = "high"
+    else:
+        priority = "medium"
+    value_note = (f"high-value customer (lifetime {ctx.profile['monetary']:.2f})" if valuable
+                  else f"lifetime value {ctx.profile['monetary']:.2f}")
+    alert = make_alert(
+        KIND, ctx.customer_id, event["ts"],
+        situation=f"{ticket}@{event['ts']}" if last is not None else ticket,
+        priority=priority, score=score,
+        reasons=[f"anger score {score:.2f} (threshold {ctx.cfg.angry_threshold:.2f})", *reasons, value_note],
+        payload={"ticket_id": ticket, "channel": event.get("channel"), "segment": ctx.segment_after,
+                 "open_tickets": len(ctx.profile["tickets"]), "excerpt": event["text"][:140]},
+    )
+    ctx.profile["alerted"][f"{KIND}:{ticket}"] = event["ts"]
+    return [Candidate(SERVICE, alert)]

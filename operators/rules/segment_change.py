@@ -1,0 +1,23 @@
+"""segment_change -> marketing: the customer arrived in a segment worth acting on (configurable)."""
+
+from __future__ import annotations
+
+from operators.alerts import make_alert
+from operators.io import MARKETING
+from operators.rules import Candidate, RuleContext
+
+KIND = "segment_change"
+
+
+def on_event(ctx: RuleContext) -> list[Candidate]:
+    before, after = ctx.segment_before, ctx.segment_after
+    if before == after or before == "prospect" and after == "new":
+        return []
+    wanted = {s.strip() for s in ctx.cfg.segment_change_to.split(",")}
+    if after not in wanted:
+        return []
+    return [Candidate(MARKETING, make_alert(
+        KIND, ctx.customer_id, ctx.now, situation=f"{before}->{after}:{ctx.now}", priority="low", score=1.0,
+        reasons=[f"segment changed from {before} to {after}"],
+        payload={"from": before, "to": after, "frequency": ctx.profile["frequency"], "monetary": round(ctx.profile["monetary"], 2)},
+    ))]
