@@ -53,16 +53,18 @@ class RuleSettings:
     angry_threshold: float = 0.6
     angry_cooldown_hours: float = 24.0
     angry_urgent_threshold: float = 0.85
-    abandoned_min_signals: int = 4
+    abandoned_min_signals: int = 8
     """Product views plus 2 x cart adds in one category that make an interest worth an offer."""
     abandoned_window_hours: float = 48.0
+    abandoned_cooldown_days: float = 30.0
+    """At most one offer per category per customer within this many days."""
     churn_threshold: float = 0.75
     churn_check_gap_multiplier: float = 2.0
     churn_min_check_days: float = 7.0
     win_back_silence_days: float = 75.0
     win_back_min_purchases: int = 2
     replenishment_min_purchases: int = 3
-    replenishment_max_cv: float = 0.35
+    replenishment_max_cv: float = 0.25
     replenishment_lead_days: float = 2.0
     return_spike_min_refunds: int = 5
     return_spike_ratio: float = 3.0

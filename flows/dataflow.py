@@ -28,6 +28,7 @@ from operators.io import Outputs, Reader, Store
 from operators.keys import KeySpace
 from operators.router import DEAD, Router, shard_key
 from operators.schema import Decoder
+from operators.rules.return_spike import ReturnWatch
 from operators.segments import ThresholdBoard
 from operators.shard import ProfileShard
 
@@ -85,6 +86,7 @@ def build_flow(
     e = settings.engine
     keys = KeySpace(settings.store.key_prefix)
     board = board or ThresholdBoard(settings.segments)
+    returns = ReturnWatch()  # product-level refund rates, shared by the shards of this process
     router = router or Router(Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes), e.shards)
 
     def identity_builder(resume: Any) -> _IdentityLogic:
@@ -106,7 +108,7 @@ def build_flow(
     profiles = op.stateful_batch(
         "profiles",
         op.map("tag_shard", to_profiles, lambda kv: (kv[0], (kv[0], kv[1]))),
-        lambda resume: _LazyProfileLogic(settings, store_provider, keys, emit_changes, shard_registry, board),
+        lambda resume: _LazyProfileLogic(settings, store_provider, keys, emit_changes, shard_registry, board, returns),
     )
     profile_effects = op.map("profile_effects", profiles, lambda kv: kv[1])
     effects = op.merge("all_effects", dead, visitor_effects, profile_effects)
@@ -118,19 +120,21 @@ class _LazyProfileLogic(StatefulBatchLogic):
     """Builds its ``ProfileShard`` on the first batch, when the shard's key is known."""
 
     def __init__(self, settings: Settings, store_provider: Callable[[], Store], keys: KeySpace, emit_changes: bool,
-                 registry: dict[int, ProfileShard] | None, board: ThresholdBoard) -> None:
+                 registry: dict[int, ProfileShard] | None, board: ThresholdBoard, returns: ReturnWatch) -> None:
         self.settings = settings
         self.store_provider = store_provider
         self.keys = keys
         self.emit_changes = emit_changes
         self.registry = registry
         self.board = board
+        self.returns = returns
         self.shard: ProfileShard | None = None
 
     def on_batch(self, values: list[tuple[str, tuple[list[dict[str, Any]], dict[str, int] | None]]]) -> tuple[Iterable[Any], bool]:
         if self.shard is None:
             number = int(values[0][0][1:])
-            self.shard = ProfileShard(number, self.settings, self.store_provider(), self.keys, emit_changes=self.emit_changes, board=self.board)
+            self.shard = ProfileShard(number, self.settings, self.store_provider(), self.keys, emit_changes=self.emit_changes,
+                                      board=self.board, returns=self.returns)
             if self.registry is not None:
                 self.registry[number] = self.shard
         events = values[0][1][0] if len(values) == 1 else [e for _, (evs, _) in values for e in evs]

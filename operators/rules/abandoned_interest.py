@@ -11,7 +11,11 @@ KIND = "abandoned_interest"
 
 
 def _ready(ctx: RuleContext) -> list[tuple[str, list[int]]]:
-    return [(cat, ep) for cat, ep in ctx.profile["episodes"].items() if ep[1] >= ctx.cfg.abandoned_min_signals]
+    """Episodes with enough attention whose category was not offered within the cooldown."""
+    cooldown = ctx.cfg.abandoned_cooldown_days * 24 * MS_PER_HOUR
+    offered = ctx.profile["alerted"]
+    return [(cat, ep) for cat, ep in ctx.profile["episodes"].items()
+            if ep[1] >= ctx.cfg.abandoned_min_signals and ep[2] - offered.get(f"{KIND}:{cat}", -cooldown) >= cooldown]
 
 
 def deadline(ctx: RuleContext) -> int | None:
@@ -27,6 +31,7 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
         if last + window > ctx.now:
             continue  # still browsing: the window restarts with each look
         del ctx.profile["episodes"][category]
+        ctx.profile["alerted"][f"{KIND}:{category}"] = int(last + window)
         in_cart = sorted(pid for pid, item in ctx.profile["cart"].items() if item["category"] == category)
         out.append(Candidate(MARKETING, make_alert(
             KIND, ctx.customer_id, int(last + window), situation=f"{category}:{start}", priority="low",
