@@ -13,7 +13,7 @@ per epoch. See the README's "State, time and guarantees".
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
 import bytewax.operators as op
@@ -139,6 +139,17 @@ class _LazyProfileLogic(StatefulBatchLogic):
                 self.registry[number] = self.shard
         events = values[0][1][0] if len(values) == 1 else [e for _, (evs, _) in values for e in evs]
         effects = self.shard.process(events, merge_clocks([clocks for _, (_, clocks) in values]))
+        return ([effects] if effects else []), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        # A wall-clock wake-up, only so that partitions that went quiet stop holding the event-time
+        # clock back (timers of a caught-up stream must still fire). What fires is decided in event time.
+        if self.shard is None:
+            return None
+        return datetime.now(timezone.utc) + timedelta(seconds=self.settings.engine.idle_partition_s / 2)
+
+    def on_notify(self) -> tuple[Iterable[Any], bool]:
+        effects = self.shard.process([], None) if self.shard is not None else []
         return ([effects] if effects else []), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> None:

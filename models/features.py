@@ -11,9 +11,13 @@ The repeat-buying literature's strongest single signal is recency *relative
 to the customer's own rhythm* (a weekly buyer silent for 20 days is lapsing, a
 quarterly buyer is not): ``relative_recency`` divides days since the last
 purchase by the customer's typical gap, shrunk towards the population median
-as models/rhythm.py does. The rhythm estimates themselves are features too
-(``rhythm_churn_logit``, ``log_rhythm_next_days``): the online models learn
-corrections on top of the built-in estimate instead of rediscovering it.
+as models/rhythm.py does. The baseline estimates themselves are features too
+(``rhythm_churn_logit``, ``log_rhythm_next_days``, ``gap_due_days``): the
+online models learn corrections on top of them instead of rediscovering them.
+
+Every feature is as of a prediction point, which is an event of the customer's
+(models/labels.py), so "days since last seen" would always be 0 in training:
+it is left out rather than learned as a constant and extrapolated at serving.
 
 >>> from operators.profile import new_profile
 >>> p = new_profile("c1", 0)
@@ -55,11 +59,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "purchases_90d",
     "rhythm_churn_logit",
     "log_rhythm_next_days",
-    "log_rhythm_due_days",
+    "gap_due_days",
+    "log_gap_due_days",
     # browsing and cart
     "log_events",
     "events_per_day",
-    "log_days_since_seen",
     "recent_interest",
     "log_page_views",
     "log_product_views",
@@ -127,6 +131,7 @@ def feature_vector(
     tenure = _days(as_of_ms - (first_purchase if first_purchase is not None else first_seen))
     typical_gap = rhythm.typical_gap_days(frequency, gap_mean, population_gap)
     relative = min(MAX_RATIO, silence / typical_gap)
+    due = max(0.0, typical_gap - silence)  # the naive next-purchase estimate: the usual gap, minus what has passed
 
     times = profile["purchase_times"]
     upto = bisect.bisect_right(times, as_of_ms)
@@ -175,10 +180,10 @@ def feature_vector(
         float(last_90),
         _logit(churn),
         math.log1p(next_days),
-        math.log1p(max(0.0, typical_gap - silence)),
+        due,
+        math.log1p(due),
         math.log1p(events),
         min(MAX_RATIO, events / max(1.0, _days(as_of_ms - first_seen))),
-        math.log1p(_days(as_of_ms - profile["last_seen"])),
         math.log1p(max(0.0, interest)),
         math.log1p(counts.get("page_view", 0)),
         math.log1p(counts.get("product_view", 0)),

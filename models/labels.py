@@ -161,11 +161,11 @@ class PendingPredictions:
         ``anchor_ms``: the last purchase time, or first sight for a prospect. ``purchase``: the event
         being handled is a new purchase.
         """
-        if purchase:
-            return True
         record = self._customers.get(customer_id)
         if record is None or record.last_point is None:
             return True
+        if purchase:  # the same order again under another event id lands at the same instant: one point
+            return record.last_point != as_of_ms
         since_point = as_of_ms - record.last_point
         elapsed = as_of_ms - anchor_ms if anchor_ms is not None else 0
         return since_point >= self._spacing_ms and 2 * since_point >= elapsed

@@ -1,20 +1,27 @@
 """The next-purchase model: days until the customer's next purchase, and the likely category.
 
-Days are regressed on ``log1p(days)``: gaps are heavy-tailed and multiplicative
-(a 60-day buyer is off by weeks, a weekly buyer by days), and squared error in
-log space tracks the median, which is what mean absolute error rewards. The
-regressor starts at ``prior_days`` so an untrained model already says
-something sensible.
+A correction to the naive estimate "the customer's usual gap minus the days
+already elapsed" (feature ``gap_due_days``), learned by a standardised,
+clipped linear regression with absolute loss, in days
+(models/components.BaselineOffset). Untrained, it predicts that baseline.
+
+Why not a log-transformed target: measured on the simulated shop, a log
+target made MAE *worse* than the baseline (11 vs 6.6 days), whatever the
+loss. Many prediction points fall in a visit that ends in a purchase minutes
+later, so a tenth of the targets are ~0 days; in log space those are the
+largest residuals and they dominate the fit, while MAE in days barely notices
+them. Absolute loss in days aims at the conditional median, which is what MAE
+rewards, and its gradient is bounded.
 
 The next category is a rule, not a model: the category the customer has
 bought most (most recent on ties), else their strongest decayed interest.
 
 >>> model = build(seed=1)
->>> round(predict(model, {"log_typical_gap_days": 3.0}))  # untrained: the prior
-30
->>> for _ in range(200):
-...     model.learn_one({"log_typical_gap_days": 1.0}, 5.0)
->>> 3.0 < predict(model, {"log_typical_gap_days": 1.0}) < 7.0
+>>> predict(model, {"gap_due_days": 12.0})  # untrained: the baseline
+12.0
+>>> for _ in range(300):
+...     learn(model, {"gap_due_days": 12.0, "relative_recency": 0.0}, 20.0)
+>>> 12.0 < predict(model, {"gap_due_days": 12.0, "relative_recency": 0.0}) <= 20.0
 True
 """
 
@@ -25,31 +32,29 @@ from typing import Any, Mapping
 
 from river import compose, linear_model, optim, preprocessing
 
+from models.components import BaselineOffset, Clip
+
 NAME = "next_purchase"
 MAX_DAYS = 365.0
-_MAX_LOG = math.log1p(4 * MAX_DAYS)  # keeps expm1 finite whatever the weights say
+OFFSET_FEATURE = "gap_due_days"
 
 
-def to_log_days(days: float) -> float:
-    return math.log1p(max(0.0, days))
-
-
-def from_log_days(value: float) -> float:
-    return math.expm1(min(_MAX_LOG, max(0.0, value)))
-
-
-def build(seed: int = 0, *, prior_days: float = 30.0, learning_rate: float = 0.01, l2: float = 1e-4) -> compose.TargetTransformRegressor:
-    """An untrained pipeline predicting days (``seed``: see models/churn.py's ``build``)."""
+def build(seed: int = 0, *, learning_rate: float = 0.003, l2: float = 1e-4, clip: float = 5.0) -> BaselineOffset:
+    """An untrained model predicting days (``seed``: see models/churn.py's ``build``)."""
     del seed
-    regressor = preprocessing.StandardScaler() | linear_model.LinearRegression(
-        optimizer=optim.SGD(learning_rate),
-        l2=l2,
-        intercept_init=to_log_days(prior_days),
-        intercept_lr=learning_rate,
-        initializer=optim.initializers.Zeros(),
-        clip_gradient=10.0,
+    regressor = compose.Pipeline(
+        preprocessing.StandardScaler(),
+        Clip(clip),
+        linear_model.LinearRegression(
+            optimizer=optim.SGD(learning_rate),
+            loss=optim.losses.Absolute(),
+            l2=l2,
+            intercept_lr=learning_rate,
+            initializer=optim.initializers.Zeros(),
+            clip_gradient=10.0,
+        ),
     )
-    return compose.TargetTransformRegressor(regressor=regressor, func=to_log_days, inverse_func=from_log_days)
+    return BaselineOffset(regressor, OFFSET_FEATURE)
 
 
 def predict(model: Any, x: Mapping[str, float]) -> float:

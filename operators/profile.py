@@ -33,6 +33,7 @@ MAX_OPEN_TICKETS = 50
 MAX_ANONYMOUS_IDS = 20
 MAX_INTERESTS = 50
 MAX_CATEGORY_TIMES = 8
+EPISODE_GAP_MS = 7 * MS_PER_DAY
 CHANNELS = ("marketing_email", "marketing_sms", "marketing_push")
 
 # Where an event came from, set by the router: input partition (or file) and offset (or line).
@@ -191,8 +192,8 @@ def apply(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> bool:
         link_anonymous_id(profile, event["anonymous_id"])
     if kind in _CUSTOMER_ACTIONS:
         profile["active_hours"][(ts // MS_PER_HOUR) % 24] += 1
-        if event.get(UTC_OFFSET) is not None and ts >= profile["last_seen"]:
-            profile["utc_offset_min"] = event[UTC_OFFSET]
+    if kind in _CUSTOMER_CLOCKS and event.get(UTC_OFFSET) is not None and ts >= profile["last_seen"]:
+        profile["utc_offset_min"] = event[UTC_OFFSET]  # the customer's own device wrote this time
     handler = _HANDLERS.get(kind)
     if handler is not None:
         handler(profile, event, rules)
@@ -218,12 +219,14 @@ def _interest(profile: Profile, category: str, weight: float, ts: int, rules: Pr
 
 
 def _episode(profile: Profile, category: str, ts: int, signals: int) -> None:
-    """An interest episode: attention to a category since the customer last bought in it."""
+    """An interest episode: [first, signals, last] attention to a category, in bursts no more than
+    ``EPISODE_GAP_MS`` apart. Whether a purchase ended it is judged by the rule at its deadline, from
+    purchase times, so the order in which topics are read does not matter."""
     episodes = profile["episodes"]
-    bought = profile["category_times"].get(category)
-    if bought and bought[-1] >= ts:
-        return  # they bought in this category after this attention: no open interest
     episode = episodes.get(category)
+    if episode is not None and ts > episode[2] + EPISODE_GAP_MS:
+        del episodes[category]  # a new burst of interest
+        episode = None
     if episode is None:
         if len(episodes) >= MAX_INTERESTS:
             del episodes[next(iter(episodes))]
@@ -292,9 +295,6 @@ def _on_purchase(profile: Profile, event: dict[str, Any], rules: ProfileRules) -
         cat_times = profile["category_times"].setdefault(category, [])
         bisect.insort(cat_times, ts)
         del cat_times[:-MAX_CATEGORY_TIMES]
-        episode = profile["episodes"].get(category)
-        if episode is not None and episode[0] <= ts:
-            del profile["episodes"][category]
     for item in items:
         _interest(profile, item["category"], INTEREST_WEIGHTS["purchase"], ts, rules)
         profile["cart"].pop(item["product_id"], None)
@@ -373,6 +373,10 @@ _HANDLERS = {
     "survey": _on_survey,
     "consent": _on_consent,
 }
+# Events whose time was written by the customer's own device (not an agent's or a back office's).
+_CUSTOMER_CLOCKS = frozenset(
+    ("page_view", "product_view", "search", "add_to_cart", "remove_from_cart", "purchase", "survey", "consent", "identify")
+)
 # What counts towards a customer's active hours: things the customer did themself.
 _CUSTOMER_ACTIONS = frozenset(
     ("page_view", "product_view", "search", "add_to_cart", "remove_from_cart", "purchase", "survey", "support_message")

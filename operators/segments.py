@@ -130,6 +130,7 @@ class ThresholdBoard:
         self.refresh = refresh
         self.members: dict[int, SegmentStats] = {}
         self._updates = refresh
+        self._population = 0
         self._cached = SegmentStats().thresholds(cfg)
 
     def register(self, shard: int, stats: SegmentStats) -> None:
@@ -140,8 +141,11 @@ class ThresholdBoard:
         self._updates += 1
 
     def thresholds(self, *, fresh: bool = False) -> Thresholds:
-        if fresh or self._updates >= self.refresh:
-            self._cached = merge_stats(list(self.members.values())).thresholds(self.cfg)
+        # Every `refresh` updates, or sooner while the population is small and each customer moves the lines.
+        if fresh or self._updates >= min(self.refresh, max(1, self._population // 10)):
+            merged = merge_stats(list(self.members.values()))
+            self._cached = merged.thresholds(self.cfg)
+            self._population = merged.monetary.total
             self._updates = 0
         return self._cached
 

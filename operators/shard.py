@@ -41,6 +41,7 @@ CHANGES = "changes"  # a display-only destination: profile changes for the termi
 RESEGMENT_EVERY_MS = 3_600_000  # without new purchases a segment moves with time only: check hourly
 SEND = "send"  # the timer kind of scheduled marketing triggers
 MAX_ALERTED = 100
+MAX_FIRINGS_PER_ADVANCE = 200
 
 # Which event types can change what each rule looks at: the rest skip the rule entirely.
 _ON_EVENT = {
@@ -265,9 +266,16 @@ class ProfileShard:
             profile = self.profiles.get(customer_id)
             if profile is None:
                 continue  # erased, or a stale entry: the profile is the truth
-            fired = sorted((deadline, kind) for kind, deadline in profile["timers"].items() if deadline <= watermark)
-            for deadline, kind in fired:
-                del profile["timers"][kind]
+            # One at a time, earliest first: firing one may arm another that is also already due
+            # (the next abandoned category, a trigger's send time), and they must run in event-time order.
+            for _ in range(MAX_FIRINGS_PER_ADVANCE):
+                timers = profile["timers"]
+                if not timers:
+                    break
+                deadline, kind = min((d, k) for k, d in timers.items())
+                if deadline > watermark:
+                    break
+                del timers[kind]
                 try:
                     self._on_timer(profile, kind, deadline, out)
                 except Exception:
@@ -319,10 +327,9 @@ class ProfileShard:
         send_at = governance.send_time(profile, now, gov)
         scheduled = profile["scheduled"]
         scheduled[alert["alert_id"]] = [send_at, alert]
-        if send_at <= now:
-            self._send_due(profile, now, out)
-        else:
-            self._arm(profile, SEND, min(s for s, _ in scheduled.values()))
+        # Always through the timer, even when due now: sends then happen in send-time order at the
+        # watermark, the same live and in replay, so caps count the same triggers either way.
+        self._arm(profile, SEND, min(s for s, _ in scheduled.values()))
 
     def _send_due(self, profile: profiles.Profile, now: int, out: list[Effect]) -> None:
         gov = self.settings.governance

@@ -50,6 +50,12 @@ class RuleContext:
     def high_value(self) -> bool:
         return self.profile["monetary"] >= self.thresholds.high_value
 
+    def last_purchase_by_now(self) -> int | None:
+        """The last purchase at or before ``now``: a timer judges the past as it was at its deadline,
+        even if later events were already applied (they may arrive in the same batch)."""
+        times = [t for t in self.profile["purchase_times"] if t <= self.now]
+        return times[-1] if times else None
+
 
 def _registry() -> list[ModuleType]:
     from operators.rules import abandoned_interest, angry_customer, churn_risk, replenishment, return_spike, segment_change, win_back

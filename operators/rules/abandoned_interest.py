@@ -31,6 +31,8 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
         if last + window > ctx.now:
             continue  # still browsing: the window restarts with each look
         del ctx.profile["episodes"][category]
+        if any(start <= t <= ctx.now for t in ctx.profile["category_times"].get(category, ())):
+            continue  # they bought in the category before the deadline: nothing abandoned
         ctx.profile["alerted"][f"{KIND}:{category}"] = int(last + window)
         in_cart = sorted(pid for pid, item in ctx.profile["cart"].items() if item["category"] == category)
         out.append(Candidate(MARKETING, make_alert(

@@ -30,8 +30,8 @@ def deadline(ctx: RuleContext) -> int | None:
 
 
 def on_timer(ctx: RuleContext) -> list[Candidate]:
-    last = ctx.profile["last_purchase_at"]
-    if last is None or last > ctx.now:
+    last = ctx.last_purchase_by_now()
+    if last is None:
         return []
     risk = ctx.churn_risk(ctx.profile, ctx.now)
     if risk < ctx.cfg.churn_threshold:

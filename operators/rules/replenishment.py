@@ -12,10 +12,12 @@ from operators.timeutil import MS_PER_DAY
 KIND = "replenishment"
 
 
-def _cycles(ctx: RuleContext) -> list[tuple[str, float, int]]:
+def _cycles(ctx: RuleContext, *, as_of_now: bool = False) -> list[tuple[str, float, int]]:
     """(category, mean cycle in days, due time) for every category bought regularly enough."""
     out = []
     for category, times in ctx.profile["category_times"].items():
+        if as_of_now:
+            times = [t for t in times if t <= ctx.now]
         if len(times) < ctx.cfg.replenishment_min_purchases:
             continue
         gaps = [(b - a) / MS_PER_DAY for a, b in zip(times, times[1:])]
@@ -35,10 +37,10 @@ def deadline(ctx: RuleContext) -> int | None:
 def on_timer(ctx: RuleContext) -> list[Candidate]:
     lead = ctx.cfg.replenishment_lead_days * MS_PER_DAY
     out = []
-    for category, mean, due in sorted(_cycles(ctx)):
+    for category, mean, due in sorted(_cycles(ctx, as_of_now=True)):
         if due - lead > ctx.now:
             continue
-        last = ctx.profile["category_times"][category][-1]
+        last = max(t for t in ctx.profile["category_times"][category] if t <= ctx.now)
         out.append(Candidate(MARKETING, make_alert(
             KIND, ctx.customer_id, int(due - lead), situation=f"{category}:{last}", priority="low", score=1.0,
             reasons=[f"buys {category} every {mean:.0f} days", f"next purchase due in {ctx.cfg.replenishment_lead_days:g} days"],

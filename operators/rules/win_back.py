@@ -18,7 +18,7 @@ def deadline(ctx: RuleContext) -> int | None:
 
 
 def on_timer(ctx: RuleContext) -> list[Candidate]:
-    last = ctx.profile["last_purchase_at"]
+    last = ctx.last_purchase_by_now()
     if last is None or ctx.profile["frequency"] < ctx.cfg.win_back_min_purchases:
         return []
     if last + ctx.cfg.win_back_silence_days * MS_PER_DAY > ctx.now:

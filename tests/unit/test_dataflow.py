@@ -161,3 +161,18 @@ def test_a_bug_in_profile_logic_dead_letters_the_event_and_the_engine_goes_on(ev
     assert len(got) == 40
     reasons = [jsonutil.loads(v)["reason"] for v in outputs.records[DEADLETTER]]
     assert sum("internal error applying purchase" in r and "boom" in r for r in reasons) == 2
+
+
+def test_two_replays_of_the_shop_raise_the_same_alerts_with_the_same_ids(tmp_path):
+    from operators.simulator import Shop
+
+    events = tmp_path / "shop.jsonl"
+    Shop(config.SimulatorSettings(customers=60, days=120, seed=3)).write_files(events)
+    runs = []
+    for n in range(2):
+        alerts = tmp_path / f"alerts{n}.jsonl"
+        replay(SETTINGS, events, alerts_out=alerts, profiles_out=tmp_path / f"p{n}.jsonl")
+        runs.append(alerts.read_bytes())
+    assert runs[0] == runs[1]
+    kinds = {jsonutil.loads(line)["kind"] for line in runs[0].splitlines()}
+    assert {"angry_customer", "abandoned_interest"} <= kinds

@@ -1,0 +1,127 @@
+"""``crm-stream evaluate``: how well the online models predict, on a file of events, against the baselines.
+
+The engine's own path without Bytewax: the replay's reader (operators/files_io),
+decoder and router (operators/router), identity stitching (operators/identity)
+and profile shards (operators/shard), driven by a plain loop in one thread.
+A profile shard subclass hands every applied event to one ``ModelHub`` and
+serves the churn rule from it (the shard's ``churn`` hook); after each batch
+the loop advances the hub to the shards' watermark (the slowest shard's
+``event_clock``: newest event time minus ``engine.allowed_lateness_ms``). That is the integration the
+live engine needs, so what is measured here is what the engine would do.
+Durable-state writes (effects) are dropped: nothing here outlives the process.
+
+Anonymous visitors' events reach the models only once the visitor identifies
+(they are then merged into the customer's profile, as in the engine);
+erasure requests drop the customer's pending predictions.
+
+Throughput: ``with_models=False`` runs the same loop without the hub, so
+``events_per_second`` of the two runs is the models' cost.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from config import settings as config
+from models.evaluation import format_table
+from models.hub import ModelHub
+from operators import profile as profiles
+from operators.files_io import FileReader
+from operators.identity import IdentityShard
+from operators.keys import KeySpace
+from operators.router import DEAD, Router
+from operators.schema import Decoder
+from operators.segments import ThresholdBoard
+from operators.shard import Effect, ProfileShard
+from operators.stores import MemoryStore
+
+
+class _ModelledShard(ProfileShard):
+    """A profile shard that tells the hub about every applied event (the engine's integration, in a subclass)."""
+
+    hub: ModelHub | None = None
+
+    def _apply(self, profile: profiles.Profile, event: dict[str, Any], notes: list[Effect]) -> bool:
+        changed = super()._apply(profile, event, notes)
+        if changed and self.hub is not None:
+            self.hub.on_event(profile, event, event["ts"], self.thresholds().population_gap_days)
+        return changed
+
+    def _erase(self, customer_id: str) -> None:
+        super()._erase(customer_id)
+        if self.hub is not None:
+            self.hub.forget(customer_id)
+
+
+def evaluate_file(events_path: str | Path, horizon_days: float | None = None, seed: int = 0, *,
+                  settings: config.Settings | None = None, with_models: bool = True,
+                  hub: ModelHub | None = None) -> dict[str, Any]:
+    """Run the events through the engine's logic with a ``ModelHub`` fed in event time; return its metrics.
+
+    ``horizon_days`` defaults to the engine's ``churn_horizon_days``. The result holds ``metrics``
+    (``ModelHub.metrics()``; None without models), ``table`` (the same as text), ``events``,
+    ``dead``, ``seconds`` and ``events_per_second``.
+    """
+    settings = settings or config.load(None, env={})
+    e = settings.engine
+    horizon = float(horizon_days if horizon_days is not None else e.churn_horizon_days)
+    if with_models and hub is None:
+        hub = ModelHub(horizon, seed, interest_half_life_days=e.interest_half_life_days)
+    elif not with_models:
+        hub = None
+    store = MemoryStore()
+    keys = KeySpace(settings.store.key_prefix)
+    board = ThresholdBoard(settings.segments)
+    router = Router(Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes), e.shards)
+    identities: dict[int, IdentityShard] = {}
+    shards: dict[int, _ModelledShard] = {}
+
+    def churn_of(profile: dict[str, Any], as_of: int, thresholds: Any) -> float:
+        return hub.churn_risk(profile, as_of, thresholds.population_gap_days)  # type: ignore[union-attr]
+
+    def shard(number: int) -> _ModelledShard:
+        found = shards.get(number)
+        if found is None:
+            found = shards[number] = _ModelledShard(number, settings, store, keys, board=board,
+                                                    churn=churn_of if hub is not None else None)
+            found.hub = hub
+        return found
+
+    reader = FileReader(events_path, e.batch_size)
+    partition = reader.open(reader.partitions()[0], None)
+    started = time.perf_counter()
+    try:
+        while not partition.done():
+            batch = partition.read_batch()
+            if not batch:
+                continue
+            # As flows/dataflow.py wires it: identity shard n, then profile shards; the
+            # partition clocks travel with shard n's events to profile shard n.
+            for key, value in router.route(batch):
+                if key == DEAD:
+                    continue
+                own, events, clocks = value
+                identity = identities.get(own)
+                if identity is None:
+                    identity = identities[own] = IdentityShard(store, keys, e.shards, e.anonymous_max_events)
+                routed, _ = identity.process(events)
+                routed.setdefault(own, [])
+                for target, routed_events in routed.items():
+                    shard(target).process(routed_events, clocks if target == own else None)
+            if hub is not None:
+                hub.advance(min(s.event_clock.watermark() for s in shards.values()))
+    finally:
+        partition.close()
+    seconds = time.perf_counter() - started
+    metrics = hub.metrics() if hub is not None else None
+    return {
+        "events": router.decoded,
+        "dead": router.dead,
+        "customers": sum(len(s.profiles) for s in shards.values()),
+        "seconds": round(seconds, 3),
+        "events_per_second": round(router.decoded / seconds, 1) if seconds > 0 else 0.0,
+        "metrics": metrics,
+        "table": format_table(metrics) if metrics is not None else "",
+    }

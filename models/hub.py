@@ -1,0 +1,322 @@
+"""The model hub: churn and next-purchase models, their delayed labels, metrics and snapshots, in one object.
+
+Framework-free: the engine calls it from the profile shard, after an event has
+been applied, and on its event-time clock:
+
+    hub.on_event(profile, event, event["ts"], population_gap_days)   # per applied event
+    hub.advance(watermark_ms)                                         # per batch
+    hub.churn_risk(profile, as_of, population_gap_days)               # when a view or a rule needs it
+    hub.forget(customer_id)                                           # erasure
+
+``on_event`` resolves the labels a purchase reveals (learning from them) and,
+at the prediction cadence of models/labels.py, records a prediction point:
+features, the models' predictions and the baselines' predictions, all as of
+that event time. ``advance`` resolves what the passing of event time reveals
+(churn after the horizon, censoring of long gaps). Every label is scored on
+the prediction made before it (models/evaluation.py) and only then learned,
+so ``metrics()`` is an honest progressive validation.
+
+Serving: until a model has learned from ``warmup_labels`` labels (for churn:
+that many of *each* class, so at least one horizon has passed), the hub serves
+the rhythm estimate of models/rhythm.py; after that, the model. ``metrics()``
+scores both the raw model (from its first prediction) and what was served.
+
+Censored gaps (no purchase within ``censor_days`` W): the next-purchase model
+never learns a made-up exact target. It makes a one-sided update: if its
+prediction for that point is below W it learns W (the gradient of the squared
+hinge ``max(0, W - prediction)``), otherwise nothing. Churn needs no such
+care: "no purchase within the horizon" *is* the label.
+
+Snapshots (``snapshot()`` / ``ModelHub.restore``) hold the models, the
+pending buffers (features and predictions waiting for labels), the metrics
+and the counters, behind a header with the format version and the model
+version (the number of learning steps so far; two snapshots with the same
+version hold the same models). Restoring mid-stream resumes exactly: nothing
+learned and nothing pending is lost. Snapshots are pickles: load them only
+from the engine's own store.
+
+Several workers. A hub is one coherent model per process; with the engine's
+shards spread over processes there are three ways to share it:
+
+1. *per-process models* (simplest): each process runs a hub over its own
+   shards' customers; every customer's labels stay in one hub, so pending
+   buffers are local. Each model learns from 1/P of the labels; linear models
+   can be merged now and then by averaging weights and scaler statistics.
+2. *one learner, many scorers*: shards keep pending buffers and resolve labels
+   locally, ship (features, label) to one learner (a topic), which publishes
+   a snapshot every N seconds; scorers swap it in. Scoring lags learning by
+   the publish interval (seconds to minutes, negligible next to a 30-day label
+   delay).
+3. per-shard models merged periodically: like 1, finer grained.
+
+Memory: per customer with open predictions, at most ``max_pending_per_customer``
+entries (~0.5 KB each, features as a float array); the models are ~2 KB each.
+"""
+
+from __future__ import annotations
+
+import bisect
+import pickle
+import struct
+from typing import Any, Mapping, NamedTuple
+
+from models import churn, next_purchase, rhythm
+from models.evaluation import ProgressiveValidation
+from models.features import DEFAULT_INTEREST_HALF_LIFE_DAYS, FEATURE_NAMES, MS_PER_DAY, as_dict, feature_vector
+from models.labels import CENSORED, CHURN, NEXT_PURCHASE, PendingPredictions, Resolved
+
+FORMAT_VERSION = 1
+_MAGIC = b"CRMHUB"
+_HEADER = struct.Struct(">6sHQ")  # magic, format version, model version
+
+
+class SnapshotError(ValueError):
+    """A model snapshot cannot be restored (not a snapshot, or written by an incompatible version)."""
+
+
+class Prediction(NamedTuple):
+    churn_risk: float
+    next_purchase_in_days: float
+    next_category: str | None
+    source: str
+    """``model`` once the models are warmed up, ``rhythm`` before (per estimate: see ``ModelHub.ready``)."""
+
+
+def recency_churn_score(days_since_last_purchase: float | None, horizon_days: float) -> float:
+    """The naive baseline: days since the last purchase squashed into (0, 1); prospects count as long silent."""
+    r = 3650.0 if days_since_last_purchase is None else days_since_last_purchase
+    return r / (r + horizon_days) if r > 0 else 0.0
+
+
+class ModelHub:
+    """Churn and next-purchase models fed in event time (see the module doc).
+
+    >>> from operators.profile import ProfileRules, apply, new_profile
+    >>> rules, day = ProfileRules(14, 72, 64), 86_400_000
+    >>> hub = ModelHub(horizon_days=30, seed=1)
+    >>> profile = new_profile("c1", 0)
+    >>> bought = {"event_id": "e1", "type": "purchase", "ts": 0, "order_id": "o1", "amount": 9.5, "amount_base": 9.5, "currency": "USD"}
+    >>> apply(profile, bought, rules)
+    True
+    >>> hub.on_event(profile, bought, bought["ts"], population_gap_days=20.0)  # a prediction point, nothing learned
+    >>> hub.n_learned, len(hub.pending)
+    (0, 1)
+    >>> hub.advance(31 * day)  # 30 days passed without a purchase: churned
+    1
+    >>> hub.churn_learned, hub.metrics()["churn"]["positive_rate"]
+    ([0, 1], 1.0)
+    >>> round(hub.churn_risk(profile, 31 * day, 20.0), 3)  # not warmed up yet: the rhythm estimate
+    0.825
+    """
+
+    def __init__(self, horizon_days: float = 30.0, seed: int = 0, *, censor_days: float | None = None,
+                 max_pending_per_customer: int = 8, min_spacing_days: float = 1.0, warmup_labels: int = 200,
+                 window: int = 2000, interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS) -> None:
+        """``censor_days`` defaults to ``max(4 * horizon_days, 90)``: long enough to see a slow buyer's gap."""
+        self.horizon_days = float(horizon_days)
+        self.seed = seed
+        self.censor_days = float(censor_days if censor_days is not None else max(4 * horizon_days, 90.0))
+        self.warmup_labels = warmup_labels
+        self.interest_half_life_days = interest_half_life_days
+        self.churn_model = churn.build(seed)
+        self.days_model = next_purchase.build(seed)
+        self.pending = PendingPredictions(self.horizon_days, self.censor_days, max_per_customer=max_pending_per_customer,
+                                          min_spacing_days=min_spacing_days)
+        self.evaluation = ProgressiveValidation(window)
+        self.churn_learned = [0, 0]  # labels learned: [bought (0), churned (1)]
+        self.days_learned = 0
+        self.censored_learned = 0
+        self.points = 0
+        self.model_version = 0
+        """Learning steps so far: the models' identity (same version, same models)."""
+
+    # -- the stream ----------------------------------------------------------------------------
+
+    def on_event(self, profile_after: Mapping[str, Any], event: Mapping[str, Any], as_of_ms: int,
+                 population_gap_days: float) -> None:
+        """Call after the engine applied ``event`` to the profile (not for redeliveries)."""
+        customer_id = profile_after["customer_id"]
+        purchase = event["type"] == "purchase" and _recorded_purchase(profile_after, event)
+        if purchase:
+            items = event.get("items") or ()
+            categories = {item["category"] for item in items}
+            for resolved in self.pending.on_purchase(customer_id, event["ts"]):
+                self._learn(resolved, categories)
+        # A late event must not make a prediction "as of" a time before what the profile already holds.
+        as_of = max(as_of_ms, profile_after["last_seen"])
+        anchor = profile_after["last_purchase_at"]
+        if anchor is None:
+            anchor = profile_after["first_seen"]
+        if self.pending.due(customer_id, as_of, anchor, purchase):
+            self._record_point(customer_id, profile_after, as_of, population_gap_days)
+
+    def advance(self, watermark_ms: int) -> int:
+        """Resolve what event time up to ``watermark_ms`` reveals (churn after the horizon, censoring); returns how many."""
+        resolved = self.pending.advance(watermark_ms)
+        for item in resolved:
+            self._learn(item, None)
+        return len(resolved)
+
+    def forget(self, customer_id: str) -> None:
+        """Erasure: drop the customer's pending features and predictions (what was learned stays: it is aggregate)."""
+        self.pending.forget(customer_id)
+
+    # -- serving -------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> tuple[bool, bool]:
+        """(churn model serving, next-purchase model serving): warmed up past ``warmup_labels``."""
+        return (min(self.churn_learned) >= self.warmup_labels, self.days_learned >= self.warmup_labels)
+
+    @property
+    def n_learned(self) -> int:
+        return sum(self.churn_learned) + self.days_learned + self.censored_learned
+
+    def predict(self, profile: Mapping[str, Any], as_of_ms: int, population_gap_days: float) -> Prediction:
+        """All served estimates at once (one feature computation)."""
+        churn_ready, days_ready = self.ready
+        x = self._features(profile, as_of_ms, population_gap_days) if churn_ready or days_ready else None
+        recency, frequency, gap = _rhythm_inputs(profile, as_of_ms)
+        if churn_ready:
+            risk = churn.predict(self.churn_model, x)
+        else:
+            risk = rhythm.churn_risk(frequency, gap, recency, self.horizon_days, population_gap_days)
+        if days_ready:
+            days = next_purchase.predict(self.days_model, x)
+        else:
+            days = rhythm.next_purchase_in_days(frequency, gap, recency, population_gap_days)
+        category = next_purchase.likely_category(profile, as_of_ms, self.interest_half_life_days)
+        return Prediction(risk, days, category, "model" if churn_ready and days_ready else "rhythm")
+
+    def churn_risk(self, profile: Mapping[str, Any], as_of_ms: int, population_gap_days: float) -> float:
+        """P(no purchase in the ``horizon_days`` after ``as_of_ms``): the model once warmed up, else the rhythm estimate."""
+        if not self.ready[0]:
+            recency, frequency, gap = _rhythm_inputs(profile, as_of_ms)
+            return rhythm.churn_risk(frequency, gap, recency, self.horizon_days, population_gap_days)
+        return churn.predict(self.churn_model, self._features(profile, as_of_ms, population_gap_days))
+
+    def next_purchase_in_days(self, profile: Mapping[str, Any], as_of_ms: int, population_gap_days: float) -> float:
+        """Days from ``as_of_ms`` to the next purchase: the model once warmed up, else the rhythm estimate."""
+        if not self.ready[1]:
+            recency, frequency, gap = _rhythm_inputs(profile, as_of_ms)
+            return rhythm.next_purchase_in_days(frequency, gap, recency, population_gap_days)
+        return next_purchase.predict(self.days_model, self._features(profile, as_of_ms, population_gap_days))
+
+    # -- reporting and persistence ---------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        """Progressive (test-then-train) metrics of the models and the baselines, and the hub's counters."""
+        churn_ready, days_ready = self.ready
+        report = self.evaluation.report()
+        report["hub"] = {
+            "horizon_days": self.horizon_days,
+            "censor_days": self.censor_days,
+            "model_version": self.model_version,
+            "n_learned": self.n_learned,
+            "churn_learned": {"bought": self.churn_learned[0], "churned": self.churn_learned[1]},
+            "days_learned": self.days_learned,
+            "censored_learned": self.censored_learned,
+            "serving": {"churn": "model" if churn_ready else "rhythm", "next_purchase": "model" if days_ready else "rhythm"},
+            "prediction_points": self.points,
+            "points_skipped": self.pending.skipped,
+            "pending_open": len(self.pending),
+            "pending_customers": self.pending.customers(),
+            "watermark": self.pending.watermark,
+        }
+        return report
+
+    def snapshot(self) -> bytes:
+        """Everything needed to resume: models, pending buffers, metrics, counters (see the module doc)."""
+        header = _HEADER.pack(_MAGIC, FORMAT_VERSION, self.model_version)
+        return header + pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @classmethod
+    def restore(cls, blob: bytes) -> ModelHub:
+        format_version, _ = cls.peek(blob)
+        if format_version != FORMAT_VERSION:
+            raise SnapshotError(
+                f"model snapshot has format version {format_version}, this code reads {FORMAT_VERSION}: "
+                "start with a fresh ModelHub (it re-learns from the stream) or run the version that wrote it"
+            )
+        hub = cls.__new__(cls)
+        hub.__dict__.update(pickle.loads(blob[_HEADER.size:]))
+        return hub
+
+    @staticmethod
+    def peek(blob: bytes) -> tuple[int, int]:
+        """(format version, model version) of a snapshot, without loading it."""
+        if len(blob) < _HEADER.size or blob[:len(_MAGIC)] != _MAGIC:
+            raise SnapshotError(f"not a model snapshot (starts with {bytes(blob[:8])!r}): expected one made by ModelHub.snapshot()")
+        _, format_version, model_version = _HEADER.unpack_from(blob)
+        return format_version, model_version
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _features(self, profile: Mapping[str, Any], as_of_ms: int, population_gap_days: float) -> dict[str, float]:
+        return as_dict(self._vector(profile, as_of_ms, population_gap_days))
+
+    def _vector(self, profile: Mapping[str, Any], as_of_ms: int, population_gap_days: float) -> list[float]:
+        return feature_vector(profile, as_of_ms, population_gap_days, horizon_days=self.horizon_days,
+                              interest_half_life_days=self.interest_half_life_days)
+
+    def _record_point(self, customer_id: str, profile: Mapping[str, Any], as_of: int, population_gap_days: float) -> None:
+        vector = self._vector(profile, as_of, population_gap_days)
+        x = as_dict(vector)
+        recency, frequency, gap = _rhythm_inputs(profile, as_of)
+        churn_ready, days_ready = self.ready
+        churn_model = churn.predict(self.churn_model, x)
+        churn_rhythm = rhythm.churn_risk(frequency, gap, recency, self.horizon_days, population_gap_days)
+        days_model = next_purchase.predict(self.days_model, x)
+        days_rhythm = rhythm.next_purchase_in_days(frequency, gap, recency, population_gap_days)
+        payload = (
+            (churn_model, churn_model if churn_ready else churn_rhythm, churn_rhythm,
+             recency_churn_score(recency, self.horizon_days)),
+            (days_model, days_model if days_ready else days_rhythm, days_rhythm, x["gap_due_days"]),
+            (next_purchase.likely_category(profile, as_of, self.interest_half_life_days),
+             next_purchase.top_interest(profile, as_of, self.interest_half_life_days)),
+        )
+        if self.pending.add(customer_id, as_of, vector, payload):
+            self.points += 1
+
+    def _learn(self, resolved: Resolved, categories: set[str] | None) -> None:
+        """Score the prediction made back then, *then* learn from its label (the order is the point)."""
+        entry = resolved.entry
+        churn_scores, days_scores, category_guesses = entry.payload
+        x = as_dict(entry.x)
+        if resolved.kind == CHURN:
+            churned = resolved.value >= 0.5
+            self.evaluation.score_churn(churned, churn_scores)
+            churn.learn(self.churn_model, x, churned)
+            self.churn_learned[churned] += 1
+        elif resolved.kind == NEXT_PURCHASE:
+            self.evaluation.score_days(resolved.value, days_scores)
+            if categories is not None:
+                self.evaluation.score_category(categories, category_guesses)
+            next_purchase.learn(self.days_model, x, resolved.value)
+            self.days_learned += 1
+        elif resolved.kind == CENSORED:
+            self.evaluation.score_days_censored(resolved.value, days_scores)
+            if next_purchase.predict(self.days_model, x) >= resolved.value:
+                return  # already predicts "at least W": a one-sided loss has nothing to teach
+            next_purchase.learn(self.days_model, x, resolved.value)
+            self.censored_learned += 1
+        else:  # pragma: no cover - labels.py defines the kinds
+            raise ValueError(f"unknown label kind {resolved.kind!r}")
+        self.model_version += 1
+
+
+def _recorded_purchase(profile: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+    """Did this purchase event count as a new purchase (not the same order again under another event id)?"""
+    times = profile["purchase_times"]
+    ts = event["ts"]
+    i = bisect.bisect_left(times, ts)
+    return i < len(times) and times[i] == ts
+
+
+def _rhythm_inputs(profile: Mapping[str, Any], as_of_ms: int) -> tuple[float | None, int, float | None]:
+    last = profile["last_purchase_at"]
+    recency = None if last is None else max(0.0, (as_of_ms - last) / MS_PER_DAY)
+    return recency, profile["frequency"], profile["gap_mean_days"]
+
+
+__all__ = ["FEATURE_NAMES", "FORMAT_VERSION", "ModelHub", "Prediction", "SnapshotError", "recency_churn_score"]

@@ -1,0 +1,268 @@
+from __future__ import annotations
+
+import pickle
+import time
+
+import pytest
+
+from models.anger_model import AngerModel, build_anger_model, features, text_tokens
+from operators import anger
+from operators.anger import (
+    DEFAULT_ESCALATION_THRESHOLD,
+    SIGNALS,
+    AngerScore,
+    contextual_anger,
+    detect_language,
+    reasons,
+    score_message,
+)
+from operators.simulator import ANGRY, ANGRY_AGAIN, POLITE, PRESALES, THANKS
+
+THRESHOLD = DEFAULT_ESCALATION_THRESHOLD
+
+
+def test_threshold_matches_the_rule_settings():
+    from config.settings import RuleSettings
+
+    assert THRESHOLD == RuleSettings().angry_threshold
+
+
+@pytest.mark.parametrize("text", ["这破玩意儿真难用!!!", "这破玩意儿真难用！！！", "this is the third time I'm asking, unacceptable!!!"])
+def test_the_issues_angry_examples_escalate(text):
+    assert score_message(text).score >= THRESHOLD
+
+
+@pytest.mark.parametrize("text", [
+    "Hi, could you tell me when my order ships? Thanks",
+    "你好，请问我的订单什么时候发货？谢谢",
+    "你好,请问我的订单什么时候发货?谢谢",
+])
+def test_polite_questions_do_not(text):
+    assert score_message(text).score < 0.2
+
+
+@pytest.mark.parametrize("text", [t for group in (ANGRY, ANGRY_AGAIN) for texts in group.values() for t in texts])
+def test_the_simulators_angry_messages_escalate(text):
+    assert score_message(text).score >= THRESHOLD, reasons(score_message(text).signals)
+
+
+@pytest.mark.parametrize("text", [t for group in (POLITE, PRESALES, THANKS) for texts in group.values() for t in texts])
+def test_the_simulators_calm_messages_do_not(text):
+    assert score_message(text).score < THRESHOLD
+
+
+def test_more_exclamation_marks_never_lower_the_score():
+    for base in ("my order is late", "我的订单还没到", "ok"):
+        for mark in ("!", "！"):
+            scores = [score_message(base + mark * n).score for n in range(8)]
+            assert scores == sorted(scores), (base, mark, scores)
+            assert scores[3] > scores[0]
+
+
+def test_more_words_in_capitals_never_lower_the_score():
+    words = "the parcel is late and nobody called me back".split()
+    scores = []
+    for n in range(len(words) + 1):
+        text = " ".join(w.upper() if i < n else w for i, w in enumerate(words))
+        scores.append(score_message(text).score)
+    assert scores == sorted(scores), scores
+    assert scores[-1] > scores[0] + 0.2
+
+
+def test_cues_raise_and_politeness_lowers():
+    plain = score_message("The parcel has not arrived").score
+    assert score_message("The parcel has not arrived again").score > plain
+    assert score_message("The parcel has not arrived, I will file a chargeback").score > plain
+    assert score_message("The fucking parcel has not arrived").score > plain
+    assert score_message("Hi, the parcel has not arrived, could you check please? Thanks").score < plain
+    assert score_message("包裹又没到").score > score_message("包裹没到").score
+    assert score_message("包裹没到,我要投诉").score > score_message("包裹没到").score
+
+
+def test_scores_are_bounded_and_signals_complete():
+    for text in ["", "   ", "👍", "!!!!!!!!!!!!!!!!!!!!", "A" * 5000, "垃圾" * 3000, "Great, thanks!", "又快又好"]:
+        s = score_message(text)
+        assert 0.0 <= s.score <= 1.0 and -1.0 <= s.sentiment <= 1.0
+        assert tuple(s.signals) == SIGNALS
+        assert s.language in ("en", "zh")
+
+
+def test_sentiment_sign_follows_the_wording():
+    assert score_message("Great, thanks for the quick help!").sentiment > 0.3
+    assert score_message("收到了,谢谢你们的帮助!").sentiment > 0.3
+    assert score_message("Worst service ever. Completely unacceptable!!!").sentiment < -0.5
+    assert score_message("太差劲了,马上给我退款!!!").sentiment < -0.5
+
+
+def test_a_negation_does_not_reach_into_the_next_sentence():
+    s = score_message("Is it still not fixed? Unacceptable")
+    assert s.signals["lexicon_compound"] < 0
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Where is my order?", "en"), ("我的订单在哪里?", "zh"), ("iPhone 15 Pro屏幕坏了", "zh"),
+    ("Order for 王伟 is late", "en"), ("", "en"), ("12345 !!!", "en"),
+])
+def test_detect_language(text, expected):
+    assert detect_language(text) == expected
+    assert score_message(text).language == expected
+
+
+def test_reasons_read_like_sentences_for_an_agent():
+    said = reasons(score_message("This is the third time I'm asking, unacceptable!!!").signals)
+    assert "says it is the third time" in said and "3 exclamation marks" in said
+    assert "profanity" in reasons(score_message("wtf is this shit").signals)
+    assert "profanity" in reasons(score_message("什么破东西,他妈的").signals)
+    assert "says it is the third time" in reasons(score_message("我已经问了三次了").signals)
+    assert "very negative wording (lexicon)" in reasons(score_message("Terrible, horrible, awful service").signals)
+    assert any("capitals" in r for r in reasons(score_message("WHERE IS MY ORDER").signals))
+    for text in ["STOP ignoring me!!!", "再不处理我就投诉你们!!!", "f*** you"]:
+        out = reasons(score_message(text).signals)
+        assert out and all("_" not in r and (r[0].islower() or r[0].isdigit() or r[0] == "'") for r in out), out
+    assert reasons(score_message("Hi, could you tell me when my order ships? Thanks").signals) == []
+
+
+def test_context_raises_the_score_monotonically_and_stays_bounded():
+    text = score_message("Any news on my order?")
+    base, none = contextual_anger(text, 1, False, None, None)
+    assert base == pytest.approx(text.score, rel=1e-6) and none == []
+    by_contacts = [contextual_anger(text, n, False, None, None)[0] for n in range(0, 20)]
+    assert by_contacts == sorted(by_contacts)
+    assert contextual_anger(text, 1, True, None, None)[0] > base
+    by_csat = [contextual_anger(text, 1, False, csat, None)[0] for csat in (5, 4, 3, 2, 1)]
+    by_nps = [contextual_anger(text, 1, False, None, nps)[0] for nps in range(10, -1, -1)]
+    assert by_csat == sorted(by_csat) and by_csat[-1] > by_csat[0]
+    assert by_nps == sorted(by_nps) and by_nps[-1] > by_nps[0]
+    worst, said = contextual_anger(text, 1000, True, 1, 0)
+    assert 0.0 < worst < 1.0
+    assert said == ["1000th message on this ticket within 24 h", "ticket was reopened", "gave CSAT 1/5 last time",
+                    "NPS detractor (score 0)"]
+    assert contextual_anger(text, 1000, False, None, None)[0] == contextual_anger(text, 11, False, None, None)[0]
+
+
+def test_context_alone_does_not_turn_a_polite_follow_up_into_an_alert():
+    polite = score_message("Hi, any update on my order please? Thanks")
+    assert contextual_anger(polite, 3, False, None, None)[0] < THRESHOLD
+    borderline = score_message("Still waiting for my refund")
+    assert contextual_anger(borderline, 4, True, 1, 2)[0] > max(borderline.score, THRESHOLD)
+
+
+def test_scoring_is_fast_and_long_text_is_bounded():
+    anger.load_lexicons()
+    texts = [t for group in (ANGRY, ANGRY_AGAIN, POLITE) for texts in group.values() for t in texts]
+    started = time.process_time()
+    for _ in range(50):
+        for text in texts:
+            score_message(text)
+    per_message = (time.process_time() - started) / (50 * len(texts))
+    assert per_message < 1e-3  # ~30-80 us here; a loose bound so a busy CI machine does not flake
+    started = time.process_time()
+    score_message("terrible service, nothing works! " * 10_000)
+    assert time.process_time() - started < 0.05
+
+
+def test_anger_score_is_frozen_and_picklable():
+    s = score_message("WHY IS THIS STILL BROKEN???")
+    assert pickle.loads(pickle.dumps(s)) == s
+    with pytest.raises(AttributeError):
+        s.score = 0.0  # type: ignore[misc]
+
+
+def test_missing_word_lists_say_how_to_install_them(monkeypatch):
+    monkeypatch.setattr(anger.importlib_util, "find_spec", lambda name: None)
+    with pytest.raises(anger.LexiconMissingError, match="pip install"):
+        anger._load()
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+ESCALATIONS = ["Your courier LOST my parcel again!!!", "Third time asking. Refund me NOW!!!", "这是第三次了,还没人管?!",
+               "Nobody answers, this is a joke!!!", "东西又坏了,马上退款!!!", "I want my money back, useless service!!!"]
+FALSE_ALARMS = ["OMG this dress is AMAZING!!! Love it!!!", "Wow!!! Arrived in one day!!! Thank you!!!",
+                "太棒了!!!谢谢!!!", "BEST SHOP EVER!!!", "收到啦!!!超喜欢!!!", "You guys ROCK!!! 5 stars!!!"]
+
+
+def _stream():
+    for angry, happy in zip(ESCALATIONS, FALSE_ALARMS):
+        yield angry, True
+        yield happy, False
+
+
+def test_model_predicts_the_rule_before_learning():
+    model = AngerModel(seed=0)
+    for text in ESCALATIONS + FALSE_ALARMS:
+        s = score_message(text)
+        assert model.predict_proba(text, s) == s.score
+    assert model.n_learned == 0 and model.model_weight == 0.0
+    untrained = build_anger_model(seed=0).predict_proba_one(features("Where is it?", score_message("Where is it?")))
+    assert untrained[True] == pytest.approx(0.5)
+
+
+def test_model_learns_from_feedback_in_the_right_direction():
+    model = AngerModel(seed=0, half_weight_labels=10)
+    held_out_happy, held_out_angry = "AMAZING service!!! Thank you!!!", "Lost AGAIN, refund me now!!!"
+    happy_before = model.model_proba(held_out_happy, score_message(held_out_happy))
+    angry_before = model.model_proba(held_out_angry, score_message(held_out_angry))
+    for _ in range(10):
+        for text, label in _stream():
+            model.learn(text, score_message(text), label)
+    assert model.n_learned == 10 * len(ESCALATIONS) * 2
+    happy = score_message(held_out_happy)
+    angry = score_message(held_out_angry)
+    assert model.model_proba(held_out_happy, happy) < happy_before - 0.2
+    assert model.model_proba(held_out_angry, angry) > angry_before + 0.2
+    assert model.predict_proba(held_out_happy, happy) < happy.score  # the blend moved off the rule, downwards
+    assert 0.0 < model.model_weight <= model.max_model_weight
+
+
+def test_model_is_deterministic_for_a_seed():
+    a, b = AngerModel(seed=3), AngerModel(seed=3)
+    for text, label in _stream():
+        s = score_message(text)
+        a.learn(text, s, label)
+        b.learn(text, s, label)
+    probe = "Where is my parcel???"
+    s = score_message(probe)
+    assert a.predict_proba(probe, s) == b.predict_proba(probe, s)
+
+
+def test_model_pickles_and_round_trips_through_bytes():
+    model = AngerModel(seed=1)
+    for text, label in _stream():
+        model.learn(text, score_message(text), label)
+    probe = "Still not fixed!!!"
+    s = score_message(probe)
+    for restored in (pickle.loads(pickle.dumps(model)), AngerModel.from_bytes(model.to_bytes())):
+        assert restored.n_learned == model.n_learned
+        assert restored.predict_proba(probe, s) == model.predict_proba(probe, s)
+        restored.learn(probe, s, True)  # and it keeps learning
+    with pytest.raises(ValueError, match="anger-model snapshot"):
+        AngerModel.from_bytes(b"garbage")
+
+
+def test_clone_gives_an_untrained_copy():
+    model = AngerModel(seed=2, half_weight_labels=5)
+    for text, label in _stream():
+        model.learn(text, score_message(text), label)
+    fresh = model.clone()
+    probe = "Still not fixed!!!"
+    assert fresh.n_learned == 0 and fresh.half_weight_labels == 5
+    assert fresh.predict_proba(probe, score_message(probe)) == score_message(probe).score
+    pipeline = build_anger_model(seed=2)
+    for text, label in _stream():
+        pipeline.learn_one(features(text, score_message(text)), label)
+    assert pipeline.clone().predict_proba_one(features(probe, score_message(probe)))[True] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("module", ["operators.anger", "models.anger_model"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0 and result.attempted > 0
+
+
+def test_text_tokens_cover_both_scripts():
+    tokens = text_tokens("Still broken!!! 又坏了")
+    assert {"still", "broken", "still broken", "又", "坏了", "!!"} <= set(tokens)
