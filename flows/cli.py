@@ -109,6 +109,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
           f"{result.router.dead} rejected to the dead-letter output; {sum(segments.values())} customer profiles by segment:")
     for segment, count in sorted(segments.items(), key=lambda kv: -kv[1]):
         print(f"  {segment:<11} {count}")
+    suppressed = sum((shard.suppressed for shard in result.shards.values()), Counter())
+    if suppressed:
+        print("marketing triggers held back by governance: " + ", ".join(f"{k} {v}" for k, v in sorted(suppressed.items())))
     return 0
 
 

@@ -106,7 +106,7 @@ class ModelHub:
     >>> hub.churn_learned, hub.metrics()["churn"]["positive_rate"]
     ([0, 1], 1.0)
     >>> round(hub.churn_risk(profile, 31 * day, 20.0), 3)  # not warmed up yet: the rhythm estimate
-    0.825
+    0.41
     """
 
     def __init__(self, horizon_days: float = 30.0, seed: int = 0, *, censor_days: float | None = None,

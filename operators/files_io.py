@@ -117,6 +117,10 @@ class TerminalOutputs:
         text = value.decode("utf-8", errors="replace")
         if destination == DEADLETTER:  # the reason is what a person needs; the raw record is in the topic/file
             text = str(_loads(value).get("reason", text))
+        elif destination in (SERVICE, MARKETING):
+            alert = _loads(value)
+            when = f" send {alert['send_at'][:16]}" if alert.get("send_at") else ""
+            text = f"{alert['priority']:<6} {alert['kind']} at {alert['ts'][:16]}{when}: {'; '.join(alert['reasons'])}"
         line = f"{label} {key + ': ' if key else ''}{text}"[: self.max_width]
         if self.color and style:
             line = f"{style}{label}\033[0m{line[len(label):]}"

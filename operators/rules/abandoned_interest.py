@@ -38,7 +38,7 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
         out.append(Candidate(MARKETING, make_alert(
             KIND, ctx.customer_id, int(last + window), situation=f"{category}:{start}", priority="low",
             score=min(1.0, signals / (2.0 * ctx.cfg.abandoned_min_signals)),
-            reasons=[f"{signals} views/cart adds in {category} since {ctx.cfg.abandoned_window_hours:g} h before",
+            reasons=[f"{signals} looks at {category} (a view counts 1, a cart add 2)",
                      f"no purchase in {category} within {ctx.cfg.abandoned_window_hours:g} h of the last look"]
                     + ([f"{len(in_cart)} {category} item(s) still in the cart"] if in_cart else []),
             payload={"category": category, "offer": f"{category}-10pct", "products_in_cart": in_cart, "interest_since": start},
