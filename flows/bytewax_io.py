@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -52,6 +55,36 @@ class _ReaderPartition(StatefulSourcePartition[list[Raw], Any]):
         self.part.close()
 
 
+class GcPacer:
+    """Cyclic garbage collection on a wall-clock schedule instead of by allocation counts.
+
+    Profiles are millions of small acyclic dicts. Allocation-driven collection
+    walks them again and again (measured: ~20% of replay time even with raised
+    thresholds). Instead: every ``every_s``, collect what was allocated since the
+    last time, then ``gc.freeze()`` the survivors so no later pass walks them.
+    Cycles are still reclaimed among new objects, which is where they are made.
+    """
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        self.every_s = every_s
+        self.last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every_s or gc.isenabled():
+            return
+        with self._lock:
+            if now - self.last < self.every_s:
+                return
+            self.last = now
+            gc.collect()
+            gc.freeze()
+
+
+GC_PACER = GcPacer()
+
+
 class EffectsSink(DynamicSink[list]):
     """One writer per worker; each gets its own outputs (and shares the store provider)."""
 
@@ -69,6 +102,7 @@ class _EffectsPartition(StatelessSinkPartition[list]):
 
     def write_batch(self, items: list[list]) -> None:
         self.writer.write(effect for effects in items for effect in effects)
+        GC_PACER.tick()
 
     def close(self) -> None:
         self.writer.close()

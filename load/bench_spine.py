@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import math
 import os
 import shlex
@@ -68,11 +69,11 @@ from typing import Any, Callable
 
 import orjson
 import redis
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
 
 from config.settings import KafkaSettings
 from load.generator import EventGenerator
-from load.proc import cpu_seconds, machine, memory_kib
+from load.proc import CpuShare, cpu_seconds, machine, memory_kib
 from operators.kafka_io import _CONSUMER_DEFAULTS, ensure_topics, produce_records
 from operators.schema import DeadLetter, Decoder, Origin
 
@@ -137,24 +138,25 @@ def produce(kafka: KafkaSettings, records: list[tuple[str, str, bytes]]) -> dict
     return {"events": count, "seconds": elapsed, "events_per_s": count / elapsed, "per_topic": dict(per_topic)}
 
 
-def _partition_consumers(kafka: KafkaSettings, group: str) -> list[Consumer]:
-    """One consumer per input partition, assigned from the beginning: KafkaReader's layout and tuning."""
+def _partition_consumers(kafka: KafkaSettings, group: str, start: int = OFFSET_BEGINNING) -> list[Consumer]:
+    """One consumer per input partition, assigned at ``start`` (default: the beginning): KafkaReader's layout and tuning."""
     consumers = []
     for topic in kafka.topics.inputs():
         for partition in range(PARTITIONS):
             consumer = Consumer({**_CONSUMER_DEFAULTS, "bootstrap.servers": kafka.bootstrap_servers, "group.id": group})
             consumer.list_topics(topic, timeout=10.0)
-            consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+            consumer.assign([TopicPartition(topic, partition, start)])
             consumers.append(consumer)
     return consumers
 
 
-def bare_stack(kafka: KafkaSettings, expected: int, timeout_s: float) -> dict[str, Any]:
+def bare_stack(kafka: KafkaSettings, expected: int, timeout_s: float, others: dict[str, int]) -> dict[str, Any]:
     """Consume every input partition and orjson.loads each value: the ceiling."""
     consumers = _partition_consumers(kafka, f"bench-bare-{uuid.uuid4().hex[:8]}")
     loads = orjson.loads
     count, first, started = 0, None, time.perf_counter()
     cpu_before = time.process_time()
+    share = CpuShare({"bench": os.getpid(), **others})
     try:
         while count < expected:
             got = 0
@@ -176,15 +178,16 @@ def bare_stack(kafka: KafkaSettings, expected: int, timeout_s: float) -> dict[st
         for consumer in consumers:
             consumer.close()
     return {"events": count, "seconds": elapsed, "events_per_s": count / elapsed,
-            "cpu_s": time.process_time() - cpu_before}
+            "cpu_s": time.process_time() - cpu_before, "cpu_cores": share.stop()}
 
 
-def naive_loop(kafka: KafkaSettings, redis_url: str, max_events: int, max_seconds: float) -> dict[str, Any]:
+def naive_loop(kafka: KafkaSettings, redis_url: str, max_events: int, max_seconds: float, others: dict[str, int]) -> dict[str, Any]:
     """Per event: GET the profile blob, update counters, SET it back. Redis db 1, flushed afterwards."""
     client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/1")
     consumers = _partition_consumers(kafka, f"bench-naive-{uuid.uuid4().hex[:8]}")
     loads, dumps = orjson.loads, orjson.dumps
     count, first, started = 0, None, time.perf_counter()
+    share = CpuShare({"bench": os.getpid(), **others})
     try:
         while count < max_events:
             now = time.perf_counter()
@@ -226,7 +229,22 @@ def naive_loop(kafka: KafkaSettings, redis_url: str, max_events: int, max_second
         client.close()
     if not count:
         raise BenchError("naive loop: no records arrived")
-    return {"events": count, "seconds": elapsed, "events_per_s": count / elapsed, "round_trips_per_event": 2}
+    return {"events": count, "seconds": elapsed, "events_per_s": count / elapsed, "round_trips_per_event": 2,
+            "cpu_cores": share.stop()}
+
+
+def topic_counts(kafka: KafkaSettings, topics: list[str]) -> dict[str, int]:
+    """Records on each topic so far (sum of the partitions' high watermarks; the topics start empty)."""
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": f"bench-count-{uuid.uuid4().hex[:8]}"})
+    try:
+        metadata = consumer.list_topics(timeout=10.0).topics
+        counts = {}
+        for topic in topics:
+            partitions = metadata[topic].partitions if topic in metadata else {}
+            counts[topic] = sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10.0)[1] for p in partitions)
+        return counts
+    finally:
+        consumer.close()
 
 
 def applied_total(client: redis.Redis, shards: int = 16) -> int:
@@ -301,6 +319,7 @@ def engine_phase(env: dict[str, str], log_path: Path, client: redis.Redis, expec
     first_applied = 0
     rss_at_first = 0
     cpu_first: dict[str, float] = {}
+    share: CpuShare | None = None
     spy: PySpy | None = None
     timeline: list[tuple[float, int, int]] = []
     applied, timed_out = 0, False
@@ -313,6 +332,7 @@ def engine_phase(env: dict[str, str], log_path: Path, client: redis.Redis, expec
             first_t, first_applied = now, applied
             rss_at_first = memory_kib(pid).get("VmRSS", 0)
             cpu_first = {"engine": cpu_seconds(pid), **{name: cpu_seconds(p) for name, p in others.items()}}
+            share = CpuShare({"engine": pid, "bench": os.getpid(), **others})
         if spy is None and profile_s and first_t is not None and now - first_t >= 2.0:
             spy = PySpy(pid, profile_s, profile_out)
         if not timeline or now - timeline[-1][0] - started >= 1.0 or applied >= expected:
@@ -336,6 +356,7 @@ def engine_phase(env: dict[str, str], log_path: Path, client: redis.Redis, expec
         "peak_rss_kib": memory.get("VmHWM", 0), "rss_kib_end": memory.get("VmRSS", 0), "rss_kib_at_first_applied": rss_at_first,
         "cpu_pct_of_one_core": {name: round(100 * (cpu_end[name] - cpu_first.get(name, 0.0)) / max(end - (first_t or end), 1e-9), 1)
                                 for name in cpu_end},
+        "cpu_cores": share.stop() if share else {},
         "timeline_s_applied_rss_kib": [(round(t, 1), a, r) for t, a, r in timeline],
     }
     if spy is not None:
@@ -358,11 +379,19 @@ def latency_phase(kafka: KafkaSettings, client: redis.Redis, gen: EventGenerator
     lock = threading.Lock()
     stop = threading.Event()
     poller_errors: list[str] = []
+    # Every ~100 ms: (seconds, applied, engine CPU seconds): stalls show as flat stretches, and whether the
+    # engine was busy (GC, compute) or idle (waiting on Kafka or Redis) during them.
+    timeline: list[tuple[float, int, float]] = []
 
     def poll_profiles() -> None:
         reader = redis.Redis.from_url(_url_of(client))
+        next_sample = 0.0
         try:
             while not stop.is_set():
+                now = time.perf_counter()
+                if now >= next_sample:
+                    timeline.append((now, applied_total(reader), cpu_seconds(engine_pid)))
+                    next_sample = now + 0.1
                 with lock:
                     keys = list(pending)
                 if keys:
@@ -378,9 +407,35 @@ def latency_phase(kafka: KafkaSettings, client: redis.Redis, gen: EventGenerator
         finally:
             reader.close()
 
+    # The broker's share of the latency: when each probe can be consumed from Kafka, read the way the engine reads
+    # (one assign()ed consumer per partition, KafkaReader's settings, 20 ms back-off when all are empty).
+    in_kafka: list[float] = []
+    consumers = _partition_consumers(kafka, f"bench-latency-{run_id}", OFFSET_END)
+    time.sleep(1.0)  # let every consumer resolve OFFSET_END before the first probe
+
+    def consume_probes() -> None:
+        while not stop.is_set():
+            got = 0
+            for consumer in consumers:
+                messages = consumer.consume(1000, 0)
+                got += len(messages)
+                now = time.perf_counter()
+                for m in messages:
+                    key = m.key()
+                    if key and key.startswith(b"probe-"):
+                        produced = probe_sent.get(key.decode())
+                        if produced is not None:
+                            in_kafka.append(now - produced)
+            if not got:
+                time.sleep(0.02)
+
+    probe_sent: dict[str, float] = {}
     poller = threading.Thread(target=poll_profiles, name="probe-poller", daemon=True)
     poller.start()
+    kafka_reader = threading.Thread(target=consume_probes, name="probe-kafka", daemon=True)
+    kafka_reader.start()
     cpu_before = {"engine": cpu_seconds(engine_pid), **{name: cpu_seconds(p) for name, p in others.items()}}
+    share = CpuShare({"engine": engine_pid, "bench": os.getpid(), **others})
     sent = probes = 0
     started = time.perf_counter()
     next_probe = started
@@ -398,13 +453,14 @@ def latency_phase(kafka: KafkaSettings, client: redis.Redis, gen: EventGenerator
             customer = f"probe-{run_id}-{probes}"
             role, key, value = gen.purchase_for(customer)
             with lock:
-                pending[f"{KEY_PREFIX}:profile:{customer}"] = time.perf_counter()
+                pending[f"{KEY_PREFIX}:profile:{customer}"] = probe_sent[customer] = time.perf_counter()
             _produce(producer, topic_of[role], value, key)
             probes += 1
             next_probe += probe_every_s
         producer.poll(0)
         time.sleep(0.001)
     paced_s = time.perf_counter() - started
+    cpu_cores = share.stop()
     cpu_after = {"engine": cpu_seconds(engine_pid), **{name: cpu_seconds(p) for name, p in others.items()}}
     producer.flush(30)
     expected = applied_before + sent + probes
@@ -417,19 +473,48 @@ def latency_phase(kafka: KafkaSettings, client: redis.Redis, gen: EventGenerator
         time.sleep(0.05)
     stop.set()
     poller.join(5)
+    kafka_reader.join(5)
+    for consumer in consumers:
+        consumer.close()
+    kms = sorted(1000 * x for x in in_kafka)
     applied = applied_total(client)
     with lock:
         missing = len(pending)
     ms = sorted(1000 * x for x in latencies)
+    stalls = _stalls(timeline)
     return {
         "rate_target": rate, "seconds": round(paced_s, 2), "events": sent, "achieved_rate": round(sent / paced_s),
         "probes": probes, "probes_seen": len(ms), "probes_missing": missing,
         "latency_ms": {"p50": _pct(ms, 50), "p95": _pct(ms, 95), "p99": _pct(ms, 99), "max": round(ms[-1], 1) if ms else None,
                        "mean": round(statistics.fmean(ms), 1) if ms else None},
+        "produce_to_consumable_ms": {"p50": _pct(kms, 50), "p95": _pct(kms, 95), "p99": _pct(kms, 99),
+                                     "max": round(kms[-1], 1) if kms else None, "probes_seen": len(kms)},
         "kept_up": applied >= expected, "applied_after": applied, "expected_after": expected,
         "cpu_pct_of_one_core": {name: round(100 * (cpu_after[name] - cpu_before[name]) / paced_s, 1) for name in cpu_after},
+        "cpu_cores": cpu_cores,
+        "stalls": stalls,
+        "timeline_s_applied_engine_cpu_s": [(round(t - started, 2), a, round(c, 2)) for t, a, c in timeline],
         "poller_errors": poller_errors[:3],
     }
+
+
+def _stalls(timeline: list[tuple[float, int, float]], min_s: float = 0.3) -> dict[str, Any]:
+    """Stretches of at least ``min_s`` in which ``applied`` did not move, with the engine's CPU use during each."""
+    found: list[tuple[float, float, float]] = []  # (start, length, engine cores busy)
+    i = 0
+    while i < len(timeline) - 1:
+        j = i
+        while j + 1 < len(timeline) and timeline[j + 1][1] == timeline[i][1]:
+            j += 1
+        if j + 1 < len(timeline):
+            j += 1  # the first sample that moved closes the stretch
+        length = timeline[j][0] - timeline[i][0]
+        if length >= min_s and timeline[j][1] != timeline[i][1]:
+            found.append((timeline[i][0] - timeline[0][0], length, (timeline[j][2] - timeline[i][2]) / length))
+        i = max(j, i + 1)
+    longest = sorted(found, key=lambda f: -f[1])[:5]
+    return {"count_over_0_3s": len(found), "total_s": round(sum(f[1] for f in found), 2),
+            "longest": [{"at_s": round(a, 2), "seconds": round(b, 2), "engine_cores_busy": round(c, 2)} for a, b, c in longest]}
 
 
 def _url_of(client: redis.Redis) -> str:
@@ -480,14 +565,19 @@ def profile_blob_sizes(client: redis.Redis, sample: int = 2000) -> dict[str, Any
 def replay_phase(events_path: Path, out_dir: Path, expected: int, timeout_s: float) -> dict[str, Any]:
     command = [sys.executable, "-m", "load.replay_timed", str(events_path), str(out_dir)]
     started = time.perf_counter()
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    share = CpuShare({"bench": os.getpid()})
     try:
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=timeout_s)
+        stdout, stderr = child.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
         raise BenchError(f"replay of {expected} events did not finish within {timeout_s:.0f}s (raise --replay-timeout)") from None
     wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise BenchError(f"replay failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}")
-    result = orjson.loads(done.stdout.splitlines()[-1])
+    if child.returncode != 0:
+        raise BenchError(f"replay failed ({child.returncode}): {stderr.decode(errors='replace')[-2000:]}")
+    result = orjson.loads(stdout.splitlines()[-1])
+    result["cpu_cores"] = share.stop(known={"replay": result["cpu_s"]})
     if result["events"] != expected or result["dead"]:
         raise BenchError(f"replay decoded {result['events']} events and rejected {result['dead']}; expected {expected} and 0")
     result["events_per_s"] = result["events"] / result["dataflow_s"]
@@ -520,23 +610,27 @@ def render(results: dict[str, Any]) -> str:
         f"machine: {m['nproc']} cores ({m['cpu_model']}), {m['mem_total_gib']} GiB; Python {r['versions']['python']}, "
         f"bytewax {r['versions']['bytewax']}, confluent-kafka {r['versions']['confluent_kafka']}, {r['versions']['redis_server']}",
         f"command: {r['command']}",
+        f"engine code: sha256 {r['code']['sha256'][:12]} over {r['code']['files']} files, newest change {r['code']['newest_change']}",
         f"events: {r['config']['events']:,} to 4 topics x {PARTITIONS} partitions; customers: {r['config']['customers']:,} "
         f"({r['config']['distribution']}), {gen['distinct_customers']:,} distinct in the run; mean event {gen['mean_event_bytes']:.0f} B",
         "",
-        f"{'throughput':<44}{'events/s':>12}{'vs bare':>11}{'vs naive':>11}",
+        f"{'throughput':<44}{'events/s':>12}{'vs bare':>11}{'vs naive':>11}   cores busy: ours / other tenants",
     ]
     bare_rate = bare and bare["events_per_s"]
     naive_rate = naive and naive["events_per_s"]
     rows = [
-        ("bare stack (consume + orjson.loads)", bare_rate),
-        (f"naive per-event Redis loop ({naive['events']:,} ev)" if naive else "naive per-event Redis loop", naive_rate),
-        ("engine Kafka+Redis, 1 process", eng and eng["events_per_s"]),
-        ("  same, start-up included", eng and eng["events_per_s_including_startup"]),
-        ("engine embedded (replay dataflow)", rep and rep["events_per_s"]),
-        ("  same, with writing the profile file", rep and rep["events_per_s_with_profile_file"]),
+        ("bare stack (consume + orjson.loads)", bare_rate, bare),
+        (f"naive per-event Redis loop ({naive['events']:,} ev)" if naive else "naive per-event Redis loop", naive_rate, naive),
+        ("engine Kafka+Redis, 1 process", eng and eng["events_per_s"], eng),
+        ("  same, start-up included", eng and eng["events_per_s_including_startup"], None),
+        ("engine embedded (replay dataflow)", rep and rep["events_per_s"], rep),
+        ("  same, with writing the profile file", rep and rep["events_per_s_with_profile_file"], None),
     ]
-    for name, rate in rows:
-        lines.append(f"{name:<44}{_rate(rate)}{_ratio(rate, bare_rate)}{_ratio(rate, naive_rate)}")
+    for name, rate, phase in rows:
+        cores = (phase or {}).get("cpu_cores") or {}
+        busy = (f"   {cores['machine_busy_cores'] - cores['other_processes_cores']:.2f} / {cores['other_processes_cores']:.2f}"
+                if cores else "")
+        lines.append(f"{name:<44}{_rate(rate)}{_ratio(rate, bare_rate)}{_ratio(rate, naive_rate)}{busy}")
     lines += [
         f"{'(generator ' + format(gen['events_per_s'], ',.0f') + ' ev/s; produce to Tansu ' + format(r['produce']['events_per_s'], ',.0f') + ' ev/s)':<44}",
     ]
@@ -549,15 +643,20 @@ def render(results: dict[str, Any]) -> str:
             + ("  [TIMED OUT before all events were applied]" if eng["timed_out"] else ""),
             f"engine start-up {eng['startup_s']:.1f}s; then {eng['applied']:,} applied in {eng['seconds_after_first_applied']:.1f}s; "
             "CPU (% of one core): " + ", ".join(f"{k} {v:.0f}%" for k, v in eng["cpu_pct_of_one_core"].items()),
+            "engine outputs: " + ", ".join(f"{k.split('.')[-2] if k.count('.') > 1 else k} {v:,}" for k, v in eng.get("outputs", {}).items()),
         ]
     lat = r.get("latency")
     if lat:
-        L = lat["latency_ms"]
+        L, K = lat["latency_ms"], lat["produce_to_consumable_ms"]
         lines += [
             "",
             f"latency, produce -> profile visible in Redis, at {lat['achieved_rate']:,} ev/s for {lat['seconds']:.0f}s "
             f"({lat['probes_seen']} probes, {lat['probes_missing']} missing; kept up: {'yes' if lat['kept_up'] else 'NO'}):",
             f"  p50 {L['p50']} ms   p95 {L['p95']} ms   p99 {L['p99']} ms   max {L['max']} ms",
+            f"  of which Kafka (produce -> consumable by a reader like the engine's): p50 {K['p50']} ms   p95 {K['p95']} ms   "
+            f"p99 {K['p99']} ms   max {K['max']} ms",
+            f"  stalls (applied flat >= 0.3 s): {lat['stalls']['count_over_0_3s']}, {lat['stalls']['total_s']} s in all; longest: "
+            + ", ".join(f"{x['seconds']} s at {x['at_s']} s (engine {x['engine_cores_busy']:.0%} busy)" for x in lat["stalls"]["longest"][:3]),
             "  CPU (% of one core): " + ", ".join(f"{k} {v:.0f}%" for k, v in lat["cpu_pct_of_one_core"].items()),
         ]
     mem = r.get("memory")
@@ -577,10 +676,26 @@ def render(results: dict[str, Any]) -> str:
         lines += [f"  {pct:5.1f}%  {name}" for name, pct in prof["self_pct"][:15]]
         lines += ["top inclusive time"]
         lines += [f"  {pct:5.1f}%  {name}" for name, pct in prof["inclusive_pct"][:15]]
+    others = max((((r.get(k) or {}).get("cpu_cores") or {}).get("other_processes_cores", 0.0)
+                  for k in ("bare_stack", "naive_redis", "engine_kafka_redis", "latency", "engine_embedded")), default=0.0)
+    if others >= 0.25:
+        lines += ["", f"WARNING: other processes used up to {others:.2f} of the {m['nproc']} cores during a phase (see the last column): "
+                      "that phase's figures are low; compare ratios within a phase or re-run on a quiet machine"]
     if r.get("errors"):
         lines += ["", "errors:"] + [f"  {e}" for e in r["errors"]]
     lines.append(f"\nresults: {r.get('results_file', '-')}")
     return "\n".join(lines)
+
+
+def code_fingerprint() -> dict[str, Any]:
+    """Which engine was measured: a hash of its source (the tree changes between commits, and between runs)."""
+    digest = hashlib.sha256()
+    files = sorted(p for d in ("operators", "flows", "models", "config") for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".toml"))
+    for path in files:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    newest = max((p.stat().st_mtime for p in files), default=0.0)
+    return {"sha256": digest.hexdigest(), "files": len(files),
+            "newest_change": datetime.fromtimestamp(newest, timezone.utc).isoformat(timespec="seconds")}
 
 
 def versions() -> dict[str, str]:
@@ -616,6 +731,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--replay-timeout", type=float, help="limit for the replay (default 420 s; --quick 150)")
     p.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the engine for this long during the throughput phase")
     p.add_argument("--no-replay", action="store_true", help="skip the embedded replay phase")
+    p.add_argument("--engine-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra environment for the engine, e.g. CRM_STREAM__ENGINE__BATCH_SIZE=5000 (repeatable; for experiments)")
     p.add_argument("--out", help="results file (default load/results/spine-<date>[-quick].json)")
     args = p.parse_args(argv)
     quick = args.quick
@@ -629,6 +746,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--events {args.events} must be between 1 and 5,000,000 (all events are held in memory while producing)")
     if args.customers <= 0:
         p.error("--customers must be greater than 0")
+    bad = [item for item in args.engine_env if "=" not in item or not item.startswith("CRM_STREAM__")]
+    if bad:
+        p.error(f"--engine-env {bad[0]!r} must look like CRM_STREAM__SECTION__KEY=VALUE")
     return args
 
 
@@ -645,10 +765,12 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python -m load.bench_spine", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     results: dict[str, Any] = {
         "started_at": started_at.isoformat(timespec="seconds"), "command": command, "machine": machine(), "versions": versions(),
+        "code": code_fingerprint(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "config": {"events": args.events, "customers": args.customers, "distribution": args.distribution, "seed": args.seed,
                    "naive_events": args.naive_events, "naive_seconds": args.naive_seconds, "rate": args.rate,
                    "latency_seconds": args.latency_seconds, "partitions_per_topic": PARTITIONS,
-                   "engine": "crm-stream run: kafka source, redis store, kafka sink, recovery on, epoch 500 ms, 16 shards, batch 1000"},
+                   "engine": "crm-stream run: kafka source, redis store, kafka sink, recovery on, epoch 500 ms, 16 shards, batch 1000",
+                   "engine_env": args.engine_env},
         "errors": [],
     }
     settings = config.load(None, env={})
@@ -673,15 +795,17 @@ def main(argv: list[str] | None = None) -> int:
             gc.collect()
             log(f"produced at {results['produce']['events_per_s']:,.0f}/s")
 
-            results["bare_stack"] = bare_stack(kafka, args.events, timeout_s=120)
+            results["bare_stack"] = bare_stack(kafka, args.events, 120, others)
             log(f"bare stack {results['bare_stack']['events_per_s']:,.0f}/s")
-            results["naive_redis"] = naive_loop(kafka, redis_server.url, args.naive_events, args.naive_seconds)
+            results["naive_redis"] = naive_loop(kafka, redis_server.url, args.naive_events, args.naive_seconds, others)
             log(f"naive loop {results['naive_redis']['events_per_s']:,.0f}/s")
 
             client = redis.Redis.from_url(redis_server.url)
             client.flushdb()
             redis_before = redis_memory(client)
-            env = engine_env(kafka, redis_server.url, work / "recovery", CRM_STREAM__ENGINE__EPOCH_INTERVAL_MS="500")
+            overrides = {"CRM_STREAM__ENGINE__EPOCH_INTERVAL_MS": "500"}  # production's, not the tests' 200
+            overrides.update(item.split("=", 1) for item in args.engine_env)
+            env = engine_env(kafka, redis_server.url, work / "recovery", **overrides)
             profile_out = out_path.with_name(out_path.stem + "-pyspy.txt.tmp")
             log("engine: starting crm-stream run (Kafka + Redis)")
             engine, results["engine_kafka_redis"] = engine_phase(
@@ -690,6 +814,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"engine {eng['events_per_s']:,.0f}/s after a {eng['startup_s']:.1f}s start-up"
                 + (" (TIMED OUT)" if eng["timed_out"] else ""))
             redis_after = redis_memory(client)
+            t = kafka.topics
+            eng["outputs"] = topic_counts(kafka, [t.service_alerts, t.marketing_triggers, t.deadletter])
             customers = results["generator"]["distinct_customers"]
             results["memory"] = {
                 "customers": customers,
@@ -706,6 +832,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"latency: {args.rate:,.0f} ev/s for {args.latency_seconds:.0f}s with probes")
             results["latency"] = latency_phase(kafka, client, gen, engine.proc.pid, eng["applied"], args.rate, args.latency_seconds, others)
             results["engine_kafka_redis"]["peak_rss_kib_after_latency"] = memory_kib(engine.proc.pid).get("VmHWM", 0)
+            results["latency"]["outputs_after"] = topic_counts(kafka, [t.service_alerts, t.marketing_triggers, t.deadletter])
             engine.kill(signal.SIGKILL)
             engine = None
             client.close()

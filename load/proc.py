@@ -56,3 +56,40 @@ def machine() -> dict[str, object]:
         pass
     return {"nproc": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(), "cpu_model": model,
             "mem_total_gib": round(mem_kib / 2**20, 1)}
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat (steal counts as busy)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # guest time is already inside user
+    return (total - idle) / _TICKS, total / _TICKS
+
+
+class CpuShare:
+    """How busy the machine was between ``start()`` and ``stop()``, and how much of that was *not* the given processes.
+
+    On a shared VM that is the first thing to read next to a rate: another
+    tenant's load lowers every figure of the run it overlaps.
+    """
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._machine = machine_cpu()
+        self._procs = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def stop(self, known: dict[str, float] | None = None) -> dict[str, float]:
+        """``known``: CPU seconds of processes that have exited since (they can no longer be read from /proc)."""
+        busy0, total0 = self._machine
+        busy1, total1 = machine_cpu()
+        cores = len(os.sched_getaffinity(0))
+        wall = (total1 - total0) / max(os.cpu_count() or 1, 1)
+        if wall <= 0:
+            return {}
+        ours = {name: (cpu_seconds(pid) - self._procs[name]) / wall for name, pid in self.pids.items()}
+        ours.update({name: seconds / wall for name, seconds in (known or {}).items()})
+        machine_busy = (busy1 - busy0) / wall
+        return {"machine_busy_cores": round(machine_busy, 2), "cores": cores,
+                **{f"{name}_cores": round(v, 2) for name, v in ours.items()},
+                "other_processes_cores": round(max(0.0, machine_busy - sum(ours.values())), 2)}

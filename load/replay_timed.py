@@ -53,6 +53,7 @@ def main(argv: list[str]) -> int:
         "write_profiles_s": marks["profiles_done"] - marks["dataflow_done"],
         "total_s": done - imported,
         "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
     }).decode())
     return 0
 

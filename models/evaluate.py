@@ -57,12 +57,13 @@ class _ModelledShard(ProfileShard):
 
 def evaluate_file(events_path: str | Path, horizon_days: float | None = None, seed: int = 0, *,
                   settings: config.Settings | None = None, with_models: bool = True,
-                  hub: ModelHub | None = None) -> dict[str, Any]:
+                  hub: ModelHub | None = None, shards_out: dict[int, ProfileShard] | None = None) -> dict[str, Any]:
     """Run the events through the engine's logic with a ``ModelHub`` fed in event time; return its metrics.
 
     ``horizon_days`` defaults to the engine's ``churn_horizon_days``. The result holds ``metrics``
     (``ModelHub.metrics()``; None without models), ``table`` (the same as text), ``events``,
-    ``dead``, ``seconds`` and ``events_per_second``.
+    ``dead``, ``seconds`` and ``events_per_second``. ``hub``: feed this hub instead of a new one;
+    ``shards_out``: collects the profile shards (their ``profiles``), as replay's registry does.
     """
     settings = settings or config.load(None, env={})
     e = settings.engine
@@ -76,7 +77,7 @@ def evaluate_file(events_path: str | Path, horizon_days: float | None = None, se
     board = ThresholdBoard(settings.segments)
     router = Router(Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes), e.shards)
     identities: dict[int, IdentityShard] = {}
-    shards: dict[int, _ModelledShard] = {}
+    shards: dict[int, _ModelledShard] = {} if shards_out is None else shards_out  # type: ignore[assignment]
 
     def churn_of(profile: dict[str, Any], as_of: int, thresholds: Any) -> float:
         return hub.churn_risk(profile, as_of, thresholds.population_gap_days)  # type: ignore[union-attr]

@@ -111,7 +111,7 @@ class ModelHub:
 
     def __init__(self, horizon_days: float = 30.0, seed: int = 0, *, censor_days: float | None = None,
                  max_pending_per_customer: int = 8, min_spacing_days: float = 1.0, warmup_labels: int = 200,
-                 window: int = 2000, interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS) -> None:
+                 window: int = 10_000, interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS) -> None:
         """``censor_days`` defaults to ``max(4 * horizon_days, 90)``: long enough to see a slow buyer's gap."""
         self.horizon_days = float(horizon_days)
         self.seed = seed

