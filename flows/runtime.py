@@ -163,8 +163,6 @@ class ReplaySummary:
 def replay(settings: Settings, events_path: str | Path, *, alerts_out: str | Path, profiles_out: str | Path,
            deadletter_out: str | Path | None = None, churn_horizon_days: float | None = None) -> ReplaySummary:
     """The contract's replay: the same dataflow on a file, in event time, in memory, byte-for-byte repeatable."""
-    from bytewax.testing import run_main
-
     gc_was_enabled = gc.isenabled()
     tune_gc()
     try:
@@ -176,6 +174,8 @@ def replay(settings: Settings, events_path: str | Path, *, alerts_out: str | Pat
 
 def _replay(settings: Settings, events_path: str | Path, alerts_out: str | Path, profiles_out: str | Path,
             deadletter_out: str | Path | None, churn_horizon_days: float | None) -> ReplaySummary:
+    from bytewax.testing import run_main
+
     store = MemoryStore()
     outputs = CollectingOutputs()
     router = Router(_decoder(settings), settings.engine.shards)

@@ -131,7 +131,7 @@ class ProgressiveValidation:
     Sequences of predictions are ordered like ``CHURN_SOURCES`` / ``DAYS_SOURCES`` / ``CATEGORY_SOURCES``.
     """
 
-    def __init__(self, window: int = 2000) -> None:
+    def __init__(self, window: int = 10_000) -> None:
         self.window = window
         self.churn = {name: ChurnScores(window) for name in CHURN_SOURCES}
         self.days = {name: DaysScores(window) for name in DAYS_SOURCES}
