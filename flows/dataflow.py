@@ -13,6 +13,7 @@ per epoch. See the README's "State, time and guarantees".
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
@@ -29,6 +30,7 @@ from operators.keys import KeySpace
 from operators.router import DEAD, Router, shard_key
 from operators.schema import Decoder
 from operators.rules.return_spike import ReturnWatch
+from operators.learning import SharedModels
 from operators.segments import ThresholdBoard
 from operators.shard import ProfileShard
 
@@ -87,6 +89,7 @@ def build_flow(
     keys = KeySpace(settings.store.key_prefix)
     board = board or ThresholdBoard(settings.segments)
     returns = ReturnWatch()  # product-level refund rates, shared by the shards of this process
+    models = _Once(lambda: SharedModels(store_provider(), keys))  # online models, shared likewise
     router = router or Router(Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes), e.shards)
 
     def identity_builder(resume: Any) -> _IdentityLogic:
@@ -108,7 +111,7 @@ def build_flow(
     profiles = op.stateful_batch(
         "profiles",
         op.map("tag_shard", to_profiles, lambda kv: (kv[0], (kv[0], kv[1]))),
-        lambda resume: _LazyProfileLogic(settings, store_provider, keys, emit_changes, shard_registry, board, returns),
+        lambda resume: _LazyProfileLogic(settings, store_provider, keys, emit_changes, shard_registry, board, returns, models),
     )
     profile_effects = op.map("profile_effects", profiles, lambda kv: kv[1])
     effects = op.merge("all_effects", dead, visitor_effects, profile_effects)
@@ -116,11 +119,27 @@ def build_flow(
     return flow
 
 
+class _Once:
+    """A value built on first use, once per process, however many worker threads ask."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self.build = build
+        self.value: Any = None
+        self.lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self.lock:
+            if self.value is None:
+                self.value = self.build()
+            return self.value
+
+
 class _LazyProfileLogic(StatefulBatchLogic):
     """Builds its ``ProfileShard`` on the first batch, when the shard's key is known."""
 
     def __init__(self, settings: Settings, store_provider: Callable[[], Store], keys: KeySpace, emit_changes: bool,
-                 registry: dict[int, ProfileShard] | None, board: ThresholdBoard, returns: ReturnWatch) -> None:
+                 registry: dict[int, ProfileShard] | None, board: ThresholdBoard, returns: ReturnWatch,
+                 models: _Once) -> None:
         self.settings = settings
         self.store_provider = store_provider
         self.keys = keys
@@ -128,13 +147,14 @@ class _LazyProfileLogic(StatefulBatchLogic):
         self.registry = registry
         self.board = board
         self.returns = returns
+        self.models = models
         self.shard: ProfileShard | None = None
 
     def on_batch(self, values: list[tuple[str, tuple[list[dict[str, Any]], dict[str, int] | None]]]) -> tuple[Iterable[Any], bool]:
         if self.shard is None:
             number = int(values[0][0][1:])
             self.shard = ProfileShard(number, self.settings, self.store_provider(), self.keys, emit_changes=self.emit_changes,
-                                      board=self.board, returns=self.returns)
+                                      board=self.board, returns=self.returns, models=self.models())
             if self.registry is not None:
                 self.registry[number] = self.shard
         events = values[0][1][0] if len(values) == 1 else [e for _, (evs, _) in values for e in evs]

@@ -129,10 +129,12 @@ class _HalfwayHub(ModelHub):
 
     def split(self) -> dict[str, Any]:
         """The second half's report; puts the whole run's validation back (so the hub pickles as usual)."""
-        if self.tee is None:
+        tee = self.__dict__.pop("tee", None)
+        self.midpoint_ms = 2**62  # never again
+        if tee is None:
             return {}
-        self.evaluation = self.tee.whole
-        return self.tee.second.report()
+        self.evaluation = tee.whole
+        return tee.second.report()
 
 
 def _event_time_midpoint(path: Path) -> int:

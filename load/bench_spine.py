@@ -31,7 +31,12 @@ What it measures, in this order:
    10,000 events/s for 15 s) plus a probe every 10 ms: a purchase for a
    new customer id, timed from just before ``produce()`` until a poller
    (MGET every 5 ms) sees ``crm:profile:<id>``. An upper bound: it includes
-   the producer's 5 ms linger and up to one poll interval.
+   the producer's 5 ms linger and up to one poll interval. The broker's
+   share is measured alongside: when each probe becomes consumable by a
+   reader laid out like the engine's. "Stalls" are stretches of >= 0.3 s in
+   which ``applied`` did not move, with the engine's CPU use during each:
+   near 100% means it was busy (GC, a big batch), low means it waited
+   (for Kafka, Redis, or a CPU taken by another process).
 7. **engine embedded**: ``crm-stream replay`` (``flows.runtime.replay``) of
    the same N events from a JSON-lines file, no Kafka, no Redis; the
    dataflow's rate, and the total with writing the profile file.
@@ -41,7 +46,11 @@ Tansu, Redis and the engine share those 2 cores during phase 5), so read the
 ratios: engine / bare stack says how much of the stack's ceiling the engine
 keeps; engine / naive says what batching buys over the obvious design. CPU
 columns say who was busy: ~100% for the engine means it is CPU-bound in
-Python. The JSON file (``load/results/spine-<date>[-quick].json``) has every
+Python. The last column splits the machine's busy cores into this run's
+processes and everything else: when "other tenants" is well above zero,
+another workload took CPU from that phase and its figure is low (a warning
+is printed). ``--engine-env CRM_STREAM__...=...`` runs the same benchmark
+with a setting changed, for A/B experiments. The JSON file (``load/results/spine-<date>[-quick].json``) has every
 figure, the exact command and the machine; a py-spy profile, when asked
 for, lands next to it as ``*-pyspy.txt.tmp`` (not committed).
 """

@@ -4,6 +4,7 @@
     {prefix}:anon:{anonymous_id}     JSON blob: a visitor's buffered events, or its link to a customer
     {prefix}:shard:{n}               JSON blob: shard-level statistics (adaptive RFM thresholds, clocks, counters)
     {prefix}:timers:{n}:{hour}       JSON blob: {customer_id: deadline} of the shard's timers due in that hour
+    {prefix}:model:{name}            bytes: the latest snapshot of an online model (operators/learning.py)
     {prefix}:meta                    JSON blob: layout version and shard count
 """
 
@@ -32,6 +33,9 @@ class KeySpace:
 
     def shard(self, shard: int) -> str:
         return f"{self.prefix}:shard:{shard}"
+
+    def model(self, name: str) -> str:
+        return f"{self.prefix}:model:{name}"
 
     def timers(self, shard: int, hour: int) -> str:
         return f"{self.prefix}:timers:{shard}:{hour}"

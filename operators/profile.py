@@ -21,7 +21,7 @@ import orjson
 from typing import Any
 
 from config.settings import EngineSettings
-from operators import sentiment
+from operators import anger
 from operators.schema import UTC_OFFSET
 from operators.timeutil import MS_PER_DAY, MS_PER_HOUR
 
@@ -33,6 +33,8 @@ MAX_OPEN_TICKETS = 50
 MAX_ANONYMOUS_IDS = 20
 MAX_INTERESTS = 50
 MAX_CATEGORY_TIMES = 8
+MAX_TICKET_TIMES = 8
+ANGER = "_anger"  # set on a support message while it is applied: its operators.anger.AngerScore
 EPISODE_GAP_MS = 7 * MS_PER_DAY
 CHANNELS = ("marketing_email", "marketing_sms", "marketing_push")
 
@@ -85,6 +87,7 @@ def _blank_profile() -> Profile:
         "tickets": {},
         "tickets_opened": 0,
         "tickets_closed": 0,
+        "closed_tickets": {},
         "last_csat": None,
         "sentiment": [0.0, 0.0, 0],
         "last_message_sentiment": None,
@@ -104,6 +107,7 @@ def _blank_profile() -> Profile:
         "alerted": {},
         "sent": [],
         "scheduled": {},
+        "escalations": {},
     }
 
 
@@ -329,7 +333,14 @@ def _on_support_message(profile: Profile, event: dict[str, Any], rules: ProfileR
         return
     ticket["inbound"] += 1
     ticket["last_inbound_at"] = max(ticket["last_inbound_at"] or 0, event["ts"])
-    score = sentiment.score_text(event["text"])
+    times = ticket.setdefault("inbound_times", [])
+    bisect.insort(times, event["ts"])
+    del times[:-MAX_TICKET_TIMES]
+    if event["ticket_id"] in profile["closed_tickets"]:
+        ticket["reopened"] = True  # writing again on a closed ticket: it was not solved
+    scored = anger.score_message(event["text"])
+    event[ANGER] = scored  # the rules read it; scored once per message
+    score = scored.sentiment
     profile["last_message_sentiment"] = round(score, 6)
     num, den, ref = profile["sentiment"]
     cell_num, cell_den = [num, ref], [den, ref]
@@ -341,6 +352,10 @@ def _on_support_message(profile: Profile, event: dict[str, Any], rules: ProfileR
 def _on_ticket_closed(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
     if profile["tickets"].pop(event["ticket_id"], None) is not None:
         profile["tickets_closed"] += 1
+    closed = profile["closed_tickets"]
+    closed[event["ticket_id"]] = bool(event.get("resolved", True))
+    if len(closed) > MAX_OPEN_TICKETS:
+        del closed[next(iter(closed))]
     if event.get("csat") is not None:
         profile["last_csat"] = event["csat"]
 

@@ -25,10 +25,11 @@ from typing import Any, Callable
 
 from config.settings import Settings
 from models import rhythm
-from operators import governance, jsonutil, profile as profiles, sentiment
+from operators import governance, jsonutil, profile as profiles
 from operators.identity import RELEASED
 from operators.io import DEADLETTER, MARKETING, SERVICE, Store
 from operators.keys import KeySpace
+from operators.learning import SharedModels
 from operators.rules import RULES, TIMED_RULES, Candidate, RuleContext, segment_change
 from operators.rules.return_spike import ReturnWatch
 from operators.segments import SegmentStats, ThresholdBoard, Thresholds, segment_of
@@ -55,20 +56,6 @@ _REARM = {
     "replenishment": frozenset({"purchase", "identify"}),
 }
 
-AngerFn = Callable[[dict[str, Any], dict[str, Any]], tuple[float, list[str]]]
-
-
-def lexicon_anger(profile: dict[str, Any], event: dict[str, Any]) -> tuple[float, list[str]]:
-    """The fallback anger score: negative sentiment, nudged by repeated contacts on the ticket."""
-    score = max(0.0, -sentiment.score_text(event["text"]))
-    reasons = [f"negative wording ({score:.2f})"] if score else []
-    ticket = profile["tickets"].get(event["ticket_id"])
-    if ticket and ticket["inbound"] >= 3:
-        score = min(1.0, score + 0.15)
-        reasons.append(f"contact #{ticket['inbound']} on this ticket")
-    return score, reasons
-
-
 def internal_error(event: dict[str, Any], exc: Exception) -> Effect:
     """A dead letter for an event that passed validation but could not be applied (a bug): kept, with the reason."""
     record = {
@@ -82,7 +69,7 @@ def internal_error(event: dict[str, Any], exc: Exception) -> Effect:
 
 class ProfileShard:
     def __init__(self, shard: int, settings: Settings, store: Store, keys: KeySpace, *, emit_changes: bool = False,
-                 board: ThresholdBoard | None = None, returns: ReturnWatch | None = None, anger: AngerFn | None = None,
+                 board: ThresholdBoard | None = None, returns: ReturnWatch | None = None, models: SharedModels | None = None,
                  churn: Callable[[dict[str, Any], int, Thresholds], float] | None = None) -> None:
         self.shard = shard
         self.settings = settings
@@ -100,7 +87,8 @@ class ProfileShard:
         self.board = board or ThresholdBoard(settings.segments)
         self.board.register(shard, self.stats)
         self.returns = returns or ReturnWatch()
-        self.anger = anger or lexicon_anger
+        self.models = models or SharedModels(store, keys)
+        self.anger = self.models.anger_score
         self._churn = churn
         self.clock: int = saved.get("clock", 0)
         """The newest event time this shard has seen (persisted with the stats)."""
@@ -204,6 +192,8 @@ class ProfileShard:
             self._resegment(profile, event["ts"], out)  # only the passing of time can have moved it
         if kind == "consent":
             self._consent_changed(profile, event["ts"], out)
+        elif kind == "alert_feedback":
+            out.extend(self.models.learn_feedback(profile, event))
         ctx = self._context(profile, event, event["ts"], segment_before)
         candidates: list[Candidate] = []
         for rule in RULES:
@@ -212,6 +202,9 @@ class ProfileShard:
                 candidates.extend(rule.on_event(ctx))
             if kind in _REARM.get(rule.KIND, ()):
                 self._arm(profile, rule.KIND, rule.deadline(ctx))
+        for destination, alert in candidates:
+            if alert["kind"] == "angry_customer":  # kept so that an agent's feedback on it can teach the model
+                self.models.remember_escalation(profile, alert["alert_id"], event["text"])
         self._emit(profile, candidates, event["ts"], out)
         return True
 

@@ -85,7 +85,7 @@ class RedisStore:
         self.on_retry = on_retry
 
     def encode(self, value: Any) -> bytes:
-        return jsonutil.dumps_state(value)
+        return value if isinstance(value, bytes) else jsonutil.dumps_state(value)  # bytes: a model snapshot
 
     def decode(self, stored: bytes) -> Any:
         return jsonutil.loads(stored)

@@ -204,3 +204,16 @@ def test_quiet_hours_move_send_at_in_the_customers_time_zone():
     local_hour = (int(trigger["send_at"][11:13]) + 8) % 24
     quiet = SETTINGS.governance
     assert not (local_hour >= quiet.quiet_start_hour or local_hour < quiet.quiet_end_hour)
+
+
+def test_agent_feedback_on_an_escalation_teaches_the_shared_anger_model():
+    h = Harness()
+    h.feed(event("support_message", "c2", ticket_id="t9", direction="inbound", text="这破玩意儿真难用!!!"))
+    [alert] = h.alerts("angry_customer")
+    models = h.shard.models
+    assert models.anger.n_learned == 0
+    h.feed(event("alert_feedback", "c2", alert_id=alert["alert_id"], label="incorrect", day=0.1))
+    h.feed(event("alert_feedback", "c2", alert_id="not-an-escalation", label="correct", day=0.2))
+    assert models.anger.n_learned == 1
+    snapshot = models.flush()
+    assert snapshot and snapshot[0][1] == "crm:model:anger" and isinstance(snapshot[0][2], bytes)
