@@ -172,6 +172,11 @@ class _LazyProfileLogic(StatefulBatchLogic):
         effects = self.shard.process([], None) if self.shard is not None else []
         return ([effects] if effects else []), StatefulBatchLogic.RETAIN
 
+    def on_eof(self) -> tuple[Iterable[Any], bool]:
+        # The input ended (a file, a bounded simulation): keep what the models learned since the last snapshot.
+        effects = self.shard.models.flush() if self.shard is not None else []
+        return ([effects] if effects else []), StatefulBatchLogic.RETAIN
+
     def snapshot(self) -> None:
         return None
 
