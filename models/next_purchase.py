@@ -30,9 +30,9 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from river import compose, linear_model, optim, preprocessing
+from river import compose, linear_model, optim
 
-from models.components import BaselineOffset, Clip
+from models.components import BaselineOffset, StandardClip
 
 NAME = "next_purchase"
 MAX_DAYS = 365.0
@@ -43,8 +43,7 @@ def build(seed: int = 0, *, learning_rate: float = 0.003, l2: float = 1e-4, clip
     """An untrained model predicting days (``seed``: see models/churn.py's ``build``)."""
     del seed
     regressor = compose.Pipeline(
-        preprocessing.StandardScaler(),
-        Clip(clip),
+        StandardClip(clip),
         linear_model.LinearRegression(
             optimizer=optim.SGD(learning_rate),
             loss=optim.losses.Absolute(),
