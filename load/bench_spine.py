@@ -264,11 +264,13 @@ def applied_total(client: redis.Redis, shards: int = 16) -> int:
 class PySpy:
     """py-spy record of one process, raw (collapsed) stacks; stopped early with SIGINT, which still writes the file."""
 
-    def __init__(self, pid: int, seconds: int, out: Path) -> None:
+    def __init__(self, pid: int, seconds: int, out: Path, *, idle: bool = False) -> None:
         binary = Path(sys.executable).with_name("py-spy")
         self.out = out
+        # --idle keeps samples of threads that wait (socket reads, flushes): wall time, not only CPU time.
         self.process = subprocess.Popen(
-            [str(binary), "record", "--pid", str(pid), "-d", str(seconds), "-r", "100", "-f", "raw", "--nonblocking", "-o", str(out)],
+            [str(binary), "record", "--pid", str(pid), "-d", str(seconds), "-r", "100", "-f", "raw", "--nonblocking", "-o", str(out)]
+            + (["--idle"] if idle else []),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         self.started = time.perf_counter()
@@ -374,8 +376,8 @@ def engine_phase(env: dict[str, str], log_path: Path, client: redis.Redis, expec
 
 
 def latency_phase(kafka: KafkaSettings, client: redis.Redis, gen: EventGenerator, engine_pid: int, applied_before: int,
-                  rate: float, seconds: float, others: dict[str, int], probe_every_s: float = 0.010,
-                  poll_every_s: float = 0.005, drain_s: float = 20.0) -> dict[str, Any]:
+                  rate: float, seconds: float, others: dict[str, int], profile_out: Path | None = None,
+                  probe_every_s: float = 0.010, poll_every_s: float = 0.005, drain_s: float = 20.0) -> dict[str, Any]:
     """Paced load into the running engine, with timed probes: produce -> profile visible in Redis."""
     topics = kafka.topics
     topic_of = {role: getattr(topics, role) for role in ("clickstream", "purchases", "support", "control")}
@@ -445,6 +447,7 @@ def latency_phase(kafka: KafkaSettings, client: redis.Redis, gen: EventGenerator
     kafka_reader.start()
     cpu_before = {"engine": cpu_seconds(engine_pid), **{name: cpu_seconds(p) for name, p in others.items()}}
     share = CpuShare({"engine": engine_pid, "bench": os.getpid(), **others})
+    spy = PySpy(engine_pid, int(seconds) + 5, profile_out, idle=True) if profile_out else None
     sent = probes = 0
     started = time.perf_counter()
     next_probe = started
@@ -470,6 +473,7 @@ def latency_phase(kafka: KafkaSettings, client: redis.Redis, gen: EventGenerator
         time.sleep(0.001)
     paced_s = time.perf_counter() - started
     cpu_cores = share.stop()
+    profile = spy.stop() if spy else None
     cpu_after = {"engine": cpu_seconds(engine_pid), **{name: cpu_seconds(p) for name, p in others.items()}}
     producer.flush(30)
     expected = applied_before + sent + probes
@@ -502,6 +506,7 @@ def latency_phase(kafka: KafkaSettings, client: redis.Redis, gen: EventGenerator
         "cpu_pct_of_one_core": {name: round(100 * (cpu_after[name] - cpu_before[name]) / paced_s, 1) for name in cpu_after},
         "cpu_cores": cpu_cores,
         "stalls": stalls,
+        **({"profile_wall_time": profile} if profile else {}),
         "timeline_s_applied_engine_cpu_s": [(round(t - started, 2), a, round(c, 2)) for t, a, c in timeline],
         "poller_errors": poller_errors[:3],
     }
@@ -679,12 +684,13 @@ def render(results: dict[str, Any]) -> str:
         ]
         if rep:
             lines.append(f"replay peak RSS {rep['peak_rss_kib'] / 1024:,.0f} MiB = {rep['peak_rss_kib'] * 1024 / mem['customers']:,.0f} B/customer (in-memory store)")
-    prof = (eng or {}).get("profile")
-    if prof and "self_pct" in prof:
-        lines += ["", f"py-spy, engine, {prof['samples']} samples over {prof['seconds']}s: top self time"]
-        lines += [f"  {pct:5.1f}%  {name}" for name, pct in prof["self_pct"][:15]]
-        lines += ["top inclusive time"]
-        lines += [f"  {pct:5.1f}%  {name}" for name, pct in prof["inclusive_pct"][:15]]
+    for title, prof in (("throughput phase, CPU samples", (eng or {}).get("profile")),
+                        ("latency phase, wall-time samples (waiting included)", (lat or {}).get("profile_wall_time"))):
+        if prof and "self_pct" in prof:
+            lines += ["", f"py-spy, engine, {title}: {prof['samples']} samples over {prof['seconds']}s; top self time"]
+            lines += [f"  {pct:5.1f}%  {name}" for name, pct in prof["self_pct"][:15]]
+            lines += ["top inclusive time"]
+            lines += [f"  {pct:5.1f}%  {name}" for name, pct in prof["inclusive_pct"][:15]]
     others = max((((r.get(k) or {}).get("cpu_cores") or {}).get("other_processes_cores", 0.0)
                   for k in ("bare_stack", "naive_redis", "engine_kafka_redis", "latency", "engine_embedded")), default=0.0)
     if others >= 0.25:
@@ -739,6 +745,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--engine-timeout", type=float, help="limit for the engine to apply every event (default 420 s; --quick 150)")
     p.add_argument("--replay-timeout", type=float, help="limit for the replay (default 420 s; --quick 150)")
     p.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the engine for this long during the throughput phase")
+    p.add_argument("--profile-latency", action="store_true",
+                   help="py-spy the engine (wall time: waiting included) during the paced latency phase")
     p.add_argument("--no-replay", action="store_true", help="skip the embedded replay phase")
     p.add_argument("--engine-env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra environment for the engine, e.g. CRM_STREAM__ENGINE__BATCH_SIZE=5000 (repeatable; for experiments)")
@@ -839,7 +847,9 @@ def main(argv: list[str] | None = None) -> int:
             if eng["timed_out"]:
                 results["errors"].append(f"engine applied only {eng['applied']:,} of {args.events:,} events within {args.engine_timeout:.0f}s")
             log(f"latency: {args.rate:,.0f} ev/s for {args.latency_seconds:.0f}s with probes")
-            results["latency"] = latency_phase(kafka, client, gen, engine.proc.pid, eng["applied"], args.rate, args.latency_seconds, others)
+            latency_profile = out_path.with_name(out_path.stem + "-latency-pyspy.txt.tmp") if args.profile_latency else None
+            results["latency"] = latency_phase(kafka, client, gen, engine.proc.pid, eng["applied"], args.rate, args.latency_seconds,
+                                               others, latency_profile)
             results["engine_kafka_redis"]["peak_rss_kib_after_latency"] = memory_kib(engine.proc.pid).get("VmHWM", 0)
             results["latency"]["outputs_after"] = topic_counts(kafka, [t.service_alerts, t.marketing_triggers, t.deadletter])
             engine.kill(signal.SIGKILL)

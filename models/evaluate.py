@@ -6,8 +6,9 @@ and profile shards (operators/shard), driven by a plain loop in one thread.
 A profile shard subclass hands every applied event to one ``ModelHub`` and
 serves the churn rule from it (the shard's ``churn`` hook); after each batch
 the loop advances the hub to the shards' watermark (the slowest shard's
-``event_clock``: newest event time minus ``engine.allowed_lateness_ms``). That is the integration the
-live engine needs, so what is measured here is what the engine would do.
+``event_clock``: newest event time minus ``engine.allowed_lateness_ms``).
+That is the integration the live engine needs, so what is measured here is
+what the engine would do.
 Durable-state writes (effects) are dropped: nothing here outlives the process.
 
 Anonymous visitors' events reach the models only once the visitor identifies
@@ -20,6 +21,7 @@ Throughput: ``with_models=False`` runs the same loop without the hub, so
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,10 @@ def evaluate_file(events_path: str | Path, horizon_days: float | None = None, se
 
     reader = FileReader(events_path, e.batch_size)
     partition = reader.open(reader.partitions()[0], None)
+    # As replay does (flows/runtime.tune_gc): millions of small acyclic dicts make the default
+    # cyclic-GC thresholds cost a third of the run, and the models' allocations would trigger it more.
+    gc_thresholds = gc.get_threshold()
+    gc.set_threshold(100_000, 1_000, 1_000)
     started = time.perf_counter()
     try:
         while not partition.done():
@@ -115,6 +121,7 @@ def evaluate_file(events_path: str | Path, horizon_days: float | None = None, se
                 hub.advance(min(s.event_clock.watermark() for s in shards.values()))
     finally:
         partition.close()
+        gc.set_threshold(*gc_thresholds)
     seconds = time.perf_counter() - started
     metrics = hub.metrics() if hub is not None else None
     return {

@@ -257,7 +257,7 @@ def test_pending_predictions_are_bounded_per_customer():
 
 
 def test_prediction_points_are_log_spaced_into_a_silence():
-    pending = PendingPredictions(horizon_days=30, censor_days=120, max_per_customer=20)
+    pending = PendingPredictions(horizon_days=30, censor_days=120, max_per_customer=20, min_spacing_days=1.0)
     points = []
     for hour in range(0, 70 * 24, 6):  # an event every 6 hours, 70 days after a purchase at T0
         as_of = T0 + hour * 3_600_000
@@ -273,6 +273,7 @@ def test_forget_drops_the_customers_pending_predictions():
     pending.add("c2", T0, [3.0], payload=None)
     assert pending.forget("c1") == 1
     assert pending.entries("c1") == [] and len(pending) == 1
+    assert b"c1" not in pickle.dumps(pending)  # nothing of theirs is persisted
     assert [r.customer_id for r in pending.advance(T0 + 31 * DAY)] == ["c2"]
 
 
@@ -447,6 +448,21 @@ def test_snapshot_restore_mid_stream_resumes_exactly():
     profile = stream.profiles["c0"]
     as_of = events[-1]["ts"]
     assert restored.predict(profile, as_of, POP_GAP) == hub.predict(profile, as_of, POP_GAP)
+
+
+def test_a_hub_restored_from_an_older_snapshot_catches_up_on_purchases_it_missed():
+    hub = ModelHub(horizon_days=30, seed=1)
+    stream = Stream(hub)
+    stream.send(purchase(day=0))
+    blob = hub.snapshot()
+    stream.send(purchase(day=5))  # applied to the profile (and stored with it), then the process dies
+    restored = ModelHub.restore(blob)
+    stream.hub = restored
+    stream.send(view(day=6))  # the customer's next event: the profile says they bought on day 5
+    assert restored.churn_learned == [1, 0] and restored.days_learned == 1
+    assert restored.metrics()["next_purchase"]["observed"] == 1
+    restored.advance(T0 + 200 * DAY)
+    assert restored.churn_learned[1] == 1  # only the day-6 prediction point, which saw no purchase after it
 
 
 def test_restore_refuses_what_it_cannot_read():
