@@ -47,6 +47,17 @@ class EngineSettings:
 
 
 @dataclass(frozen=True)
+class ModelSettings:
+    """The online churn and next-purchase models (models/hub.py)."""
+
+    enabled: bool = True
+    """Off: churn risk and next purchase come from the purchase-rhythm estimate (models/rhythm.py)."""
+    seed: int = 0
+    snapshot_every_s: float = 120.0
+    """How often (wall time) a changed model is snapshotted to the store; also at the end of input."""
+
+
+@dataclass(frozen=True)
 class RuleSettings:
     """Thresholds of the alert rules (operators/rules/), one group per rule."""
 
@@ -168,6 +179,7 @@ class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     segments: SegmentSettings = field(default_factory=SegmentSettings)
     rules: RuleSettings = field(default_factory=RuleSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
     governance: GovernanceSettings = field(default_factory=GovernanceSettings)
     currency_rates: Mapping[str, float] = field(default_factory=dict)
     simulator: SimulatorSettings = field(default_factory=SimulatorSettings)

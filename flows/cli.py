@@ -75,6 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--config", help="TOML settings file")
     sim.set_defaults(func=_cmd_simulate)
 
+    ev = sub.add_parser("evaluate", help="progressive (test-then-train) metrics of the online models vs baselines on a file",
+                        description="Run a JSON-lines file of contract events through the engine's logic with the online "
+                        "churn and next-purchase models learning in event time; every prediction is scored when its "
+                        "label arrives, before the model learns from it, beside simple baselines scored on the same predictions.")
+    ev.add_argument("events", help="JSON-lines file of input events, in time order (e.g. from `crm-stream simulate`)")
+    ev.add_argument("--churn-horizon-days", type=float, help="churn horizon N in days (default from config)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    ev.add_argument("--config", help="TOML settings file")
+    ev.set_defaults(func=_cmd_evaluate)
+
     prof = sub.add_parser("profile", help="print a customer's live profile from Redis")
     prof.add_argument("customer_id")
     prof.add_argument("--config", help="TOML settings file whose [store] points at Redis (default: config/production.toml)")
@@ -123,6 +134,18 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                      deadletter_out=args.deadletter_out, churn_horizon_days=args.churn_horizon_days)
     print(f"replayed {summary.events + summary.dead} records: {summary.events} events, {summary.dead} rejected, "
           f"{summary.alerts} alerts, {summary.profiles} profiles", file=sys.stderr)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from models.evaluate import evaluate_file
+
+    result = evaluate_file(args.events, args.churn_horizon_days, args.seed, settings=_settings(args))
+    if args.json:
+        sys.stdout.write(jsonutil.dumps(result["metrics"]).decode() + "\n")
+    else:
+        print(f"{result['events']} events, {result['customers']} customers, {result['seconds']:.1f}s\n")
+        print(result["table"])
     return 0
 
 

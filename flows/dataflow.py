@@ -89,7 +89,7 @@ def build_flow(
     keys = KeySpace(settings.store.key_prefix)
     board = board or ThresholdBoard(settings.segments)
     returns = ReturnWatch()  # product-level refund rates, shared by the shards of this process
-    models = _Once(lambda: SharedModels(store_provider(), keys))  # online models, shared likewise
+    models = _Once(lambda: SharedModels(store_provider(), keys, settings.models, e.churn_horizon_days))  # online models, shared likewise
     router = router or Router(Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes), e.shards)
 
     def identity_builder(resume: Any) -> _IdentityLogic:

@@ -3,12 +3,10 @@
 The engine's own path without Bytewax: the replay's reader (operators/files_io),
 decoder and router (operators/router), identity stitching (operators/identity)
 and profile shards (operators/shard), driven by a plain loop in one thread.
-A profile shard subclass hands every applied event to one ``ModelHub`` and
-serves the churn rule from it (the shard's ``churn`` hook); after each batch
-the loop advances the hub to the shards' watermark (the slowest shard's
-``event_clock``: newest event time minus ``engine.allowed_lateness_ms``).
-That is the integration the live engine needs, so what is measured here is
-what the engine would do.
+The shards feed one ``ModelHub`` through ``operators.learning.SharedModels``
+exactly as in the live engine (every applied event; labels resolved as each
+shard's watermark advances; the churn rule served from the hub), so what is
+measured here is what the engine does.
 Durable-state writes (effects) are dropped: nothing here outlives the process.
 
 Anonymous visitors' events reach the models only once the visitor identifies
@@ -29,32 +27,17 @@ from typing import Any
 from config import settings as config
 from models.evaluation import format_table
 from models.hub import ModelHub
-from operators import profile as profiles
+from dataclasses import replace
+
+from operators.learning import SharedModels
 from operators.files_io import FileReader
 from operators.identity import IdentityShard
 from operators.keys import KeySpace
 from operators.router import DEAD, Router
 from operators.schema import Decoder
 from operators.segments import ThresholdBoard
-from operators.shard import Effect, ProfileShard
+from operators.shard import ProfileShard
 from operators.stores import MemoryStore
-
-
-class _ModelledShard(ProfileShard):
-    """A profile shard that tells the hub about every applied event (the engine's integration, in a subclass)."""
-
-    hub: ModelHub | None = None
-
-    def _apply(self, profile: profiles.Profile, event: dict[str, Any], notes: list[Effect]) -> bool:
-        changed = super()._apply(profile, event, notes)
-        if changed and self.hub is not None:
-            self.hub.on_event(profile, event, event["ts"], self.thresholds().population_gap_days)
-        return changed
-
-    def _erase(self, customer_id: str) -> None:
-        super()._erase(customer_id)
-        if self.hub is not None:
-            self.hub.forget(customer_id)
 
 
 def evaluate_file(events_path: str | Path, horizon_days: float | None = None, seed: int = 0, *,
@@ -75,21 +58,18 @@ def evaluate_file(events_path: str | Path, horizon_days: float | None = None, se
     elif not with_models:
         hub = None
     store = MemoryStore()
+    models = SharedModels(store, KeySpace(settings.store.key_prefix), replace(settings.models, enabled=False), horizon)
+    models.hub = hub
     keys = KeySpace(settings.store.key_prefix)
     board = ThresholdBoard(settings.segments)
     router = Router(Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes), e.shards)
     identities: dict[int, IdentityShard] = {}
-    shards: dict[int, _ModelledShard] = {} if shards_out is None else shards_out  # type: ignore[assignment]
+    shards: dict[int, ProfileShard] = {} if shards_out is None else shards_out
 
-    def churn_of(profile: dict[str, Any], as_of: int, thresholds: Any) -> float:
-        return hub.churn_risk(profile, as_of, thresholds.population_gap_days)  # type: ignore[union-attr]
-
-    def shard(number: int) -> _ModelledShard:
+    def shard(number: int) -> ProfileShard:
         found = shards.get(number)
         if found is None:
-            found = shards[number] = _ModelledShard(number, settings, store, keys, board=board,
-                                                    churn=churn_of if hub is not None else None)
-            found.hub = hub
+            found = shards[number] = ProfileShard(number, settings, store, keys, board=board, models=models)
         return found
 
     reader = FileReader(events_path, e.batch_size)
@@ -117,8 +97,6 @@ def evaluate_file(events_path: str | Path, horizon_days: float | None = None, se
                 routed.setdefault(own, [])
                 for target, routed_events in routed.items():
                     shard(target).process(routed_events, clocks if target == own else None)
-            if hub is not None:
-                hub.advance(min(s.event_clock.watermark() for s in shards.values()))
     finally:
         partition.close()
         gc.set_threshold(*gc_thresholds)

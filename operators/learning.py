@@ -1,11 +1,13 @@
 """The online models of one process, shared by its shards, and how they are kept.
 
-One model per process (not per shard): every shard's feedback teaches the same
-model, and the model is read by every shard. Snapshots go to the store on a
-cadence (``SAVE_EVERY_LABELS`` labels or ``SAVE_EVERY_S`` seconds, whichever
-first) and are read back at start, so a restart keeps what was learned. With
-several processes each learns from its own customers' feedback and the last
-snapshot written wins at the next start: documented in the README.
+Two models: the anger model (learns from agents' feedback) and the customer
+model hub (churn and next purchase, learns from delayed labels; models/hub.py).
+One of each per process, not per shard: every shard teaches and reads the same
+model, behind a lock because Bytewax worker threads share the process.
+Snapshots go to the store on a cadence and at the end of input, and are read
+back at start, so a restart keeps what was learned. With several processes,
+each learns from its own customers and the last snapshot written wins at the
+next start (README, "Models").
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ import threading
 import time
 from typing import Any
 
+import logging
+
+from config.settings import ModelSettings
 from models.anger_model import AngerModel
+from models.hub import ModelHub, SnapshotError
 from operators import anger
 from operators.keys import KeySpace
 from operators.io import Store
 from operators.profile import ANGER
 
+log = logging.getLogger(__name__)
 SAVE_EVERY_LABELS = 50
 SAVE_EVERY_S = 60.0
 MAX_ESCALATIONS = 20
@@ -27,13 +34,27 @@ Effect = tuple[str, str | None, Any]
 
 
 class SharedModels:
-    def __init__(self, store: Store, keys: KeySpace, seed: int = 0, threshold: float = anger.DEFAULT_ESCALATION_THRESHOLD) -> None:
+    def __init__(self, store: Store, keys: KeySpace, cfg: ModelSettings | None = None, horizon_days: float = 30.0) -> None:
         self.keys = keys
+        self.cfg = cfg or ModelSettings()
         self._lock = threading.Lock()
-        raw = store.get_many([keys.model("anger")])[0]
-        self.anger = AngerModel.from_bytes(raw) if raw else AngerModel(seed)
+        raw_anger, raw_hub = store.get_many([keys.model("anger"), keys.model("customer")])
+        self.anger = AngerModel.from_bytes(raw_anger) if raw_anger else AngerModel(self.cfg.seed)
+        self.hub: ModelHub | None = None
+        if self.cfg.enabled:
+            try:
+                self.hub = ModelHub.restore(raw_hub) if raw_hub else ModelHub(horizon_days, self.cfg.seed)
+            except SnapshotError as exc:
+                log.error("the customer model snapshot in the store is unreadable (%s): starting a new model", exc)
+                self.hub = ModelHub(horizon_days, self.cfg.seed)
+            if self.hub.horizon_days != horizon_days:
+                log.warning("the stored customer model was trained for a %s-day horizon, not %s: starting a new model",
+                            self.hub.horizon_days, horizon_days)
+                self.hub = ModelHub(horizon_days, self.cfg.seed)
         self._unsaved = 0
         self._last_save = time.monotonic()
+        self._hub_version = self.hub.model_version if self.hub else 0
+        self._hub_saved_at = time.monotonic()
 
     def anger_score(self, profile: dict[str, Any], event: dict[str, Any]) -> tuple[float, list[str]]:
         """The escalation score of an inbound message: text (rule blended with the learned model), then context."""
@@ -71,13 +92,58 @@ class SharedModels:
         self._unsaved, self._last_save = 0, time.monotonic()
         return [("put", self.keys.model("anger"), self.anger.to_bytes())]
 
-    def flush(self) -> list[Effect]:
-        """A snapshot of whatever was learned since the last one (at shutdown or when asked)."""
+    # -- the customer model hub --------------------------------------------------------
+
+    def on_event(self, profile: dict[str, Any], event: dict[str, Any], population_gap_days: float) -> None:
+        if self.hub is not None:
+            with self._lock:
+                self.hub.on_event(profile, event, event["ts"], population_gap_days)
+
+    def advance(self, watermark_ms: int) -> list[Effect]:
+        """Labels whose horizon the watermark passed are learned; returns a snapshot when one is due."""
+        if self.hub is None or watermark_ms <= 0:
+            return []
         with self._lock:
-            if not self._unsaved:
+            self.hub.advance(watermark_ms)
+            if time.monotonic() - self._hub_saved_at < self.cfg.snapshot_every_s:
                 return []
-            self._unsaved, self._last_save = 0, time.monotonic()
-            return [("put", self.keys.model("anger"), self.anger.to_bytes())]
+            return self._hub_snapshot()
+
+    def _hub_snapshot(self) -> list[Effect]:
+        assert self.hub is not None
+        self._hub_saved_at = time.monotonic()
+        if self.hub.model_version == self._hub_version:
+            return []
+        self._hub_version = self.hub.model_version
+        return [("put", self.keys.model("customer"), self.hub.snapshot())]
+
+    def forget(self, customer_id: str) -> None:
+        if self.hub is not None:
+            with self._lock:
+                self.hub.forget(customer_id)
+
+    def churn_risk(self, profile: dict[str, Any], as_of: int, population_gap_days: float) -> float | None:
+        if self.hub is None:
+            return None
+        with self._lock:
+            return self.hub.churn_risk(profile, as_of, population_gap_days)
+
+    def next_purchase_in_days(self, profile: dict[str, Any], as_of: int, population_gap_days: float) -> float | None:
+        if self.hub is None:
+            return None
+        with self._lock:
+            return self.hub.next_purchase_in_days(profile, as_of, population_gap_days)
+
+    def flush(self) -> list[Effect]:
+        """A snapshot of whatever was learned since the last one (at the end of input, or when asked)."""
+        with self._lock:
+            out: list[Effect] = []
+            if self._unsaved:
+                self._unsaved, self._last_save = 0, time.monotonic()
+                out.append(("put", self.keys.model("anger"), self.anger.to_bytes()))
+            if self.hub is not None:
+                out.extend(self._hub_snapshot())
+            return out
 
 
 def _with_score(score: anger.AngerScore, value: float) -> anger.AngerScore:

@@ -91,7 +91,7 @@ class ProfileShard:
         self.board = board or ThresholdBoard(settings.segments)
         self.board.register(shard, self.stats)
         self.returns = returns or ReturnWatch()
-        self.models = models or SharedModels(store, keys)
+        self.models = models or SharedModels(store, keys, settings.models, e.churn_horizon_days)
         self.anger = self.models.anger_score
         self._churn = churn
         self.clock: int = saved.get("clock", 0)
@@ -136,6 +136,7 @@ class ProfileShard:
         if clocks:
             self.event_clock.observe(clocks)
         self._fire_timers(dirty, out)
+        out.extend(self.models.advance(self.event_clock.watermark()))
         encode, key_of = self.store.encode, self.keys.profile
         effects: list[Effect] = out
         effects.extend(("put", key_of(c), encode(p)) for c, p in dirty.items())
@@ -173,6 +174,7 @@ class ProfileShard:
         return [self.store.decode(b) if b else None for b in blobs]
 
     def _erase(self, customer_id: str) -> None:
+        self.models.forget(customer_id)
         profile = self.profiles.pop(customer_id, None)
         if profile is not None and profile["frequency"]:
             self.stats.monetary.move(profile["monetary"], None)
@@ -191,6 +193,7 @@ class ProfileShard:
         kind = event["type"]
         if kind == "identify":
             self._merge_visitor(profile, event, out)
+        self.models.on_event(profile, event, self.thresholds().population_gap_days)
         if (profile["frequency"], profile["monetary"], profile["gap_mean_days"]) != before:
             self._track_stats(before, profile)
             self._resegment(profile, event["ts"], out)
@@ -222,6 +225,9 @@ class ProfileShard:
         thresholds = self.thresholds()
         if self._churn is not None:
             return self._churn(profile, as_of, thresholds)
+        modelled = self.models.churn_risk(profile, as_of, thresholds.population_gap_days)
+        if modelled is not None:
+            return modelled
         last = profile["last_purchase_at"]
         recency = max(0.0, (as_of - last) / MS_PER_DAY) if last is not None else None
         return rhythm.churn_risk(profile["frequency"], profile["gap_mean_days"], recency,

@@ -6,7 +6,7 @@ wall clock, so replay output depends only on its input.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from models import rhythm
 from operators import profile as profiles
@@ -15,15 +15,28 @@ from config.settings import Settings
 from operators.timeutil import MS_PER_DAY, to_rfc3339
 
 
+Predictor = Callable[[profiles.Profile, int, float], tuple[float, float]]
+
+
 def contract_view(
-    profile: profiles.Profile, as_of: int, thresholds: Thresholds, settings: Settings, horizon_days: float | None = None
+    profile: profiles.Profile, as_of: int, thresholds: Thresholds, settings: Settings, horizon_days: float | None = None,
+    predictor: Predictor | None = None,
 ) -> dict[str, Any]:
-    """The replay contract's fields (customer_id, segment, recency, frequency, monetary, churn_risk, next_purchase_in_days)."""
+    """The replay contract's fields (customer_id, segment, recency, frequency, monetary, churn_risk, next_purchase_in_days).
+
+    ``predictor`` (the online models, trained for the engine's horizon) gives churn risk and next purchase;
+    without one, or for another horizon, the purchase-rhythm estimate does.
+    """
     horizon = settings.engine.churn_horizon_days if horizon_days is None else horizon_days
     high_value, active_days, population_gap = thresholds
     last, first = profile["last_purchase_at"], profile["first_purchase_at"]
     recency = max(0.0, (as_of - last) / MS_PER_DAY) if last is not None else None
     frequency, monetary, gap = profile["frequency"], profile["monetary"], profile["gap_mean_days"]
+    if predictor is not None:
+        churn, next_days = predictor(profile, as_of, population_gap)
+    else:
+        churn = rhythm.churn_risk(frequency, gap, recency, horizon, population_gap)
+        next_days = rhythm.next_purchase_in_days(frequency, gap, recency, population_gap)
     return {
         "customer_id": profile["customer_id"],
         "segment": segment_of(
@@ -33,8 +46,8 @@ def contract_view(
         "recency_days": None if recency is None else round(recency, 4),
         "frequency": frequency,
         "monetary": round(monetary, 2),
-        "churn_risk": round(rhythm.churn_risk(frequency, gap, recency, horizon, population_gap), 6),
-        "next_purchase_in_days": round(rhythm.next_purchase_in_days(frequency, gap, recency, population_gap), 4),
+        "churn_risk": round(min(1.0, max(0.0, churn)), 6),
+        "next_purchase_in_days": round(max(0.0, next_days), 4),
     }
 
 

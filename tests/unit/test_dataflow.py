@@ -176,3 +176,23 @@ def test_two_replays_of_the_shop_raise_the_same_alerts_with_the_same_ids(tmp_pat
     assert runs[0] == runs[1]
     kinds = {jsonutil.loads(line)["kind"] for line in runs[0].splitlines()}
     assert {"angry_customer", "abandoned_interest"} <= kinds
+
+
+def test_a_restart_resumes_the_models_from_their_snapshot(tmp_path):
+    """The online models are snapshotted to the store at the end of input and read back by the next run."""
+    from operators.simulator import Shop
+
+    events = tmp_path / "shop.jsonl"
+    Shop(config.SimulatorSettings(customers=80, days=150, seed=4)).write_files(events)
+    store, shards = MemoryStore(), {}
+    flow = build_flow(SETTINGS, reader=FileReader(events), outputs_factory=lambda w: CollectingOutputs(),
+                      store_provider=lambda: store, shard_registry=shards)
+    run_main(flow)
+    hub = next(iter(shards.values())).models.hub
+    assert hub.n_learned > 0 and store.get_many(["crm:model:customer"])[0]
+    restarted = {}
+    flow = build_flow(SETTINGS, reader=FileReader(events), outputs_factory=lambda w: CollectingOutputs(),
+                      store_provider=lambda: store, shard_registry=restarted)
+    run_main(flow)
+    resumed = next(iter(restarted.values())).models.hub
+    assert resumed is not hub and resumed.n_learned >= hub.n_learned
