@@ -70,6 +70,9 @@ class RuleSettings:
     abandoned_cooldown_days: float = 30.0
     """At most one offer per category per customer within this many days."""
     churn_threshold: float = 0.75
+    """Lapse risk against the customer's own purchase rhythm (models/rhythm.py) from which churn_risk fires..."""
+    churn_model_floor: float = 0.5
+    """...if the online churn model (P no purchase within the horizon) also says at least this."""
     churn_check_gap_multiplier: float = 2.0
     churn_min_check_days: float = 7.0
     win_back_silence_days: float = 75.0

@@ -82,7 +82,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, To
 
 from config.settings import KafkaSettings
 from load.generator import EventGenerator
-from load.proc import CpuShare, cpu_seconds, machine, memory_kib
+from load.proc import CpuShare, cpu_seconds, machine, memory_kib, thread_cpu_seconds
 from operators.kafka_io import _CONSUMER_DEFAULTS, ensure_topics, produce_records
 from operators.schema import DeadLetter, Decoder, Origin
 
@@ -331,6 +331,7 @@ def engine_phase(env: dict[str, str], log_path: Path, client: redis.Redis, expec
     rss_at_first = 0
     cpu_first: dict[str, float] = {}
     share: CpuShare | None = None
+    threads_first: dict[str, float] = {}
     spy: PySpy | None = None
     timeline: list[tuple[float, int, int]] = []
     applied, timed_out = 0, False
@@ -344,6 +345,7 @@ def engine_phase(env: dict[str, str], log_path: Path, client: redis.Redis, expec
             rss_at_first = memory_kib(pid).get("VmRSS", 0)
             cpu_first = {"engine": cpu_seconds(pid), **{name: cpu_seconds(p) for name, p in others.items()}}
             share = CpuShare({"engine": pid, "bench": os.getpid(), **others})
+            threads_first = thread_cpu_seconds(pid)
         if spy is None and profile_s and first_t is not None and now - first_t >= 2.0:
             spy = PySpy(pid, profile_s, profile_out)
         if not timeline or now - timeline[-1][0] - started >= 1.0 or applied >= expected:
@@ -356,6 +358,10 @@ def engine_phase(env: dict[str, str], log_path: Path, client: redis.Redis, expec
         time.sleep(0.1)
     end = time.perf_counter()
     cpu_end = {"engine": cpu_seconds(pid), **{name: cpu_seconds(p) for name, p in others.items()}}
+    threads_end = thread_cpu_seconds(pid)
+    span = max(end - (first_t or end), 1e-9)
+    # Which engine threads burn the CPU: the Python/Bytewax worker (the main thread) or librdkafka's own.
+    threads = {name: round(100 * (seconds - threads_first.get(name, 0.0)) / span, 1) for name, seconds in threads_end.items()}
     memory = memory_kib(pid)
     result: dict[str, Any] = {
         "expected": expected, "applied": applied, "timed_out": timed_out,
@@ -368,6 +374,7 @@ def engine_phase(env: dict[str, str], log_path: Path, client: redis.Redis, expec
         "cpu_pct_of_one_core": {name: round(100 * (cpu_end[name] - cpu_first.get(name, 0.0)) / max(end - (first_t or end), 1e-9), 1)
                                 for name in cpu_end},
         "cpu_cores": share.stop() if share else {},
+        "engine_threads_pct_of_one_core": dict(sorted(threads.items(), key=lambda kv: -kv[1])),
         "timeline_s_applied_rss_kib": [(round(t, 1), a, r) for t, a, r in timeline],
     }
     if spy is not None:
@@ -657,6 +664,7 @@ def render(results: dict[str, Any]) -> str:
             + ("  [TIMED OUT before all events were applied]" if eng["timed_out"] else ""),
             f"engine start-up {eng['startup_s']:.1f}s; then {eng['applied']:,} applied in {eng['seconds_after_first_applied']:.1f}s; "
             "CPU (% of one core): " + ", ".join(f"{k} {v:.0f}%" for k, v in eng["cpu_pct_of_one_core"].items()),
+            "engine threads (% of one core): " + ", ".join(f"{k} {v:.0f}%" for k, v in eng.get("engine_threads_pct_of_one_core", {}).items() if v >= 1),
             "engine outputs: " + ", ".join(f"{k.split('.')[-2] if k.count('.') > 1 else k} {v:,}" for k, v in eng.get("outputs", {}).items()),
         ]
     lat = r.get("latency")

@@ -93,3 +93,24 @@ class CpuShare:
         return {"machine_busy_cores": round(machine_busy, 2), "cores": cores,
                 **{f"{name}_cores": round(v, 2) for name, v in ours.items()},
                 "other_processes_cores": round(max(0.0, machine_busy - sum(ours.values())), 2)}
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds per kind of thread (``comm`` without its number; librdkafka's are ``rdk:main``, ``rdk:broker``), summed."""
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")].rstrip("0123456789-")
+        if name.startswith("rdk:broker"):
+            name = "rdk:broker"  # one per broker connection and client: rdk:broker1, rdk:broker111, ...
+        fields = text.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / _TICKS
+    return out

@@ -219,7 +219,7 @@ class ProfileShard:
 
     def _context(self, profile: profiles.Profile, event: dict[str, Any] | None, now: int, segment_before: str) -> RuleContext:
         return RuleContext(profile, event, now, self.settings.rules, self.thresholds(), self.churn_risk, self.anger,
-                           self.returns, segment_before, profile["segment"])
+                           self.returns, segment_before, profile["segment"], self.settings.engine.churn_horizon_days)
 
     def churn_risk(self, profile: profiles.Profile, as_of: int) -> float:
         thresholds = self.thresholds()

@@ -42,6 +42,7 @@ class RuleContext:
     returns: Any  # operators.rules.return_spike.ReturnWatch
     segment_before: str
     segment_after: str
+    cfg_horizon_days: float = 30.0
 
     @property
     def customer_id(self) -> str:
