@@ -53,6 +53,9 @@ class ModelSettings:
     enabled: bool = True
     """Off: churn risk and next purchase come from the purchase-rhythm estimate (models/rhythm.py)."""
     seed: int = 0
+    train_fraction: float = 1.0
+    """Share of customers (a fixed hash sample) whose events become training points. Serving covers everyone;
+    at hundreds of thousands of customers 0.1 still gives the models ample labels for a fraction of the cost."""
     snapshot_every_s: float = 120.0
     """How often (wall time) a changed model is snapshotted to the store; also at the end of input."""
 
@@ -316,6 +319,8 @@ def _validate(s: Settings) -> None:
     if not channels or any(c not in ("marketing_email", "marketing_push", "marketing_sms") for c in channels):
         raise ConfigError(f"governance.channel_preference = {s.governance.channel_preference!r}: a comma-separated list of "
                           "marketing_email, marketing_push, marketing_sms")
+    if not 0.0 < s.models.train_fraction <= 1.0:
+        raise ConfigError(f"models.train_fraction = {s.models.train_fraction!r} must be in (0, 1]")
     if not 0.0 < s.segments.high_value_quantile < 1.0:
         raise ConfigError(f"segments.high_value_quantile = {s.segments.high_value_quantile!r} must be between 0 and 1")
     if s.segments.max_active_days < s.segments.min_active_days:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from typing import Any
 
 import logging
@@ -95,9 +96,13 @@ class SharedModels:
     # -- the customer model hub --------------------------------------------------------
 
     def on_event(self, profile: dict[str, Any], event: dict[str, Any], population_gap_days: float) -> None:
-        if self.hub is not None:
+        if self.hub is not None and self._trains_on(profile["customer_id"]):
             with self._lock:
                 self.hub.on_event(profile, event, event["ts"], population_gap_days)
+
+    def _trains_on(self, customer_id: str) -> bool:
+        fraction = self.cfg.train_fraction
+        return fraction >= 1.0 or zlib.crc32(customer_id.encode()) % 10_000 < fraction * 10_000
 
     def advance(self, watermark_ms: int) -> list[Effect]:
         """Labels whose horizon the watermark passed are learned; returns a snapshot when one is due."""
