@@ -74,7 +74,7 @@ import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import redis
@@ -802,7 +802,11 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="crm-bench-"))
     log(f"{command}: work dir {work}")
 
-    check_generator(args.customers, args.seed, args.distribution, settings)
+    try:
+        check_generator(args.customers, args.seed, args.distribution, settings)
+    except BenchError as exc:
+        log(f"aborted: {exc}")
+        return 2
     gen = EventGenerator(args.customers, seed=args.seed, distribution=args.distribution)
     events_path = work / "events.jsonl"
     records, results["generator"] = generate(gen, args.events, events_path)

@@ -4,8 +4,8 @@ Unlike ``operators.simulator.Shop`` (customers with habits and a ground truth,
 ~30-60 k events/s), this generator knows nothing about customers beyond their
 number: each event is a pre-built template of its type with the variable
 parts (event id, customer id, event time) filled in by one bytes ``%``
-formatting, so it makes 0.5-1 M events/s and is never the bottleneck of what
-it measures. Every event passes ``operators.schema.Decoder`` (the benchmark
+formatting, so it makes 0.35-0.55 M events/s on the 2-core VM and is never
+the bottleneck of what it measures. Every event passes ``operators.schema.Decoder`` (the benchmark
 checks the first thousand before it starts).
 
 The mix is clickstream-heavy, as in a real shop (weights in ``TYPE_WEIGHTS``):

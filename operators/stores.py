@@ -17,6 +17,7 @@ from operators import jsonutil
 
 log = logging.getLogger(__name__)
 MGET_CHUNK = 2000
+MSET_CHUNK = 100
 
 
 class StoreUnavailable(RuntimeError):
@@ -119,10 +120,14 @@ class RedisStore:
         if not puts and not deletes:
             return
 
+        items = list(puts.items())
+
         def run() -> None:
             pipe = self.client.pipeline(transaction=True)
-            if puts:
-                pipe.mset(puts)
+            # Several MSETs of MSET_CHUNK keys in one MULTI/EXEC: as atomic as one, but redis-py packs a
+            # command in time that grows faster than its key count (4 us a key at 1000, 0.5 us at 100).
+            for i in range(0, len(items), MSET_CHUNK):
+                pipe.mset(dict(items[i : i + MSET_CHUNK]))
             if deletes:
                 pipe.delete(*deletes)
             pipe.execute()
