@@ -21,13 +21,11 @@ class EffectsWriter:
     def __init__(self, outputs: Outputs, store: Store) -> None:
         self.outputs = outputs
         self.store = store
-        self.counts: dict[str, int] = {}
 
     def write(self, effects: Iterable[Effect]) -> None:
         puts: dict[str, bytes] = {}
         deletes: dict[str, None] = {}
         sent = 0
-        counts = self.counts
         for target, key, value in effects:
             if target == "put":
                 puts[key] = value  # type: ignore[index,assignment]
@@ -38,7 +36,6 @@ class EffectsWriter:
             else:
                 self.outputs.send(target, key, value)  # type: ignore[arg-type]
                 sent += 1
-                counts[target] = counts.get(target, 0) + 1
         if sent:
             self.outputs.flush()
         if puts or deletes:

@@ -109,10 +109,8 @@ class TerminalOutputs:
         self.stream = stream
         self.color = stream.isatty() if color is None else color
         self.max_width = max_width
-        self.counts: dict[str, int] = {}
 
     def send(self, destination: str, key: str | None, value: bytes) -> None:
-        self.counts[destination] = self.counts.get(destination, 0) + 1
         label, style = self.STYLES.get(destination, (destination.upper()[:7].ljust(7), ""))
         text = value.decode("utf-8", errors="replace")
         if destination == DEADLETTER:  # the reason is what a person needs; the raw record is in the topic/file

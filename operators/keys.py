@@ -5,15 +5,12 @@
     {prefix}:shard:{n}               JSON blob: shard-level statistics (adaptive RFM thresholds, clocks, counters)
     {prefix}:timers:{n}:{hour}       JSON blob: {customer_id: deadline} of the shard's timers due in that hour
     {prefix}:model:{name}            bytes: the latest snapshot of an online model (operators/learning.py)
-    {prefix}:meta                    JSON blob: layout version and shard count
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-
-LAYOUT_VERSION = 1
 
 
 def shard_of(entity_id: str, shards: int) -> int:
@@ -39,10 +36,6 @@ class KeySpace:
 
     def timers(self, shard: int, hour: int) -> str:
         return f"{self.prefix}:timers:{shard}:{hour}"
-
-    @property
-    def meta(self) -> str:
-        return f"{self.prefix}:meta"
 
     @property
     def profile_prefix(self) -> str:
