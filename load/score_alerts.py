@@ -14,10 +14,12 @@ the situations the simulator decided to create:
 | win_back | a lapsed customer (churn or win_back situation), alert within 120 days after it |
 | replenishment | a due date in the same category, alert within 7 days of it |
 | return_spike | a spike of the same product, alert after it began |
+| segment_change | to at_risk / lost: a churn (the customer stopped buying) before the alert; to high_value: a loyal or replenishment persona |
 
 Precision = correct alerts / alerts; recall = situations with at least one
-correct alert / situations. ``segment_change`` has no truth (the simulator does
-not decide segments) and is counted only.
+correct alert / situations. The simulator does not decide segments, so for
+``segment_change`` the "situations" are the lapses and the valuable personas
+it did decide, and recall says how many of those the segment moves caught.
 """
 
 from __future__ import annotations
@@ -49,7 +51,11 @@ MATCHERS: dict[str, tuple[tuple[str, ...], Matcher]] = {
     "replenishment": (("replenishment",), lambda a, t: a["payload"].get("category") == t.get("category")
                       and abs(a["_ts"] - t["_ts"]) <= 7 * DAY),
     "return_spike": (("return_spike",), lambda a, t: a["payload"].get("product_id") == t.get("product_id") and a["_ts"] >= t["_ts"]),
+    "segment_change": (("churn", "valuable"), lambda a, t: (
+        a["payload"].get("to") in ("at_risk", "lost") and t["situation"] == "churn" and t["_ts"] <= a["_ts"]
+        or a["payload"].get("to") == "high_value" and t["situation"] == "valuable")),
 }
+VALUABLE_PERSONAS = ("loyal", "replenishment")
 
 
 def score(alerts: list[dict[str, Any]], truth: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -58,6 +64,8 @@ def score(alerts: list[dict[str, Any]], truth: list[dict[str, Any]]) -> dict[str
         if t.get("kind") == "situation":
             t["_ts"] = parse_ts(t["ts"])
             situations[t["situation"]].append(t)
+        elif t.get("kind") == "customer" and t.get("persona") in VALUABLE_PERSONAS:
+            situations["valuable"].append({"situation": "valuable", "customer_id": t["customer_id"], "_ts": 0})
     by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for a in alerts:
         a["_ts"] = parse_ts(a["ts"])
