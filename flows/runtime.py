@@ -213,13 +213,13 @@ def write_profiles(settings: Settings, store: Store, keys: KeySpace, shards: dic
     count = 0
     thresholds = merge_stats([shard.stats for _, shard in sorted(shards.items())]).thresholds(settings.segments)
     models = next(iter(shards.values())).models if shards else None
-    predictor = None
-    if models is not None and models.hub is not None and horizon_days in (None, models.hub.horizon_days):
-        def predictor(profile: dict[str, Any], at: int, gap: float) -> tuple[float, float]:
-            return models.churn_risk(profile, at, gap), models.next_purchase_in_days(profile, at, gap)  # type: ignore[return-value]
+    served = models is not None and models.hub is not None and horizon_days in (None, models.hub.horizon_days)
+
+    def predictor(profile: dict[str, Any], at: int, gap: float) -> tuple[float, float]:
+        return models.churn_risk(profile, at, gap), models.next_purchase_in_days(profile, at, gap)  # type: ignore[union-attr,return-value]
     with open(path, "wb") as fh:
         for key, blob in store.scan(keys.profile_prefix):
-            view = contract_view(store.decode(blob), as_of, thresholds, settings, horizon_days, predictor)
+            view = contract_view(store.decode(blob), as_of, thresholds, settings, horizon_days, predictor if served else None)
             fh.write(jsonutil.dumps_line(view))
             count += 1
     return count

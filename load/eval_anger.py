@@ -57,7 +57,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from models.anger_model import AngerModel
 from operators.anger import DEFAULT_ESCALATION_THRESHOLD, load_lexicons, score_message

@@ -18,6 +18,7 @@ import zlib
 from typing import Any
 
 import logging
+from dataclasses import replace
 
 from config.settings import ModelSettings
 from models.anger_model import AngerModel
@@ -152,6 +153,4 @@ class SharedModels:
 
 
 def _with_score(score: anger.AngerScore, value: float) -> anger.AngerScore:
-    from dataclasses import replace
-
     return replace(score, score=value)

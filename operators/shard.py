@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, Callable
+from typing import Any
 
 from config.settings import Settings
 from models import rhythm
@@ -69,8 +69,7 @@ def internal_error(event: dict[str, Any], exc: Exception) -> Effect:
 
 class ProfileShard:
     def __init__(self, shard: int, settings: Settings, store: Store, keys: KeySpace, *, emit_changes: bool = False,
-                 board: ThresholdBoard | None = None, returns: ReturnWatch | None = None, models: SharedModels | None = None,
-                 churn: Callable[[dict[str, Any], int, Thresholds], float] | None = None) -> None:
+                 board: ThresholdBoard | None = None, returns: ReturnWatch | None = None, models: SharedModels | None = None) -> None:
         self.shard = shard
         self.settings = settings
         self.segment_cfg = settings.segments
@@ -93,7 +92,6 @@ class ProfileShard:
         self.returns = returns or ReturnWatch()
         self.models = models or SharedModels(store, keys, settings.models, e.churn_horizon_days)
         self.anger = self.models.anger_score
-        self._churn = churn
         self.clock: int = saved.get("clock", 0)
         """The newest event time this shard has seen (persisted with the stats)."""
         self.applied: int = saved.get("applied", 0)
@@ -223,8 +221,6 @@ class ProfileShard:
 
     def churn_risk(self, profile: profiles.Profile, as_of: int) -> float:
         thresholds = self.thresholds()
-        if self._churn is not None:
-            return self._churn(profile, as_of, thresholds)
         modelled = self.models.churn_risk(profile, as_of, thresholds.population_gap_days)
         if modelled is not None:
             return modelled

@@ -10,7 +10,6 @@ from operators import anger
 from operators.anger import (
     DEFAULT_ESCALATION_THRESHOLD,
     SIGNALS,
-    AngerScore,
     contextual_anger,
     detect_language,
     reasons,
