@@ -175,6 +175,13 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    port: int = 0
+    """HTTP port for /metrics, /healthz and /readyz (0: off)."""
+    host: str = "0.0.0.0"
+
+
+@dataclass(frozen=True)
 class RecoverySettings:
     dir: str = ""
     """Bytewax recovery directory (source offsets per epoch). Empty: no recovery."""
@@ -194,6 +201,7 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def masked(self) -> dict[str, Any]:
         """The settings as a plain dict with secrets replaced, safe to log or print."""
@@ -319,6 +327,8 @@ def _validate(s: Settings) -> None:
     if not channels or any(c not in ("marketing_email", "marketing_push", "marketing_sms") for c in channels):
         raise ConfigError(f"governance.channel_preference = {s.governance.channel_preference!r}: a comma-separated list of "
                           "marketing_email, marketing_push, marketing_sms")
+    if not 0 <= s.metrics.port <= 65535:
+        raise ConfigError(f"metrics.port = {s.metrics.port!r} must be a TCP port (0 turns the endpoints off)")
     if not 0.0 < s.models.train_fraction <= 1.0:
         raise ConfigError(f"models.train_fraction = {s.models.train_fraction!r} must be in (0, 1]")
     if not 0.0 < s.segments.high_value_quantile < 1.0:

@@ -13,6 +13,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from operators.effects import EffectsWriter
 from operators.io import Outputs, PartitionReader, Raw, Reader, Store
+from operators.metrics import EngineMetrics
 
 IDLE_BACKOFF = timedelta(milliseconds=20)
 
@@ -90,12 +91,14 @@ GC_PACER = GcPacer()
 class EffectsSink(DynamicSink[list]):
     """One writer per worker; each gets its own outputs (and shares the store provider)."""
 
-    def __init__(self, outputs_factory: Callable[[int], Outputs], store_provider: Callable[[], Store]) -> None:
+    def __init__(self, outputs_factory: Callable[[int], Outputs], store_provider: Callable[[], Store],
+                 metrics: EngineMetrics | None = None) -> None:
         self.outputs_factory = outputs_factory
         self.store_provider = store_provider
+        self.metrics = metrics
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _EffectsPartition:
-        return _EffectsPartition(EffectsWriter(self.outputs_factory(worker_index), self.store_provider()))
+        return _EffectsPartition(EffectsWriter(self.outputs_factory(worker_index), self.store_provider(), self.metrics))
 
 
 class _EffectsPartition(StatelessSinkPartition[list]):

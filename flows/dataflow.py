@@ -31,6 +31,7 @@ from operators.router import DEAD, Router, shard_key
 from operators.schema import Decoder
 from operators.rules.return_spike import ReturnWatch
 from operators.learning import SharedModels
+from operators.metrics import EngineMetrics
 from operators.segments import ThresholdBoard
 from operators.shard import ProfileShard
 
@@ -78,6 +79,7 @@ def build_flow(
     emit_changes: bool = False,
     shard_registry: dict[int, ProfileShard] | None = None,
     board: ThresholdBoard | None = None,
+    metrics: EngineMetrics | None = None,
 ) -> Dataflow:
     """Wire the engine.
 
@@ -115,7 +117,7 @@ def build_flow(
     )
     profile_effects = op.map("profile_effects", profiles, lambda kv: kv[1])
     effects = op.merge("all_effects", dead, visitor_effects, profile_effects)
-    op.output("effects", effects, EffectsSink(outputs_factory, store_provider))
+    op.output("effects", effects, EffectsSink(outputs_factory, store_provider, metrics))
     return flow
 
 

@@ -20,6 +20,7 @@ from operators import jsonutil
 from operators.files_io import CollectingOutputs, FileOutputs, FileReader, TerminalOutputs
 from operators.io import DEADLETTER, MARKETING, SERVICE, Outputs, Reader, Store
 from operators.keys import KeySpace
+from operators.metrics import EngineMetrics
 from operators.router import Router
 from operators.schema import Decoder
 from operators.segments import merge_stats
@@ -76,15 +77,19 @@ def make_outputs_factory(settings: Settings) -> Callable[[int], Outputs]:
 class SharedStore:
     """One store client per process, created on first use (never at import)."""
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None, metrics: EngineMetrics | None = None) -> None:
         self.settings = settings
         self._store = store
+        self._metrics = metrics
         self._lock = threading.Lock()
 
     def __call__(self) -> Store:
         with self._lock:
             if self._store is None:
                 self._store = open_store(self.settings.store)
+                if self._metrics is not None and hasattr(self._store, "on_retry"):
+                    metrics = self._metrics
+                    self._store.on_retry = lambda what, exc: metrics.store_retries.labels(what).inc()
             return self._store
 
 
@@ -110,9 +115,16 @@ def run(settings: Settings, options: RunOptions | None = None, *, reader: Reader
 
     options = options or RunOptions()
     tune_gc()
-    shared = SharedStore(settings, store)
-    router = Router(_decoder(settings), settings.engine.shards)
+    metrics = EngineMetrics()
+    shared = SharedStore(settings, store, metrics)
+    router = Router(_decoder(settings), settings.engine.shards, metrics)
     shards: dict[int, ProfileShard] = {}
+    metrics.watch_shards(lambda: list(shards.values()))
+    if settings.metrics.port:
+        from flows.health import serve
+
+        server = serve(metrics, settings.metrics.port, ready=lambda: metrics.last_batch is not None, host=settings.metrics.host)
+        log.info("metrics and health on http://%s:%s/metrics, /healthz, /readyz", *server.server_address[:2])
     flow = build_flow(
         settings,
         reader=reader or make_reader(settings),
@@ -121,6 +133,7 @@ def run(settings: Settings, options: RunOptions | None = None, *, reader: Reader
         router=router,
         emit_changes=options.emit_changes,
         shard_registry=shards,
+        metrics=metrics,
     )
     cli_main(
         flow,

@@ -13,6 +13,7 @@ from typing import Any
 from operators import jsonutil
 from operators.io import DEADLETTER, Raw
 from operators.keys import shard_of
+from operators.metrics import EngineMetrics
 from operators.profile import SOURCE, SOURCE_OFFSET
 from operators.schema import DeadLetter, Decoder, Origin
 
@@ -31,9 +32,10 @@ def identity_route(event: dict[str, Any], shards: int) -> int:
 
 
 class Router:
-    def __init__(self, decoder: Decoder, shards: int) -> None:
+    def __init__(self, decoder: Decoder, shards: int, metrics: EngineMetrics | None = None) -> None:
         self.decoder = decoder
         self.shards = shards
+        self.metrics = metrics
         self.max_ts = 0
         """Newest event time decoded so far (replay reports profiles as of it)."""
         self.decoded = 0
@@ -49,6 +51,7 @@ class Router:
         groups: dict[int, list[dict[str, Any]]] = {}
         dead: list[tuple[str, str | None, bytes]] = []
         clocks: dict[str, int] = {}
+        reasons: list[str] = []
         decode = self.decoder.decode
         shards = self.shards
         for topic, partition, offset, value in batch:
@@ -56,6 +59,7 @@ class Router:
             event = decode(value, origin)
             if type(event) is DeadLetter:
                 dead.append((DEADLETTER, None, jsonutil.dumps(event.to_record())))
+                reasons.append(event.reason)
                 continue
             source = f"{topic or 'file'}#{partition}"
             event[SOURCE] = source  # type: ignore[index]
@@ -68,6 +72,8 @@ class Router:
             self.max_ts = max(self.max_ts, max(clocks.values()))
         self.dead += len(dead)
         self.decoded += len(batch) - len(dead)
+        if self.metrics is not None:
+            self.metrics.count_batch((e for evs in groups.values() for e in evs), reasons)
         out: list[tuple[str, Any]] = [(shard_key(s), (s, groups.get(s, []), clocks)) for s in range(shards)] if clocks else []
         if dead:
             out.append((DEAD, dead))
