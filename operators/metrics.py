@@ -82,6 +82,9 @@ class ShardCollector:
         for reason, n in sorted(sum((s.suppressed for s in shards), Tally()).items()):
             suppressed.add_metric([reason], n)
         yield suppressed
+        evicted = CounterMetricFamily("crm_customers_evicted", "Customers dropped from memory after engine.retention_days inactive")
+        evicted.add_metric([], sum(s.evicted for s in shards))
+        yield evicted
         timers = GaugeMetricFamily("crm_timers_pending", "Timer entries held in memory by the shards' wheels")
         timers.add_metric([], sum(s.wheel.pending() for s in shards))
         yield timers

@@ -20,6 +20,7 @@ the alerts it implies.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -43,6 +44,7 @@ RESEGMENT_EVERY_MS = 3_600_000  # without new purchases a segment moves with tim
 SEND = "send"  # the timer kind of scheduled marketing triggers
 MAX_ALERTED = 100
 MAX_FIRINGS_PER_ADVANCE = 200
+EVICT_EVERY_S = 60.0
 
 # Which event types can change what each rule looks at: the rest skip the rule entirely.
 _ON_EVENT = {
@@ -100,6 +102,11 @@ class ProfileShard:
         """Marketing triggers held back, by governance reason."""
         self.event_clock = EventClock(e.allowed_lateness_ms, e.idle_partition_s)
         self.wheel = TimerWheel(self._load_buckets, saved.get("fired_through"))
+        self.retention_ms = e.retention_days * MS_PER_DAY
+        self.evict_every_s = EVICT_EVERY_S
+        self._last_evict = time.monotonic()
+        self._touched: set[str] = set()
+        self.evicted = 0
 
     # -- batch processing ------------------------------------------------------------
 
@@ -146,7 +153,27 @@ class ProfileShard:
         if self._stats_dirty or after != before:
             effects.append(("put", self.keys.shard(self.shard), encode(self._shard_record())))
             self._stats_dirty = False
+        self._touched.update(dirty)
+        self._evict()
         return effects
+
+    def _evict(self) -> None:
+        """Drop customers inactive beyond the retention from memory (bounded state; the store keeps them).
+
+        A pass runs every ``evict_every_s`` of wall time and spares anyone changed since the previous pass,
+        so the sink has long written their latest state before it could be read back.
+        """
+        if not self.retention_ms or time.monotonic() - self._last_evict < self.evict_every_s:
+            return
+        self._last_evict = time.monotonic()
+        horizon = self.event_clock.watermark() - self.retention_ms
+        touched, self._touched = self._touched, set()
+        stale = [c for c, p in self.profiles.items() if p["last_seen"] < horizon and c not in touched]
+        for customer_id in stale:
+            del self.profiles[customer_id]
+        if stale:
+            self.complete = False  # memory no longer holds everyone: misses must read the store
+            self.evicted += len(stale)
 
     def _shard_record(self) -> dict[str, Any]:
         return dict(self.stats.to_dict(), clock=self.clock, applied=self.applied, fired_through=self.wheel.fired_through,

@@ -217,3 +217,15 @@ def test_agent_feedback_on_an_escalation_teaches_the_shared_anger_model():
     assert models.anger.n_learned == 1
     snapshot = models.flush()
     assert snapshot and snapshot[0][1] == "crm:model:anger" and isinstance(snapshot[0][2], bytes)
+
+
+def test_inactive_customers_leave_memory_and_come_back_from_the_store():
+    settings = replace(SETTINGS, engine=replace(SETTINGS.engine, retention_days=2.0))
+    h = Harness(settings)
+    h.shard.evict_every_s = 0.0
+    h.feed(purchase("c1", amount=10, day=0), purchase("c1", amount=20, day=1))
+    h.shard.store.write({k: v for t, k, v in h.out if t == "put"})  # what the sink does
+    h.feed(view("c2", day=5))
+    assert "c1" not in h.shard.profiles and "c2" in h.shard.profiles and h.shard.evicted == 1
+    h.feed(purchase("c1", amount=30, day=6))
+    assert h.shard.profiles["c1"]["frequency"] == 3 and h.shard.profiles["c1"]["monetary"] == 60
