@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import threading
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -12,6 +9,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from operators.effects import EffectsWriter
+from operators.gc_pacing import GC_PACER
 from operators.io import Outputs, PartitionReader, Raw, Reader, Store
 from operators.metrics import EngineMetrics
 
@@ -56,36 +54,6 @@ class _ReaderPartition(StatefulSourcePartition[list[Raw], Any]):
         self.part.close()
 
 
-class GcPacer:
-    """Cyclic garbage collection on a wall-clock schedule instead of by allocation counts.
-
-    Profiles are millions of small acyclic dicts. Allocation-driven collection
-    walks them again and again (measured: ~20% of replay time even with raised
-    thresholds). Instead: every ``every_s``, collect what was allocated since the
-    last time, then ``gc.freeze()`` the survivors so no later pass walks them.
-    Cycles are still reclaimed among new objects, which is where they are made.
-    A short interval keeps each pass small: at 30 s a pass walked ~10 M objects
-    and stalled the dataflow for seconds (load/bench_spine latency phase).
-    """
-
-    def __init__(self, every_s: float = 1.0) -> None:
-        self.every_s = every_s
-        self.last = time.monotonic()
-        self._lock = threading.Lock()
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        if now - self.last < self.every_s or gc.isenabled():
-            return
-        with self._lock:
-            if now - self.last < self.every_s:
-                return
-            self.last = now
-            gc.collect()
-            gc.freeze()
-
-
-GC_PACER = GcPacer()
 
 
 class EffectsSink(DynamicSink[list]):

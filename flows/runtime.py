@@ -6,7 +6,6 @@ picks implements the small interfaces of operators/io.py.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any, Callable
 from config.settings import Settings
 from flows.dataflow import build_flow, epoch_interval
 from operators import jsonutil
+from operators.gc_pacing import engine_gc, paced_gc
 from operators.files_io import CollectingOutputs, FileOutputs, FileReader, TerminalOutputs
 from operators.io import DEADLETTER, MARKETING, SERVICE, Outputs, Reader, Store
 from operators.keys import KeySpace
@@ -40,11 +40,6 @@ class NullOutputs:
 
     def close(self) -> None:
         pass
-
-
-def tune_gc() -> None:
-    """Take the cyclic GC off the hot path (see flows.bytewax_io.GcPacer, which collects on a schedule)."""
-    gc.disable()
 
 
 def make_reader(settings: Settings) -> Reader:
@@ -114,7 +109,7 @@ def run(settings: Settings, options: RunOptions | None = None, *, reader: Reader
     from bytewax.run import cli_main
 
     options = options or RunOptions()
-    tune_gc()
+    engine_gc()
     metrics = EngineMetrics()
     shared = SharedStore(settings, store, metrics)
     router = Router(_decoder(settings), settings.engine.shards, metrics)
@@ -176,13 +171,8 @@ class ReplaySummary:
 def replay(settings: Settings, events_path: str | Path, *, alerts_out: str | Path, profiles_out: str | Path,
            deadletter_out: str | Path | None = None, churn_horizon_days: float | None = None) -> ReplaySummary:
     """The contract's replay: the same dataflow on a file, in event time, in memory, byte-for-byte repeatable."""
-    gc_was_enabled = gc.isenabled()
-    tune_gc()
-    try:
+    with paced_gc():
         return _replay(settings, events_path, alerts_out, profiles_out, deadletter_out, churn_horizon_days)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
 
 
 def _replay(settings: Settings, events_path: str | Path, alerts_out: str | Path, profiles_out: str | Path,

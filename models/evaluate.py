@@ -19,7 +19,6 @@ Throughput: ``with_models=False`` runs the same loop without the hub, so
 
 from __future__ import annotations
 
-import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from dataclasses import replace
 
 from operators.learning import SharedModels
 from operators.files_io import FileReader
+from operators.gc_pacing import GC_PACER, paced_gc
 from operators.identity import IdentityShard
 from operators.keys import KeySpace
 from operators.router import DEAD, Router
@@ -74,32 +74,29 @@ def evaluate_file(events_path: str | Path, horizon_days: float | None = None, se
 
     reader = FileReader(events_path, e.batch_size)
     partition = reader.open(reader.partitions()[0], None)
-    # As replay does (flows/runtime.tune_gc): millions of small acyclic dicts make the default
-    # cyclic-GC thresholds cost a third of the run, and the models' allocations would trigger it more.
-    gc_thresholds = gc.get_threshold()
-    gc.set_threshold(100_000, 1_000, 1_000)
     started = time.perf_counter()
-    try:
-        while not partition.done():
-            batch = partition.read_batch()
-            if not batch:
-                continue
-            # As flows/dataflow.py wires it: identity shard n, then profile shards; the
-            # partition clocks travel with shard n's events to profile shard n.
-            for key, value in router.route(batch):
-                if key == DEAD:
+    with paced_gc():
+        try:
+            while not partition.done():
+                batch = partition.read_batch()
+                if not batch:
                     continue
-                own, events, clocks = value
-                identity = identities.get(own)
-                if identity is None:
-                    identity = identities[own] = IdentityShard(store, keys, e.shards, e.anonymous_max_events)
-                routed, _ = identity.process(events)
-                routed.setdefault(own, [])
-                for target, routed_events in routed.items():
-                    shard(target).process(routed_events, clocks if target == own else None)
-    finally:
-        partition.close()
-        gc.set_threshold(*gc_thresholds)
+                # As flows/dataflow.py wires it: identity shard n, then profile shards; the
+                # partition clocks travel with shard n's events to profile shard n.
+                for key, value in router.route(batch):
+                    if key == DEAD:
+                        continue
+                    own, events, clocks = value
+                    identity = identities.get(own)
+                    if identity is None:
+                        identity = identities[own] = IdentityShard(store, keys, e.shards, e.anonymous_max_events)
+                    routed, _ = identity.process(events)
+                    routed.setdefault(own, [])
+                    for target, routed_events in routed.items():
+                        shard(target).process(routed_events, clocks if target == own else None)
+                GC_PACER.tick()
+        finally:
+            partition.close()
     seconds = time.perf_counter() - started
     metrics = hub.metrics() if hub is not None else None
     return {
