@@ -57,6 +57,8 @@ _REARM = {
     "win_back": frozenset({"purchase", "identify"}),
     "replenishment": frozenset({"purchase", "identify"}),
 }
+# Event types some rule reacts to; for the rest (page views, searches...) no rule context is built at all.
+_RULE_TYPES = frozenset().union(*_ON_EVENT.values(), *_REARM.values())
 
 def internal_error(event: dict[str, Any], exc: Exception) -> Effect:
     """A dead letter for an event that passed validation but could not be applied (a bug): kept, with the reason."""
@@ -228,6 +230,8 @@ class ProfileShard:
             self._consent_changed(profile, event["ts"], out)
         elif kind == "alert_feedback":
             out.extend(self.models.learn_feedback(profile, event))
+        if kind not in _RULE_TYPES and segment_before == profile["segment"]:
+            return True
         ctx = self._context(profile, event, event["ts"], segment_before)
         candidates: list[Candidate] = []
         for rule in RULES:
