@@ -118,24 +118,25 @@ def _wait_for_profiles(client, engine, count, timeout_s=60.0):
 
 
 def _wait_for_alerts(kafka, count, timeout_s=45.0):
-    deadline = time.monotonic() + timeout_s
-    ids: set = set()
-    while time.monotonic() < deadline:
-        records = read_topic(kafka, kafka.topics.service_alerts, timeout_s=5) + read_topic(kafka, kafka.topics.marketing_triggers, timeout_s=5)
-        ids = {orjson.loads(v)["alert_id"] for _, v in records}
-        if len(ids) >= count:
-            time.sleep(1.0)
-            records = read_topic(kafka, kafka.topics.service_alerts, timeout_s=5) + read_topic(kafka, kafka.topics.marketing_triggers, timeout_s=5)
-            return {orjson.loads(v)["alert_id"] for _, v in records}
-        time.sleep(0.5)
-    return ids
+    """Alert ids on both output topics, once ``count`` are there and a second has brought no more."""
+    topics = (kafka.topics.service_alerts, kafka.topics.marketing_triggers)
+    records = _wait_for_topic(kafka, topics, count, timeout_s)
+    if len(records) >= count:
+        time.sleep(1.0)
+        records = _read(kafka, topics)
+    return {orjson.loads(v)["alert_id"] for _, v in records}
 
 
-def _wait_for_topic(kafka, topic, count, timeout_s=30.0):
+def _read(kafka, topics):
+    return [record for topic in topics for record in read_topic(kafka, topic, timeout_s=5)]
+
+
+def _wait_for_topic(kafka, topics, count, timeout_s=30.0):
+    topics = (topics,) if isinstance(topics, str) else topics
     deadline = time.monotonic() + timeout_s
     records: list = []
     while time.monotonic() < deadline:
-        records = read_topic(kafka, topic, timeout_s=5)
+        records = _read(kafka, topics)
         if len(records) >= count:
             return records
         time.sleep(0.5)
