@@ -141,6 +141,8 @@ class TopicSettings:
     service_alerts: str = "crm.alerts.service"
     marketing_triggers: str = "crm.triggers.marketing"
     deadletter: str = "crm.deadletter"
+    audit: str = "crm.audit"
+    """Who read, exported or erased which customer, and when (operators/audit.py)."""
 
     def inputs(self) -> tuple[str, ...]:
         return (self.clickstream, self.purchases, self.support, self.control)
@@ -185,6 +187,17 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    """Where access to personal data is recorded (operators/audit.py)."""
+
+    kind: str = "file"
+    """kafka: the kafka.topics.audit topic; file: JSON lines appended to ``path``; log: the Python log only."""
+    path: str = "audit.jsonl"
+    actor: str = ""
+    """Who acts when a command does not say (default: the OS user running it)."""
+
+
+@dataclass(frozen=True)
 class RecoverySettings:
     dir: str = ""
     """Bytewax recovery directory (source offsets per epoch). Empty: no recovery."""
@@ -205,6 +218,7 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     def masked(self) -> dict[str, Any]:
         """The settings as a plain dict with secrets replaced, safe to log or print."""
@@ -218,6 +232,7 @@ _CHOICES = {
     ("source", "kind"): ("simulator", "kafka", "file"),
     ("sink", "kind"): ("terminal", "kafka", "file", "null"),
     ("store", "kind"): ("memory", "redis"),
+    ("audit", "kind"): ("kafka", "file", "log"),
 }
 
 
