@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from config import settings as config
-from operators import jsonutil
+from operators import jsonutil, log_redaction
 
 EXIT_USAGE = 2
 
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_redaction.install()  # secrets and personal data never reach a log line
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
@@ -51,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--process-id", type=int, help="this process's index in a cluster (with --addresses)")
     run.add_argument("--addresses", help="host:port of every process in the cluster, comma-separated, same order everywhere")
     run.add_argument("--quiet", action="store_true", help="do not print profile changes (alerts and rejects still print)")
+    run.add_argument("--console", action="store_true", help="also serve the agents' web console (alerts live, profiles, feedback)")
+    run.add_argument("--console-port", type=int, help="port of the console (default: console.port, 8080)")
     run.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser("replay", help="run the same dataflow on a JSON-lines file, in event time",
@@ -89,13 +92,40 @@ def _parser() -> argparse.ArgumentParser:
     prof = sub.add_parser("profile", help="print a customer's live profile from Redis")
     prof.add_argument("customer_id")
     prof.add_argument("--config", help="TOML settings file whose [store] points at Redis (default: config/production.toml)")
+    prof.add_argument("--actor", help="who is reading, for the audit record (default: audit.actor, else the OS user)")
     prof.set_defaults(func=_cmd_profile)
+
+    exp = sub.add_parser("export-customer", help="print everything held on a customer as JSON (right of access)",
+                         description="Print, as one JSON object, everything the engine's store holds on a customer: the "
+                         "full stored profile, the derived view, visitor links, pending timers, held marketing triggers "
+                         "and model features waiting for labels. The access is recorded to the audit stream first.")
+    exp.add_argument("customer_id")
+    exp.add_argument("--config", help="TOML settings file whose [store] points at Redis (default: config/production.toml)")
+    exp.add_argument("--actor", help="who asks, for the audit record (default: audit.actor, else the OS user)")
+    exp.set_defaults(func=_cmd_export_customer)
+
+    con = sub.add_parser("console", help="serve the agents' web console: live service alerts, profiles, feedback, claims",
+                         description="Follow the service-alert topic and serve the agents' console and its JSON API "
+                         "(flows/console/). Profiles and claims come from Redis; feedback goes to the control topic; "
+                         "agents sign in with the passwords hashed in [console.password_hashes].")
+    con.add_argument("--config", help="TOML settings file with Kafka, a Redis [store] and [console] (default: config/production.toml)")
+    con.add_argument("--host", help="address to listen on (default: console.host)")
+    con.add_argument("--port", type=int, help="port to listen on (default: console.port)")
+    con.set_defaults(func=_cmd_console)
+
+    cpw = sub.add_parser("console-password", help="hash an agent's console password for [console.password_hashes]",
+                         description="Reads the password (prompted, or one line on standard input) and prints the "
+                         "TOML line to put under [console.password_hashes].")
+    cpw.add_argument("agent", help="the agent's name (letters, digits, _ . @ -)")
+    cpw.set_defaults(func=_cmd_console_password)
     return parser
 
 
 def _settings(args: argparse.Namespace, fallback: Path | None = None) -> config.Settings:
     path = getattr(args, "config", None) or fallback
-    return config.load(path)
+    settings = config.load(path)
+    log_redaction.add_secrets(config.secret_values(settings))
+    return settings
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -111,8 +141,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"crm-stream demo: a simulated shop of {s.customers} customers over {s.days} days, "
               f"{'as fast as possible' if not s.rate else f'{s.rate:g} events/s'}; store: {settings.store.kind}; "
               f"{settings.engine.shards} shards. Ctrl-C stops.\n", flush=True)
+    console = None
+    if args.console:
+        from flows.console.backends import EmbeddedConsole
+
+        console = EmbeddedConsole(settings, settings.console.host, args.console_port or settings.console.port)
+        console.start()
+        login = f"; sign in as demo / {console.demo_password}" if console.demo_password else ""
+        print(f"agent console: {console.url}{login}\n", flush=True)
     started = time.monotonic()
-    result = run(settings, RunOptions(args.workers, args.process_id, addresses, emit_changes=demo and not args.quiet))
+    result = run(settings, RunOptions(args.workers, args.process_id, addresses, emit_changes=demo and not args.quiet),
+                 **(console.run_kwargs() if console else {}))
     elapsed = time.monotonic() - started
     as_of = result.router.max_ts  # segments as of the stream's event time at the end, not each customer's last event
     segments = Counter(shard.segment(p, as_of) for shard in result.shards.values() for p in shard.profiles.values())
@@ -123,6 +162,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     suppressed = sum((shard.suppressed for shard in result.shards.values()), Counter())
     if suppressed:
         print("marketing triggers held back by governance: " + ", ".join(f"{k} {v}" for k, v in sorted(suppressed.items())))
+    if console is not None:
+        print(f"\nthe input has ended; the agent console stays up at {console.url} (Ctrl-C stops)", flush=True)
+        console.wait()
     return 0
 
 
@@ -174,15 +216,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_profile(args: argparse.Namespace) -> int:
     from operators.keys import KeySpace
+    from operators.profile import stored_profile
     from operators.segments import SegmentStats, merge_stats
     from operators.stores import StoreUnavailable, open_store
     from operators.views import full_view
 
     settings = _settings(args, config.CONFIG_DIR / "production.toml")
-    if settings.store.kind != "redis":
+    if settings.store.kind not in ("redis", "redis-cluster"):
         raise config.ConfigError("profile reads Redis, but store.kind is 'memory' (the demo's store lives inside "
                                  "`crm-stream run`): use a config whose [store] kind is 'redis'")
-    keys = KeySpace(settings.store.key_prefix)
+    keys = KeySpace.of(settings.store)
     store = open_store(settings.store, interactive=True)
     try:
         profile_blob, *shard_blobs = store.get_many([keys.profile(args.customer_id)] + [keys.shard(n) for n in range(settings.engine.shards)])
@@ -190,14 +233,84 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         print(f"crm-stream: {exc}", file=sys.stderr)
         return 1
     if profile_blob is None:
+        _audited(settings, args, "profile_read", {"found": False})
         print(f"crm-stream: no profile for customer {args.customer_id!r} in {config._mask_url(settings.store.url)} "
               f"(key {keys.profile(args.customer_id)})", file=sys.stderr)
         return 1
-    profile = store.decode(profile_blob)
+    if not _audited(settings, args, "profile_read", {"found": True}):
+        return 1
+    profile = stored_profile(store.decode(profile_blob))
     shards = [store.decode(b) for b in shard_blobs if b]
     stats = merge_stats([SegmentStats.from_dict(s) for s in shards])
     as_of = max([profile["last_seen"]] + [s.get("clock", 0) for s in shards])  # the stream's event time, not the wall clock
     sys.stdout.write(jsonutil.dumps(full_view(profile, as_of, stats.thresholds(settings.segments), settings)).decode() + "\n")
+    return 0
+
+
+def _audited(settings: config.Settings, args: argparse.Namespace, action: str, detail: dict) -> bool:
+    """Record an access to a customer's data before showing it; False (and why, on stderr) if it cannot be recorded."""
+    from operators.audit import AuditLog, AuditUnavailable, default_actor
+
+    audit = AuditLog(settings)
+    try:
+        audit.record(args.actor or default_actor(settings), action, args.customer_id, via="cli", detail=detail)
+    except AuditUnavailable as exc:
+        print(f"crm-stream: {exc}; nothing was shown", file=sys.stderr)
+        return False
+    finally:
+        audit.close()
+    return True
+
+
+def _cmd_export_customer(args: argparse.Namespace) -> int:
+    from operators.access import export_customer
+    from operators.keys import KeySpace
+    from operators.stores import StoreUnavailable, open_store
+
+    settings = _settings(args, config.CONFIG_DIR / "production.toml")
+    if settings.store.kind == "memory":
+        raise config.ConfigError("export-customer reads Redis, but store.kind is 'memory' (the demo's store lives inside "
+                                 "`crm-stream run`): use a config whose [store] kind is 'redis'")
+    store = open_store(settings.store, interactive=True)
+    try:
+        export = export_customer(store, KeySpace.of(settings.store), settings, args.customer_id)
+    except StoreUnavailable as exc:
+        print(f"crm-stream: {exc}", file=sys.stderr)
+        return 1
+    held = {"profile": export["profile"] is not None, "visitor_links": len(export["visitor_links"]),
+            "timers": len(export["timers"]["index"]), "scheduled_triggers": len(export["scheduled_triggers"]),
+            "pending_predictions": len(export["pending_predictions"])}
+    if not _audited(settings, args, "export", held):
+        return 1
+    sys.stdout.write(jsonutil.dumps(export).decode() + "\n")
+    return 0
+
+
+def _cmd_console(args: argparse.Namespace) -> int:
+    from flows.console.backends import ConsoleServer, kafka_backend
+
+    settings = _settings(args, config.CONFIG_DIR / "production.toml")
+    backend, feed = kafka_backend(settings)
+    server = ConsoleServer(backend, args.host or settings.console.host, args.port or settings.console.port)
+    feed.start()
+    print(f"crm-stream console: following {settings.kafka.topics.service_alerts} on {settings.kafka.bootstrap_servers}; "
+          f"serving http://{server.server.config.host}:{server.server.config.port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+    server.run()
+    return 0
+
+
+def _cmd_console_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from operators.console_auth import AGENT_NAME, hash_password
+
+    if not AGENT_NAME.match(args.agent):
+        raise config.ConfigError(f"agent name {args.agent!r} may use only letters, digits and _ . @ - (at most 64)")
+    password = getpass.getpass(f"password for {args.agent}: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        raise config.ConfigError("the password must be at least 8 characters")
+    print("# under [console.password_hashes]")
+    print(f'"{args.agent}" = "{hash_password(password)}"')
     return 0
 
 

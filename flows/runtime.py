@@ -15,12 +15,15 @@ from typing import Any, Callable
 
 from config.settings import Settings
 from flows.dataflow import build_flow, epoch_interval
+from flows.shutdown import GracefulStop
 from operators import jsonutil
+from operators.audit import AuditLog
 from operators.gc_pacing import engine_gc, paced_gc
 from operators.files_io import CollectingOutputs, FileOutputs, FileReader, TerminalOutputs
 from operators.io import DEADLETTER, MARKETING, SERVICE, Outputs, Reader, Store
 from operators.keys import KeySpace
 from operators.metrics import EngineMetrics
+from operators.profile import stored_profile
 from operators.router import Router
 from operators.schema import Decoder
 from operators.segments import merge_stats
@@ -84,7 +87,7 @@ class SharedStore:
                 self._store = open_store(self.settings.store)
                 if self._metrics is not None and hasattr(self._store, "on_retry"):
                     metrics = self._metrics
-                    self._store.on_retry = lambda what, exc: metrics.store_retries.labels(what).inc()
+                    self._store.on_retry = metrics.store_failed
             return self._store
 
 
@@ -112,9 +115,14 @@ def run(settings: Settings, options: RunOptions | None = None, *, reader: Reader
     engine_gc()
     metrics = EngineMetrics()
     shared = SharedStore(settings, store, metrics)
-    router = Router(_decoder(settings), settings.engine.shards, metrics)
+    router = Router(_decoder(settings), settings.engine.shards, metrics, redact_deadletters=settings.privacy.redact_deadletters)
     shards: dict[int, ProfileShard] = {}
     metrics.watch_shards(lambda: list(shards.values()))
+    metrics.watch_models(lambda: next((s.models.report() for s in list(shards.values())), None))  # one hub per process
+    reader = reader or make_reader(settings)
+    if hasattr(reader, "lags"):
+        metrics.watch_lag(reader.lags)
+    stop = GracefulStop()
     if settings.metrics.port:
         from flows.health import serve
 
@@ -122,22 +130,30 @@ def run(settings: Settings, options: RunOptions | None = None, *, reader: Reader
         log.info("metrics and health on http://%s:%s/metrics, /healthz, /readyz", *server.server_address[:2])
     flow = build_flow(
         settings,
-        reader=reader or make_reader(settings),
+        reader=reader,
         outputs_factory=outputs_factory or make_outputs_factory(settings),
         store_provider=shared,
         router=router,
         emit_changes=options.emit_changes,
         shard_registry=shards,
         metrics=metrics,
+        stop=stop.event,
+        audit=AuditLog(settings),  # erasures carried out by the engine (written by the sink, in batches)
     )
-    cli_main(
-        flow,
-        workers_per_process=options.workers_per_process,
-        process_id=options.process_id,
-        addresses=options.addresses,
-        epoch_interval=epoch_interval(settings),
-        recovery_config=_recovery(settings),
-    )
+    with stop:
+        cli_main(
+            flow,
+            workers_per_process=options.workers_per_process,
+            process_id=options.process_id,
+            addresses=options.addresses,
+            epoch_interval=epoch_interval(settings),
+            recovery_config=_recovery(settings),
+        )
+    if stop.requested:  # drained: everything read is written, so the positions can be committed
+        committed = reader.commit_positions() if hasattr(reader, "commit_positions") else 0
+        version = next((s.models.report()["version"] for s in shards.values()), 0)
+        log.warning("SIGTERM: drained; state written, models snapshotted at model version %d, %d partition position(s) "
+                    "committed; exiting", version, committed)
     return RunResult(router, shared(), shards)
 
 
@@ -181,7 +197,7 @@ def _replay(settings: Settings, events_path: str | Path, alerts_out: str | Path,
 
     store = MemoryStore()
     outputs = CollectingOutputs()
-    router = Router(_decoder(settings), settings.engine.shards)
+    router = Router(_decoder(settings), settings.engine.shards, redact_deadletters=settings.privacy.redact_deadletters)
     shards: dict[int, ProfileShard] = {}
     flow = build_flow(
         settings,
@@ -206,7 +222,7 @@ def _replay(settings: Settings, events_path: str | Path, alerts_out: str | Path,
         with open(deadletter_out, "wb") as fh:
             for record in sorted(dead, key=lambda d: d.get("line") or 0):
                 fh.write(jsonutil.dumps_line(record))
-    keys = KeySpace(settings.store.key_prefix)
+    keys = KeySpace.of(settings.store)
     profiles = write_profiles(settings, store, keys, shards, profiles_out, router.max_ts, churn_horizon_days)
     return ReplaySummary(router.decoded, router.dead, len(alerts), profiles)
 
@@ -222,7 +238,7 @@ def write_profiles(settings: Settings, store: Store, keys: KeySpace, shards: dic
         return models.churn_risk(profile, at, gap), models.next_purchase_in_days(profile, at, gap)  # type: ignore[union-attr,return-value]
     with open(path, "wb") as fh:
         for key, blob in store.scan(keys.profile_prefix):
-            view = contract_view(store.decode(blob), as_of, thresholds, settings, horizon_days, predictor if served else None)
+            view = contract_view(stored_profile(store.decode(blob)), as_of, thresholds, settings, horizon_days, predictor if served else None)
             fh.write(jsonutil.dumps_line(view))
             count += 1
     return count

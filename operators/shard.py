@@ -19,6 +19,7 @@ the alerts it implies.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -28,13 +29,14 @@ from config.settings import Settings
 from models import rhythm
 from operators import governance, jsonutil, profile as profiles
 from operators.identity import RELEASED
-from operators.io import DEADLETTER, MARKETING, SERVICE, Store
+from operators.io import AUDIT, DEADLETTER, MARKETING, SERVICE, Store
 from operators.keys import KeySpace
 from operators.learning import SharedModels
+from operators.redact import redact
 from operators.rules import RULES, TIMED_RULES, Candidate, RuleContext, segment_change
 from operators.rules.return_spike import ReturnWatch
 from operators.segments import SegmentStats, ThresholdBoard, Thresholds, segment_of
-from operators.timers import EventClock, TimerWheel
+from operators.timers import EventClock, TimerWheel, bucket_of
 from operators.timeutil import MS_PER_DAY, to_rfc3339
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ SEND = "send"  # the timer kind of scheduled marketing triggers
 MAX_ALERTED = 100
 MAX_FIRINGS_PER_ADVANCE = 200
 EVICT_EVERY_S = 60.0
+ERASURE_GUARD_S = 120.0
+TIMER_HOURS = "timer_hours"  # profile field: hour buckets that may hold the customer's timer entries (for erasure)
 
 # Which event types can change what each rule looks at: the rest skip the rule entirely.
 _ON_EVENT = {
@@ -60,13 +64,35 @@ _REARM = {
 # Event types some rule reacts to; for the rest (page views, searches...) no rule context is built at all.
 _RULE_TYPES = frozenset().union(*_ON_EVENT.values(), *_REARM.values())
 
+def _held_channel(profile: profiles.Profile, held: list[Any], gov: Any) -> str | None:
+    """The channel a held trigger may still go out on: the one it was scheduled for, if still consented
+    (held triggers from before channels were recorded take the preferred channel at send time)."""
+    if len(held) < 3:
+        return governance.channel_for(profile, gov)
+    return held[2] if profile["consent"].get(held[2]) is True else None
+
+
+def _erasure_token(customer_id: str) -> str:
+    """What the shard record keeps of an erased customer for a short while: a hash, never the id."""
+    return hashlib.blake2b(customer_id.encode(), digest_size=12, person=b"crm-erasure").hexdigest()
+
+
+def _guarded_source(source: str) -> str:
+    """An input path as an erasure guard keeps it: a visitor's path (``source|anonymous_id``) with the id hashed."""
+    if "|" not in source:
+        return source
+    base, anonymous_id = source.split("|", 1)
+    return f"{base}|{_erasure_token(anonymous_id)}"
+
+
 def internal_error(event: dict[str, Any], exc: Exception) -> Effect:
     """A dead letter for an event that passed validation but could not be applied (a bug): kept, with the reason."""
     record = {
         "reason": f"internal error applying {event.get('type')} event {event.get('event_id')}: {type(exc).__name__}: {exc}; "
                   "please report it with this record",
         "topic": None, "partition": None, "offset": None,
-        "raw": jsonutil.dumps({k: v for k, v in event.items() if not k.startswith("_")}).decode(),
+        # Always redacted (operators/redact.py): a bug report needs the event's shape, not the customer's e-mail.
+        "raw": redact(jsonutil.dumps({k: v for k, v in event.items() if not k.startswith("_")}).decode()),
     }
     return (DEADLETTER, event.get("customer_id"), jsonutil.dumps(record))
 
@@ -109,6 +135,12 @@ class ProfileShard:
         self._last_evict = time.monotonic()
         self._touched: set[str] = set()
         self.evicted = 0
+        self.erasure_guard_s = ERASURE_GUARD_S
+        self._erased: dict[str, dict[str, int]] = dict(saved.get("erasures", {}))
+        """Recent erasures: a hash of the customer id -> the input positions the erasure covers (see ``_erase``)."""
+        self._erased_at = dict.fromkeys(self._erased, time.monotonic())
+        self._deleting: set[str] = set()
+        """Erased by this process, no new profile since: the store may not have the delete yet, so never read it back."""
 
     # -- batch processing ------------------------------------------------------------
 
@@ -116,20 +148,24 @@ class ProfileShard:
         self._hydrate(events)
         before = (self.clock, self.applied, self.wheel.fired_through, sum(self.suppressed.values()))
         dirty: dict[str, profiles.Profile] = {}
-        deleted: list[str] = []
         out: list[Effect] = []
+        if self._erased:
+            self._expire_erasures()
         for event in events:
             customer_id: str = event["customer_id"]
             if event["ts"] > self.clock:
                 self.clock = event["ts"]
             if event["type"] == "erasure_request":
-                self._erase(customer_id)
+                self._erase(event, out)  # its deletes go before this batch's puts: a later event's new profile wins
                 dirty.pop(customer_id, None)
-                deleted.append(self.keys.profile(customer_id))
                 continue
+            if self._erased and self._before_erasure(customer_id, event):
+                continue  # a visitor's event from before an erasure, read again after a restart
             profile = self.profiles.get(customer_id)
             if profile is None:
                 profile = self.profiles[customer_id] = profiles.new_profile(customer_id, event["ts"])
+                if self._erased:
+                    self._after_erasure(profile)
             try:
                 changed = self._apply(profile, event, out)
             except Exception as exc:  # a bug must cost one event, never the engine; the event is kept
@@ -147,7 +183,6 @@ class ProfileShard:
         encode, key_of = self.store.encode, self.keys.profile
         effects: list[Effect] = out
         effects.extend(("put", key_of(c), encode(p)) for c, p in dirty.items())
-        effects.extend(("del", key, None) for key in deleted)
         puts, drops = self.wheel.take_changes()
         effects.extend(("put", self.keys.timers(self.shard, h), encode(b)) for h, b in puts.items())
         effects.extend(("del", self.keys.timers(self.shard, h), None) for h in drops)
@@ -178,8 +213,11 @@ class ProfileShard:
             self.evicted += len(stale)
 
     def _shard_record(self) -> dict[str, Any]:
-        return dict(self.stats.to_dict(), clock=self.clock, applied=self.applied, fired_through=self.wheel.fired_through,
-                    suppressed=dict(self.suppressed))
+        record = dict(self.stats.to_dict(), clock=self.clock, applied=self.applied, fired_through=self.wheel.fired_through,
+                      suppressed=dict(self.suppressed))
+        if self._erased:
+            record["erasures"] = dict(self._erased)
+        return record
 
     def _hydrate(self, events: list[dict[str, Any]]) -> None:
         self._hydrate_ids({e["customer_id"] for e in events})
@@ -189,25 +227,118 @@ class ProfileShard:
             return
         known = self.profiles
         missing = sorted(c for c in ids if c not in known)
+        if self._deleting:  # erased moments ago: the store may not have the delete yet, and nothing may come back
+            missing = [c for c in missing if _erasure_token(c) not in self._deleting]
         if not missing:
             return
         decode = self.store.decode
         for customer_id, blob in zip(missing, self.store.get_many([self.keys.profile(c) for c in missing])):
             if blob:
-                self.profiles[customer_id] = decode(blob)
+                self.profiles[customer_id] = profiles.stored_profile(decode(blob))
 
     def _load_buckets(self, hours: list[int]) -> list[dict[str, int] | None]:
         blobs = self.store.get_many([self.keys.timers(self.shard, h) for h in hours])
         return [self.store.decode(b) if b else None for b in blobs]
 
-    def _erase(self, customer_id: str) -> None:
-        self.models.forget(customer_id)
+    # -- erasure -------------------------------------------------------------------------
+
+    def _erase(self, event: dict[str, Any], out: list[Effect]) -> None:
+        """Forget the customer everywhere this shard keeps them, and say so downstream.
+
+        Memory: the profile (with its dedup window, timers, held triggers), its timer-wheel entries,
+        eviction bookkeeping, the model's pending predictions. Store: deletes of the profile, its
+        visitors' keys and its timer entries. Outputs: a tombstone on both output topics. Audit: one
+        record. Exactly once across restarts: the input positions it covers (every position the
+        profile had applied, and its own) are kept for ``erasure_guard_s`` under a hash of the id
+        (memory and shard record, never the id itself). A re-read of any of them is skipped, and a
+        later event starts a fresh profile carrying them, never hydrated from the store.
+        """
+        customer_id: str = event["customer_id"]
+        source, offset = event.get(profiles.SOURCE), event.get(profiles.SOURCE_OFFSET)
+        token = _erasure_token(customer_id)
         profile = self.profiles.pop(customer_id, None)
-        if profile is not None and profile["frequency"]:
-            self.stats.monetary.move(profile["monetary"], None)
-            if profile["gap_mean_days"] is not None:
-                self.stats.gap_days.move(profile["gap_mean_days"], None)
+        covered = profile["offsets"] if profile is not None else self._erased.get(token, {})
+        if offset is not None and covered.get(source, -1) >= offset:  # type: ignore[arg-type]
+            if profile is not None:
+                self.profiles[customer_id] = profile
+            return  # carried out before a restart: its deletes, tombstones and record are already durable
+        guard = dict(self._erased.get(token, {}))
+        anonymous_ids: set[str] = {event["anonymous_id"]} if event.get("anonymous_id") else set()
+        hours: set[int] = set()
+        detail: dict[str, Any] = {"event_id": event["event_id"], "profile": profile is not None}
+        if profile is not None:
+            for src, off in profile["offsets"].items():
+                src = _guarded_source(src)
+                if off > guard.get(src, -1):
+                    guard[src] = off
+            anonymous_ids.update(profile["anonymous_ids"], profile.get("merged_anonymous_ids", ()))
+            hours.update(profile.get(TIMER_HOURS, ()))
+            hours.update(bucket_of(d) for d in profile["timers"].values())
+            detail["scheduled_triggers"] = len(profile["scheduled"])
+            if profile["frequency"]:
+                self.stats.monetary.move(profile["monetary"], None)
+                if profile["gap_mean_days"] is not None:
+                    self.stats.gap_days.move(profile["gap_mean_days"], None)
+        if offset is not None:
+            guard[source] = max(guard.get(source, -1), offset)  # type: ignore[index]
+        self._erased[token] = guard
+        self._erased_at[token] = time.monotonic()
+        self._deleting.add(token)
+        self._stats_dirty = True
+        self._touched.discard(customer_id)
+        fired = self.wheel.fired_through
+        detail["timer_entries"] = self.wheel.forget(customer_id, {h for h in hours if fired is None or h > fired})
+        detail["pending_predictions"] = self.models.forget(customer_id)
+        detail["visitor_links"] = len(anonymous_ids)
+        out.append((SERVICE, customer_id, None))
+        out.append((MARKETING, customer_id, None))
+        out.append(("del", self.keys.profile(customer_id), None))
+        out.extend(("del", self.keys.anon(a), None) for a in sorted(anonymous_ids))
+        out.append((AUDIT, customer_id, detail))
+        if self.emit_changes:
+            out.append((CHANGES, customer_id, f"erased: profile, {len(anonymous_ids)} visitor links, "
+                        f"{detail['timer_entries']} timers, {detail['pending_predictions']} pending predictions".encode()))
+
+    def _after_erasure(self, profile: profiles.Profile) -> None:
+        """A new profile of a customer erased moments ago starts past every input position the erasure covered."""
+        token = _erasure_token(profile["customer_id"])
+        covered = self._erased.get(token)
+        if covered is not None:  # visitor paths stay out: the new profile must not name the old visitors
+            profile["offsets"] = {src: off for src, off in covered.items() if "|" not in src}
+            self._deleting.discard(token)  # memory holds the customer again: no read-back until it is written
+
+    def _before_erasure(self, customer_id: str, event: dict[str, Any]) -> bool:
+        """Was this event, arriving by a visitor's path (``source|anonymous_id``), covered by a recent erasure?"""
+        source = event.get(profiles.SOURCE) or ""
+        if "|" not in source:
+            return False  # the customer's own paths are in the new profile's offsets (``_after_erasure``)
+        covered = self._erased.get(_erasure_token(customer_id))
+        return covered is not None and covered.get(_guarded_source(source), -1) >= event[profiles.SOURCE_OFFSET]
+
+    def _expire_erasures(self) -> None:
+        """Drop erasure guards older than ``erasure_guard_s`` of running time: by then the epochs holding the erased
+        positions are long committed, so a restart cannot read them again (README, "Erasure and access")."""
+        horizon = time.monotonic() - self.erasure_guard_s
+        for token in [t for t, at in self._erased_at.items() if at <= horizon]:
+            del self._erased[token], self._erased_at[token]
+            self._deleting.discard(token)
             self._stats_dirty = True
+
+    def _schedule(self, profile: profiles.Profile, deadline: int) -> bool:
+        """Index a deadline, remembering its hour in the profile, so that an erasure finds every bucket naming
+        the customer; True when that hour is new to the profile."""
+        hour = self.wheel.schedule(profile["customer_id"], deadline)
+        hours = profile.get(TIMER_HOURS)
+        if hours is None:
+            profile[TIMER_HOURS] = [hour]
+            return True
+        if hour in hours:
+            return False
+        fired = self.wheel.fired_through
+        if fired is not None:
+            hours[:] = [h for h in hours if h > fired]  # buckets already fired hold nothing any more
+        hours.append(hour)
+        return True
 
     # -- events ------------------------------------------------------------------------
 
@@ -286,7 +417,7 @@ class ProfileShard:
         if timers.get(kind) == deadline:
             return
         timers[kind] = deadline
-        self.wheel.schedule(profile["customer_id"], deadline)
+        self._schedule(profile, deadline)
 
     def _fire_timers(self, dirty: dict[str, profiles.Profile], out: list[Effect]) -> None:
         watermark = self.event_clock.watermark()
@@ -314,8 +445,8 @@ class ProfileShard:
                     log.exception("timer %s of customer %s failed", kind, customer_id)
                 dirty[customer_id] = profile
             pending = [d for d in profile["timers"].values()]
-            if pending:
-                self.wheel.schedule(customer_id, min(pending))
+            if pending and self._schedule(profile, min(pending)):
+                dirty[customer_id] = profile  # the profile now names one more timer bucket: persist it
 
     def _on_timer(self, profile: profiles.Profile, kind: str, now: int, out: list[Effect]) -> None:
         if kind == SEND:
@@ -353,24 +484,26 @@ class ProfileShard:
 
     def _schedule_trigger(self, profile: profiles.Profile, alert: dict[str, Any], now: int, out: list[Effect]) -> None:
         gov = self.settings.governance
-        if governance.channel_for(profile, gov) is None:
+        channel = governance.channel_for(profile, gov)
+        if channel is None:
             self.suppressed[governance.NO_CONSENT] += 1
             return
         send_at = governance.send_time(profile, now, gov)
         scheduled = profile["scheduled"]
-        scheduled[alert["alert_id"]] = [send_at, alert]
+        scheduled[alert["alert_id"]] = [send_at, alert, channel]  # held for this channel: an opt-out of it cancels it
         # Always through the timer, even when due now: sends then happen in send-time order at the
         # watermark, the same live and in replay, so caps count the same triggers either way.
-        self._arm(profile, SEND, min(s for s, _ in scheduled.values()))
+        self._arm(profile, SEND, min(held[0] for held in scheduled.values()))
 
     def _send_due(self, profile: profiles.Profile, now: int, out: list[Effect]) -> None:
         gov = self.settings.governance
         scheduled = profile["scheduled"]
-        for aid, (send_at, alert) in sorted(scheduled.items(), key=lambda kv: (kv[1][0], kv[0])):
+        for aid, held in sorted(scheduled.items(), key=lambda kv: (kv[1][0], kv[0])):
+            send_at, alert = held[0], held[1]
             if send_at > now:
                 continue
             del scheduled[aid]
-            channel = governance.channel_for(profile, gov)
+            channel = _held_channel(profile, held, gov)
             if channel is None:
                 self.suppressed[governance.NO_CONSENT] += 1
                 continue
@@ -382,15 +515,26 @@ class ProfileShard:
             sent = dict(alert, send_at=to_rfc3339(send_at), payload=dict(alert["payload"], channel=channel))
             out.append((MARKETING, profile["customer_id"], jsonutil.dumps(sent)))
         if scheduled:
-            self._arm(profile, SEND, min(s for s, _ in scheduled.values()))
+            self._arm(profile, SEND, min(held[0] for held in scheduled.values()))
         else:
             profile["timers"].pop(SEND, None)
 
     def _consent_changed(self, profile: profiles.Profile, now: int, out: list[Effect]) -> None:
-        """An opt-out acts at once on what is already scheduled."""
-        if governance.channel_for(profile, self.settings.governance) is None and profile["scheduled"]:
-            self.suppressed[governance.NO_CONSENT] += len(profile["scheduled"])
-            profile["scheduled"].clear()
+        """An opt-out acts at once on what is already scheduled: triggers held for a channel the customer
+        left are cancelled now (not moved to another channel), whatever their send time."""
+        scheduled = profile["scheduled"]
+        if not scheduled:
+            return
+        gov = self.settings.governance
+        cancelled = [aid for aid, held in scheduled.items() if _held_channel(profile, held, gov) is None]
+        if not cancelled:
+            return
+        self.suppressed[governance.NO_CONSENT] += len(cancelled)
+        for aid in cancelled:
+            del scheduled[aid]
+        if scheduled:
+            self._arm(profile, SEND, min(held[0] for held in scheduled.values()))
+        else:
             profile["timers"].pop(SEND, None)
 
     # -- segments ----------------------------------------------------------------------

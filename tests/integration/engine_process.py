@@ -13,6 +13,7 @@ import orjson
 import redis
 
 from config.settings import KafkaSettings
+from operators.profile import stored_profile
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "flows.cli"]
@@ -29,6 +30,8 @@ def engine_env(kafka: KafkaSettings, redis_url: str, recovery_dir: Path, **extra
         CRM_STREAM__KAFKA__GROUP_ID=kafka.group_id,
         CRM_STREAM__RECOVERY__DIR=str(recovery_dir),
         CRM_STREAM__ENGINE__EPOCH_INTERVAL_MS="200",
+        CRM_STREAM__AUDIT__KIND="file",  # erasures and CLI reads are audited: into the test's directory, not the repo
+        CRM_STREAM__AUDIT__PATH=str(Path(recovery_dir).parent / "audit.jsonl"),
     )
     env.update({f"CRM_STREAM__KAFKA__TOPICS__{name.upper()}": topic for name, topic in vars(kafka.topics).items()})
     env.update(extra)
@@ -77,4 +80,4 @@ def wait_until_settled(client: redis.Redis, engine: Engine, expected: int, timeo
 
 def profiles_in_redis(client: redis.Redis, prefix: str = "crm") -> dict[str, dict]:
     keys = sorted(client.scan_iter(match=f"{prefix}:profile:*", count=1000))
-    return {k.decode().rsplit(":", 1)[1]: orjson.loads(v) for k, v in zip(keys, client.mget(keys)) if v}
+    return {k.decode().rsplit(":", 1)[1]: stored_profile(orjson.loads(v)) for k, v in zip(keys, client.mget(keys)) if v}
