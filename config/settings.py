@@ -91,6 +91,9 @@ class RuleSettings:
     return_spike_window_days: float = 14.0
     segment_change_to: str = "high_value,at_risk,lost"
     """Comma-separated segments whose arrival triggers a segment_change."""
+    angry_excerpt_chars: int = 140
+    """Characters of the customer's message in an angry_customer alert's payload (``excerpt``), after e-mails,
+    phones and card numbers are redacted (operators/redact.py). 0: no excerpt."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,20 @@ class KafkaSettings:
     max_message_bytes: int = 1_000_000
     topics: TopicSettings = field(default_factory=TopicSettings)
     extra: Mapping[str, Any] = field(default_factory=dict)
-    """Passed verbatim to librdkafka (security.protocol, sasl.*, ssl.*, ...). Masked when printed."""
+    """Passed verbatim to librdkafka (any property not covered below). Masked when printed."""
+    security_protocol: str = ""
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (librdkafka ``security.protocol``); empty: librdkafka's default."""
+    sasl_mechanism: str = ""
+    """PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or GSSAPI (with a SASL_* protocol)."""
+    sasl_username: str = ""
+    sasl_password: str = ""
+    """Set it from the environment: CRM_STREAM__KAFKA__SASL_PASSWORD. Masked when printed."""
+    ssl_ca_location: str = ""
+    """CA certificate file (PEM) that signed the brokers' certificates; empty: the system's CA store."""
+    ssl_certificate_location: str = ""
+    """Client certificate (PEM) for mutual TLS."""
+    ssl_key_location: str = ""
+    ssl_key_password: str = ""
 
 
 @dataclass(frozen=True)
@@ -177,6 +193,22 @@ class StoreSettings:
     url: str = "redis://localhost:6379/0"
     key_prefix: str = "crm"
     retry_max_seconds: float = 30.0
+    username: str = ""
+    """Redis ACL user (AUTH username password); empty: the URL's, or the ``default`` user."""
+    password: str = ""
+    """Set it from the environment (CRM_STREAM__STORE__PASSWORD) rather than in the URL. Masked when printed."""
+    tls_ca_file: str = ""
+    """With a rediss:// URL: CA certificate (PEM) that signed the server's; empty: the system's CA store."""
+    tls_cert_file: str = ""
+    """With a rediss:// URL: client certificate (PEM), for servers that require one (tls-auth-clients yes)."""
+    tls_key_file: str = ""
+    tls_check_hostname: bool = True
+    """Verify that the server's certificate names the host in the URL."""
+    pii_key: str = ""
+    """Secret (>= 32 characters) that pseudonymises ids in key names and encrypts stored values (operators/pii.py).
+    Set it from the environment: CRM_STREAM__STORE__PII_KEY. Empty: ids and values stored in the clear."""
+    require_pii_key: bool = False
+    """Refuse to start with a Redis store and no pii_key (true in production.toml)."""
 
 
 @dataclass(frozen=True)
@@ -195,6 +227,34 @@ class AuditSettings:
     path: str = "audit.jsonl"
     actor: str = ""
     """Who acts when a command does not say (default: the OS user running it)."""
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The agents' web console (flows/console/): who may sign in, and what it shows."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    password_hashes: Mapping[str, str] = field(default_factory=dict)
+    """Agent name -> scrypt hash of the agent's password (make one: ``crm-stream console-password NAME``). Masked."""
+    session_secret: str = ""
+    """Signs session tokens; empty: a random one per process (sign-ins end when the console restarts)."""
+    session_hours: float = 10.0
+    claim_minutes: float = 15.0
+    """How long a claim on a customer holds before another agent may take it."""
+    recent_alerts: int = 1000
+    """Alerts kept in memory for the page and ``GET /alerts``."""
+    backlog_alerts: int = 200
+    """On start, re-read up to this many of the newest alerts per partition of the service-alert topic."""
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """What personal data may leave the engine (README: Privacy and security)."""
+
+    redact_deadletters: bool = True
+    """Redact e-mails, phones and card numbers from dead-letter records' ``raw`` and ``reason`` (operators/redact.py).
+    False keeps ``raw`` byte for byte (the contract's "original bytes as text"), for debugging a producer."""
 
 
 @dataclass(frozen=True)
@@ -219,6 +279,8 @@ class Settings:
     recovery: RecoverySettings = field(default_factory=RecoverySettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
     def masked(self) -> dict[str, Any]:
         """The settings as a plain dict with secrets replaced, safe to log or print."""
@@ -231,7 +293,7 @@ class Settings:
 _CHOICES = {
     ("source", "kind"): ("simulator", "kafka", "file"),
     ("sink", "kind"): ("terminal", "kafka", "file", "null"),
-    ("store", "kind"): ("memory", "redis"),
+    ("store", "kind"): ("memory", "redis", "redis-cluster"),
     ("audit", "kind"): ("kafka", "file", "log"),
 }
 
@@ -347,6 +409,14 @@ def _validate(s: Settings) -> None:
                           "marketing_email, marketing_push, marketing_sms")
     if not 0 <= s.metrics.port <= 65535:
         raise ConfigError(f"metrics.port = {s.metrics.port!r} must be a TCP port (0 turns the endpoints off)")
+    if not 0 <= s.console.port <= 65535:
+        raise ConfigError(f"console.port = {s.console.port!r} must be a TCP port")
+    for agent, hashed in s.console.password_hashes.items():
+        if not isinstance(hashed, str) or not hashed.startswith("scrypt$"):
+            raise ConfigError(f"console.password_hashes.{agent} must be a hash made by `crm-stream console-password {agent}`, "
+                              "not a plain password")
+    if s.console.claim_minutes <= 0 or s.console.session_hours <= 0 or s.console.recent_alerts <= 0:
+        raise ConfigError("console.claim_minutes, console.session_hours and console.recent_alerts must be greater than 0")
     if not 0.0 < s.models.train_fraction <= 1.0:
         raise ConfigError(f"models.train_fraction = {s.models.train_fraction!r} must be in (0, 1]")
     if not 0.0 < s.segments.high_value_quantile < 1.0:
@@ -364,13 +434,121 @@ def _validate(s: Settings) -> None:
         raise ConfigError("source.kind = 'file' needs source.path (a JSON-lines file of contract events)")
     if s.sink.kind == "file" and not s.sink.path:
         raise ConfigError("sink.kind = 'file' needs sink.path (a directory for alerts/triggers/deadletter files)")
-    if s.store.kind == "redis" and not s.store.url.startswith(("redis://", "rediss://", "unix://")):
+    if s.store.kind in ("redis", "redis-cluster") and not s.store.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"store.url = {_mask_url(s.store.url)!r} must start with redis://, rediss:// or unix://")
+    if s.rules.angry_excerpt_chars < 0:
+        raise ConfigError(f"rules.angry_excerpt_chars = {s.rules.angry_excerpt_chars!r} must be >= 0 (0: no excerpt)")
+    _validate_store_security(s.store)
+    _validate_kafka_security(s.kafka)
+
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
+# First-class Kafka security settings -> the librdkafka property each one sets.
+KAFKA_SECURITY_PROPERTIES = {
+    "security_protocol": "security.protocol",
+    "sasl_mechanism": "sasl.mechanism",
+    "sasl_username": "sasl.username",
+    "sasl_password": "sasl.password",
+    "ssl_ca_location": "ssl.ca.location",
+    "ssl_certificate_location": "ssl.certificate.location",
+    "ssl_key_location": "ssl.key.location",
+    "ssl_key_password": "ssl.key.password",
+}
+
+
+def _validate_store_security(store: StoreSettings) -> None:
+    tls_files = {"tls_ca_file": store.tls_ca_file, "tls_cert_file": store.tls_cert_file, "tls_key_file": store.tls_key_file}
+    for name, path in tls_files.items():
+        if path and not store.url.startswith("rediss://"):
+            raise ConfigError(f"store.{name} is set but store.url is not rediss://: use rediss://host:port/db for TLS")
+        if path and not Path(path).is_file():
+            raise ConfigError(f"store.{name} = {path!r} is not a readable file: give the PEM file's path")
+    if bool(store.tls_cert_file) != bool(store.tls_key_file):
+        raise ConfigError("store.tls_cert_file and store.tls_key_file go together (client certificate and its key)")
+    url_password = "@" in store.url and ":" in store.url.split("://", 1)[-1].rsplit("@", 1)[0]
+    if store.password and url_password:
+        raise ConfigError("store.password and a password in store.url are both set (the URL's would win): keep one, "
+                          "preferably store.password from CRM_STREAM__STORE__PASSWORD")
+    if store.username and not (store.password or url_password):
+        raise ConfigError(f"store.username = {store.username!r} needs a password: set CRM_STREAM__STORE__PASSWORD")
+    if store.pii_key and len(store.pii_key) < 32:
+        raise ConfigError(f"store.pii_key has {len(store.pii_key)} characters; use at least 32 random ones "
+                          "(e.g. `openssl rand -hex 32`), set as CRM_STREAM__STORE__PII_KEY")
+    if store.require_pii_key and store.kind != "memory" and not store.pii_key:
+        raise ConfigError("store.require_pii_key is true but no key is set: export CRM_STREAM__STORE__PII_KEY "
+                          "(>= 32 random characters, e.g. `openssl rand -hex 32`; keep it in your secret store)")
+
+
+def _validate_kafka_security(kafka: KafkaSettings) -> None:
+    extra = {str(k).lower(): v for k, v in kafka.extra.items()}
+    for name, prop in KAFKA_SECURITY_PROPERTIES.items():
+        if getattr(kafka, name) and prop in extra:
+            raise ConfigError(f"kafka.{name} and kafka.extra.\"{prop}\" both set {prop}: keep one")
+    protocol = (kafka.security_protocol or str(extra.get("security.protocol", ""))).upper()
+    if protocol and protocol not in KAFKA_PROTOCOLS:
+        raise ConfigError(f"kafka.security_protocol = {protocol!r} is not one of: {', '.join(KAFKA_PROTOCOLS)}")
+    mechanism = (kafka.sasl_mechanism or str(extra.get("sasl.mechanism", extra.get("sasl.mechanisms", "")))).upper()
+    if mechanism and mechanism not in SASL_MECHANISMS:
+        raise ConfigError(f"kafka.sasl_mechanism = {mechanism!r} is not one of: {', '.join(SASL_MECHANISMS)}")
+    sasl = protocol.startswith("SASL_")
+    if (kafka.sasl_mechanism or kafka.sasl_username or kafka.sasl_password) and not sasl:
+        raise ConfigError("kafka.sasl_* is set but kafka.security_protocol is not SASL_SSL (or SASL_PLAINTEXT): "
+                          "set kafka.security_protocol = \"SASL_SSL\"")
+    if sasl and not mechanism:
+        raise ConfigError(f"kafka.security_protocol = {protocol!r} needs kafka.sasl_mechanism (e.g. SCRAM-SHA-512)")
+    if sasl and mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        if not (kafka.sasl_username or extra.get("sasl.username")) or not (kafka.sasl_password or extra.get("sasl.password")):
+            raise ConfigError(f"kafka.sasl_mechanism = {mechanism!r} needs kafka.sasl_username and kafka.sasl_password "
+                              "(the password from the environment: CRM_STREAM__KAFKA__SASL_PASSWORD)")
+    ssl_files = ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location")
+    for name in ssl_files:
+        path = getattr(kafka, name)
+        if path and protocol not in ("SSL", "SASL_SSL"):
+            raise ConfigError(f"kafka.{name} is set but kafka.security_protocol is {protocol or 'unset'}: use SSL or SASL_SSL")
+        if path and not Path(path).is_file():
+            raise ConfigError(f"kafka.{name} = {path!r} is not a readable file: give the PEM file's path")
+
+
+def kafka_security_config(kafka: KafkaSettings) -> dict[str, str]:
+    """The librdkafka properties of the first-class security settings that are set (``security.protocol`` upper-cased)."""
+    out = {prop: str(getattr(kafka, name)) for name, prop in KAFKA_SECURITY_PROPERTIES.items() if getattr(kafka, name)}
+    for prop in ("security.protocol", "sasl.mechanism"):
+        if prop in out:
+            out[prop] = out[prop].upper()
+    return out
+
+
+def secret_values(s: Settings) -> list[str]:
+    """Every secret the settings hold, as written (for masking log lines; see operators/secrets_log.py)."""
+    found: list[str] = []
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            secret = bool(key) and any(m in key.lower() for m in SECRET_MARKERS)
+            for k, v in value.items():
+                walk(v, key if secret else str(k))
+        elif isinstance(value, str) and value:
+            if any(m in key.lower() for m in SECRET_MARKERS) and key.lower() not in _NOT_SECRET:
+                found.append(value)
+            elif "://" in value and "@" in value:
+                password = value.split("://", 1)[1].rsplit("@", 1)[0].partition(":")[2]
+                if password:
+                    found.append(password)
+
+    walk(dataclasses.asdict(s), "")
+    return sorted(set(found), key=len, reverse=True)
+
+
+# Setting names that contain a secret marker but hold no secret (masked in dumps all the same, but a
+# common word like "crm" must not be blanked out of every log line).
+_NOT_SECRET = frozenset(("key_prefix", "require_pii_key", "ssl_key_location", "tls_key_file", "sasl_mechanism", "sasl_username"))
 
 
 def _mask(value: Any, key: str = "") -> Any:
     if isinstance(value, dict):
-        return {k: _mask(v, str(k)) for k, v in value.items()}
+        secret = bool(key) and any(m in key.lower() for m in SECRET_MARKERS)  # a secret table: every value in it
+        return {k: _mask(v, key if secret else str(k)) for k, v in value.items()}
     if isinstance(value, str):
         if any(m in key.lower() for m in SECRET_MARKERS) and value:
             return MASK

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from operators.effects import EffectsWriter
+from operators.effects import AuditWriter, EffectsWriter
 from operators.gc_pacing import GC_PACER
 from operators.io import Outputs, PartitionReader, Raw, Reader, Store
 from operators.metrics import EngineMetrics
@@ -17,24 +18,33 @@ IDLE_BACKOFF = timedelta(milliseconds=20)
 
 
 class ReaderSource(FixedPartitionedSource[list[Raw], Any]):
-    """Each poll of a partition becomes ONE dataflow item: the whole batch."""
+    """Each poll of a partition becomes ONE dataflow item: the whole batch.
 
-    def __init__(self, reader: Reader) -> None:
+    Once ``stop`` is set (SIGTERM, flows/runtime.py), every partition ends as if its input were exhausted:
+    Bytewax then drains the dataflow (the last batches written, ``on_eof`` snapshots the models), records the
+    final positions in recovery, and returns, so a restart resumes exactly there.
+    """
+
+    def __init__(self, reader: Reader, stop: threading.Event | None = None) -> None:
         self.reader = reader
+        self.stop = stop
 
     def list_parts(self) -> list[str]:
         return self.reader.partitions()
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any | None) -> _ReaderPartition:
-        return _ReaderPartition(self.reader.open(for_part, resume_state))
+        return _ReaderPartition(self.reader.open(for_part, resume_state), self.stop)
 
 
 class _ReaderPartition(StatefulSourcePartition[list[Raw], Any]):
-    def __init__(self, part: PartitionReader) -> None:
+    def __init__(self, part: PartitionReader, stop: threading.Event | None = None) -> None:
         self.part = part
+        self.stop = stop
         self._awake: datetime | None = None
 
     def next_batch(self) -> list[list[Raw]]:
+        if self.stop is not None and self.stop.is_set():
+            raise StopIteration()
         batch = self.part.read_batch()
         if batch:
             self._awake = None
@@ -60,13 +70,14 @@ class EffectsSink(DynamicSink[list]):
     """One writer per worker; each gets its own outputs (and shares the store provider)."""
 
     def __init__(self, outputs_factory: Callable[[int], Outputs], store_provider: Callable[[], Store],
-                 metrics: EngineMetrics | None = None) -> None:
+                 metrics: EngineMetrics | None = None, audit: AuditWriter | None = None) -> None:
         self.outputs_factory = outputs_factory
         self.store_provider = store_provider
         self.metrics = metrics
+        self.audit = audit
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _EffectsPartition:
-        return _EffectsPartition(EffectsWriter(self.outputs_factory(worker_index), self.store_provider(), self.metrics))
+        return _EffectsPartition(EffectsWriter(self.outputs_factory(worker_index), self.store_provider(), self.metrics, self.audit))
 
 
 class _EffectsPartition(StatelessSinkPartition[list]):

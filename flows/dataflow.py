@@ -14,6 +14,7 @@ per epoch. See the README's "State, time and guarantees".
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
@@ -24,6 +25,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from config.settings import Settings
 from flows.bytewax_io import EffectsSink, ReaderSource
+from operators.effects import INGESTED, AuditWriter
 from operators.identity import IdentityShard
 from operators.io import Outputs, Reader, Store
 from operators.keys import KeySpace
@@ -31,7 +33,7 @@ from operators.router import DEAD, Router, shard_key
 from operators.schema import Decoder
 from operators.rules.return_spike import ReturnWatch
 from operators.learning import SharedModels
-from operators.metrics import EngineMetrics
+from operators.metrics import INGESTED as INGESTED_AT, EngineMetrics
 from operators.segments import ThresholdBoard
 from operators.shard import ProfileShard
 
@@ -80,26 +82,31 @@ def build_flow(
     shard_registry: dict[int, ProfileShard] | None = None,
     board: ThresholdBoard | None = None,
     metrics: EngineMetrics | None = None,
+    stop: threading.Event | None = None,
+    audit: AuditWriter | None = None,
 ) -> Dataflow:
     """Wire the engine.
 
     ``reader`` is one of ours (operators/io.py) or any Bytewax source whose items are lists of ``Raw``
     records (tests use Bytewax's ``TestingSource``). ``shard_registry``, when given, collects the
-    profile shards (replay reads them at the end).
+    profile shards (replay reads them at the end). ``stop``, once set, ends our readers' input as if it
+    were exhausted: the dataflow drains, writes everything, snapshots the models, and returns (SIGTERM).
+    ``audit`` receives the engine's erasure records, written by the sink (none: they are dropped, as in replay).
     """
     e = settings.engine
-    keys = KeySpace(settings.store.key_prefix)
+    keys = KeySpace.of(settings.store)
     board = board or ThresholdBoard(settings.segments)
     returns = ReturnWatch()  # product-level refund rates, shared by the shards of this process
     models = _Once(lambda: SharedModels(store_provider(), keys, settings.models, e.churn_horizon_days))  # online models, shared likewise
-    router = router or Router(Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes), e.shards)
+    router = router or Router(Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes), e.shards,
+                              redact_deadletters=settings.privacy.redact_deadletters)
 
     def identity_builder(resume: Any) -> _IdentityLogic:
         return _IdentityLogic(IdentityShard(store_provider(), keys, e.shards, e.anonymous_max_events))
 
     flow = Dataflow("crm_stream")
-    batches = op.input("input", flow, reader if isinstance(reader, Source) else ReaderSource(reader))
-    routed = op.flat_map("decode_route", batches, router.route)
+    batches = op.input("input", flow, reader if isinstance(reader, Source) else ReaderSource(reader, stop))
+    routed = op.flat_map("decode_route", batches, router.route if metrics is None else _stamped(router.route))
     split = op.branch("split_dead", routed, lambda kv: kv[0] != DEAD)
     dead = op.map("dead_effects", split.falses, lambda kv: kv[1])
 
@@ -113,12 +120,28 @@ def build_flow(
     profiles = op.stateful_batch(
         "profiles",
         op.map("tag_shard", to_profiles, lambda kv: (kv[0], (kv[0], kv[1]))),
-        lambda resume: _LazyProfileLogic(settings, store_provider, keys, emit_changes, shard_registry, board, returns, models),
+        lambda resume: _LazyProfileLogic(settings, store_provider, keys, emit_changes, shard_registry, board, returns, models,
+                                         mark_ingest=metrics is not None),
     )
     profile_effects = op.map("profile_effects", profiles, lambda kv: kv[1])
     effects = op.merge("all_effects", dead, visitor_effects, profile_effects)
-    op.output("effects", effects, EffectsSink(outputs_factory, store_provider, metrics))
+    op.output("effects", effects, EffectsSink(outputs_factory, store_provider, metrics, audit))
     return flow
+
+
+def _stamped(route: Callable[[Any], list[tuple[str, Any]]]) -> Callable[[Any], list[tuple[str, Any]]]:
+    """Routing that also stamps the batch's read time on the first event of each shard's group (for latency
+    metrics): once per shard and batch, never per event, and only in the live engine, so replay stays pure."""
+
+    def stamped(batch: Any) -> list[tuple[str, Any]]:
+        read_at = time.time()
+        out = route(batch)
+        for key, value in out:
+            if key != DEAD and value[1]:  # (shard, events, clocks)
+                value[1][0][INGESTED_AT] = read_at
+        return out
+
+    return stamped
 
 
 class _Once:
@@ -141,7 +164,7 @@ class _LazyProfileLogic(StatefulBatchLogic):
 
     def __init__(self, settings: Settings, store_provider: Callable[[], Store], keys: KeySpace, emit_changes: bool,
                  registry: dict[int, ProfileShard] | None, board: ThresholdBoard, returns: ReturnWatch,
-                 models: _Once) -> None:
+                 models: _Once, mark_ingest: bool = False) -> None:
         self.settings = settings
         self.store_provider = store_provider
         self.keys = keys
@@ -150,6 +173,7 @@ class _LazyProfileLogic(StatefulBatchLogic):
         self.board = board
         self.returns = returns
         self.models = models
+        self.mark_ingest = mark_ingest
         self.shard: ProfileShard | None = None
 
     def on_batch(self, values: list[tuple[str, tuple[list[dict[str, Any]], dict[str, int] | None]]]) -> tuple[Iterable[Any], bool]:
@@ -161,6 +185,10 @@ class _LazyProfileLogic(StatefulBatchLogic):
                 self.registry[number] = self.shard
         events = values[0][1][0] if len(values) == 1 else [e for _, (evs, _) in values for e in evs]
         effects = self.shard.process(events, merge_clocks([clocks for _, (_, clocks) in values]))
+        if self.mark_ingest and effects:
+            read_at = next((e[INGESTED_AT] for e in events if INGESTED_AT in e), None)  # the first event, as a rule
+            if read_at is not None:
+                effects.append((INGESTED, None, read_at))
         return ([effects] if effects else []), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

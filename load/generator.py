@@ -117,7 +117,8 @@ class EventGenerator:
     """
 
     def __init__(self, customers: int = 1_000_000, *, seed: int = 7, distribution: str = "uniform",
-                 start: str = "2026-01-01T00:00:00Z", ms_per_event: int = 300, id_prefix: str | None = None) -> None:
+                 start: str = "2026-01-01T00:00:00Z", ms_per_event: int = 300, id_prefix: str | None = None,
+                 weights: dict[str, float] | None = None) -> None:
         if customers <= 0:
             raise ValueError(f"customers = {customers!r} must be greater than 0")
         if distribution not in ("uniform", "zipf"):
@@ -130,7 +131,10 @@ class EventGenerator:
         self.produced = 0
         self._np = np.random.default_rng(seed)
         self._templates = _build_templates(Random(seed))
-        weights = np.array([TYPE_WEIGHTS[t.kind] / _variants(t.kind) for t in self._templates], dtype=np.float64)
+        mix = {**TYPE_WEIGHTS, **(weights or {})}  # ``weights``: another mix (load.generate's presets); unnamed types keep theirs
+        if any(w < 0 for w in mix.values()) or not any(mix.values()):
+            raise ValueError(f"weights = {weights!r}: every weight must be >= 0 and one > 0")
+        weights = np.array([mix[t.kind] / _variants(t.kind) for t in self._templates], dtype=np.float64)
         self._cum = np.cumsum(weights / weights.sum())
         self._cum[-1] = 1.0
         self._seen = np.zeros(customers, dtype=np.bool_)
@@ -202,6 +206,19 @@ class EventGenerator:
             "items": [{"product_id": "p-coffee-01", "category": "coffee", "price": amount, "quantity": 1}],
         }
         return "purchases", customer, orjson.dumps(event)
+
+    def support_message_for(self, customer: str, text: str, *, ticket_id: str | None = None,
+                            extra: dict[str, Any] | None = None) -> tuple[str, str, bytes]:
+        """One inbound support message for an arbitrary customer (alert-latency probes: an angry text raises
+        ``angry_customer``); ``extra`` fields ride along, as the contract carries unknown fields."""
+        self.produced += 1
+        self.clock_ms += self.ms_per_event
+        event = {
+            "event_id": f"{self.prefix.decode()}{self.produced}", "type": "support_message", "customer_id": customer,
+            "ts": self.clock_ms, "source": "chat", "ticket_id": ticket_id or f"t-{customer}", "text": text,
+            "direction": "inbound", "channel": "chat", **(extra or {}),
+        }
+        return "support", customer, orjson.dumps(event)
 
     @property
     def distinct_customers(self) -> int:

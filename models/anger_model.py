@@ -45,6 +45,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 import re
@@ -72,12 +73,14 @@ _SHOUT = re.compile(r"[!！?？]{2,}")
 _MAX_TEXT = 1000
 
 
-def text_tokens(text: str) -> list[str]:
+def text_tokens(text: str | list[str]) -> list[str]:
     """Tokens for the bag: English words and word pairs, Chinese characters and character pairs, "!!"-like runs.
 
     >>> text_tokens("Still broken!!! 又坏了")
     ['still', 'broken', 'still broken', '又', '坏', '了', '又坏', '坏了', '!!']
     """
+    if isinstance(text, list):  # already tokens (a stored escalation digest); see bag_tokens
+        return text
     text = text[:_MAX_TEXT]
     words = _LATIN_WORD.findall(text.lower())
     tokens = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
@@ -86,6 +89,22 @@ def text_tokens(text: str) -> list[str]:
         tokens.extend(run[i:i + 2] for i in range(len(run) - 1))
     tokens.extend("!!" if "!" in m or "！" in m else "??" for m in _SHOUT.findall(text))
     return tokens
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.blake2b(token.encode(), digest_size=5).hexdigest()
+
+
+def bag_tokens(text: str | list[str]) -> list[str]:
+    """The model's tokens: :func:`text_tokens`, each hashed, so an escalation kept to learn from later is a bag of
+    hashes, not the customer's words (``AngerModel.digest``). A list is a stored bag, taken as it is.
+
+    >>> bag_tokens("still broken") == bag_tokens(bag_tokens("still broken"))
+    True
+    """
+    if isinstance(text, list):
+        return text
+    return [_token_hash(t) for t in text_tokens(text)]
 
 
 def numeric_features(score: AngerScore) -> dict[str, float]:
@@ -109,7 +128,7 @@ def build_anger_model(seed: int = 0, *, n_features: int = DEFAULT_N_FEATURES,
     sequences give equal models.
     """
     text = (
-        feature_extraction.BagOfWords(on="text", strip_accents=False, lowercase=False, tokenizer=text_tokens)
+        feature_extraction.BagOfWords(on="text", strip_accents=False, lowercase=False, tokenizer=bag_tokens)
         | preprocessing.FeatureHasher(n_features=n_features, seed=seed)
         | preprocessing.Normalizer(order=2)
     )
@@ -160,6 +179,17 @@ class AngerModel:
     def learn(self, text: str, score: AngerScore, label: bool) -> None:
         """One agent's verdict: ``True`` = the message was an escalation (alert ``correct``)."""
         self.pipeline.learn_one(features(text, score), bool(label))
+        self._n_learned += 1
+
+    @staticmethod
+    def digest(text: str, score: AngerScore) -> dict[str, Any]:
+        """What the model needs to learn from this message later, without the message: its hashed token bag and the
+        rule's numeric features (JSON types; kept in the profile until an agent's feedback arrives)."""
+        return {"text": bag_tokens(text), **numeric_features(score)}
+
+    def learn_digest(self, digest: dict[str, Any], label: bool) -> None:
+        """:meth:`learn` from a :meth:`digest`: the same update as from the text itself."""
+        self.pipeline.learn_one(dict(digest), bool(label))
         self._n_learned += 1
 
     def clone(self) -> AngerModel:

@@ -176,9 +176,12 @@ class ModelHub:
             self._learn(item, None)
         return len(resolved)
 
-    def forget(self, customer_id: str) -> None:
-        """Erasure: drop the customer's pending features and predictions (what was learned stays: it is aggregate)."""
-        self.pending.forget(customer_id)
+    def forget(self, customer_id: str) -> int:
+        """Erasure: drop the customer's pending features and predictions (what was learned stays: it is aggregate).
+
+        Returns how many were open. The next ``snapshot()`` no longer holds the customer.
+        """
+        return self.pending.forget(customer_id)
 
     # -- serving -------------------------------------------------------------------------------
 

@@ -151,6 +151,8 @@ class PendingPredictions:
         self._customers: dict[str, _Customer] = {}
         self._due: list[tuple[int, int, int, str]] = []  # (due_ms, entry seq, stage, customer_id)
         self._next_seq = 0
+        self._forgotten: set[str] = set()
+        """Erased customers whose heap items are still to be purged (at the next ``advance``)."""
         self.watermark = 0
         self.open = 0
         self.skipped = 0
@@ -233,6 +235,8 @@ class PendingPredictions:
         An entry is resolved once the watermark is strictly past its due time, as a purchase exactly
         at t + H still counts as "within the horizon".
         """
+        if self._forgotten:
+            self._purge_forgotten()
         if watermark_ms <= self.watermark:
             return []
         self.watermark = watermark_ms
@@ -265,14 +269,20 @@ class PendingPredictions:
     def forget(self, customer_id: str) -> int:
         """Erasure: drop the customer's stored features and predictions; returns how many were open.
 
-        Their heap items stay behind in memory as stale tuples (the id and times, nothing else),
-        skipped when they come due; a snapshot (pickle) leaves them out, so the id is not persisted.
+        Their heap items (the id and times) are purged at the next ``advance``, in one pass for all
+        the customers erased meanwhile; a snapshot (pickle) leaves them out in any case.
         """
         record = self._customers.pop(customer_id, None)
         if record is None:
             return 0
+        self._forgotten.add(customer_id)
         self.open -= len(record.entries)
         return len(record.entries)
+
+    def _purge_forgotten(self) -> None:
+        gone, self._forgotten = self._forgotten, set()
+        self._due = [item for item in self._due if item[3] not in gone]
+        heapq.heapify(self._due)
 
     def entries(self, customer_id: str) -> list[Entry]:
         record = self._customers.get(customer_id)
@@ -292,7 +302,9 @@ class PendingPredictions:
         heap = [item for item in self._due if (item[3], item[1]) in live]
         heapq.heapify(heap)
         state["_due"] = heap
+        state["_forgotten"] = set()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_forgotten", set())  # snapshots from before erasure purging

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from operators.redact import redact_value
 from operators.timeutil import to_rfc3339
 
 PRIORITIES = ("low", "medium", "high", "urgent")
@@ -41,8 +42,9 @@ def make_alert(
         "ts": to_rfc3339(ts_ms),
         "priority": priority,
         "score": round(float(score), 6),
-        "reasons": reasons,
-        "payload": payload,
+        # Whatever a rule put in words, e-mails, phones and card numbers never leave the engine (operators/redact.py).
+        "reasons": redact_value(reasons),
+        "payload": redact_value(payload),
     }
     if send_at_ms is not None:
         alert["send_at"] = to_rfc3339(send_at_ms)

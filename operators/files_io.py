@@ -66,8 +66,13 @@ class CollectingOutputs:
 
     def __init__(self) -> None:
         self.records: dict[str, list[bytes]] = {}
+        self.tombstones: list[tuple[str, str | None]] = []
+        """(destination, customer id) of each erasure tombstone: kept apart, records hold alerts only."""
 
-    def send(self, destination: str, key: str | None, value: bytes) -> None:
+    def send(self, destination: str, key: str | None, value: bytes | None) -> None:
+        if value is None:
+            self.tombstones.append((destination, key))
+            return
         self.records.setdefault(destination, []).append(value)
 
     def flush(self) -> None:
@@ -85,7 +90,9 @@ class FileOutputs:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.files: dict[str, IO[bytes]] = {}
 
-    def send(self, destination: str, key: str | None, value: bytes) -> None:
+    def send(self, destination: str, key: str | None, value: bytes | None) -> None:
+        if value is None:
+            return  # an erasure tombstone: these files hold alerts and triggers only (the audit stream records it)
         fh = self.files.get(destination)
         if fh is None:
             fh = self.files[destination] = open(self.dir / f"{destination}.jsonl", "ab")
@@ -110,7 +117,9 @@ class TerminalOutputs:
         self.color = stream.isatty() if color is None else color
         self.max_width = max_width
 
-    def send(self, destination: str, key: str | None, value: bytes) -> None:
+    def send(self, destination: str, key: str | None, value: bytes | None) -> None:
+        if value is None:
+            return  # an erasure tombstone: the shard prints one "erased" line instead (a profile change)
         label, style = self.STYLES.get(destination, (destination.upper()[:7].ljust(7), ""))
         text = value.decode("utf-8", errors="replace")
         if destination == DEADLETTER:  # the reason is what a person needs; the raw record is in the topic/file

@@ -14,19 +14,25 @@ anonymous id, sits before the profiles:
 The buffer stays in the store after release, and the profile remembers which
 anonymous ids it has merged, so an ``identify`` replayed after a crash merges
 nothing twice.
+
+An ``erasure_request`` reaches every identity shard (operators/router.py): each
+drops the visitors it holds that are linked to the customer, and the copy on
+the customer's own shard goes on to the profile shard, which deletes what the
+store holds. One with only an ``anonymous_id`` forgets that visitor here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from operators.io import Store
+from operators.io import AUDIT, Store
 from operators.keys import KeySpace, shard_of
 from operators.profile import SOURCE, SOURCE_OFFSET
 
 RELEASED = "_released"  # identify events carry the visitor's buffered events under this key
+ERASE_LINKS_ONLY = "_erase_links_only"  # an erasure's copy for the other identity shards: forget links, route nothing
 
-Effect = tuple[str, str | None, bytes | None]
+Effect = tuple[str, str | None, Any]
 
 
 def _released(event: dict[str, Any], customer_id: str) -> dict[str, Any]:
@@ -49,9 +55,21 @@ class IdentityShard:
         routed: dict[int, list[dict[str, Any]]] = {}
         dirty: set[str] = set()
         linked: dict[str, dict[str, Any]] = {}
+        erased: set[str] = set()
+        audits: list[Effect] = []
         for event in events:
             customer_id = event.get("customer_id")
-            if event["type"] == "identify":
+            if event["type"] == "erasure_request":
+                forgotten = self._erase(event)
+                erased.update(forgotten)
+                dirty.difference_update(forgotten)
+                for anonymous_id in forgotten:
+                    linked.pop(anonymous_id, None)
+                if customer_id is None:  # a visitor only: nothing downstream knows them
+                    audits.append((AUDIT, None, {"event_id": event["event_id"], "anonymous_id": event["anonymous_id"]}))
+                if event.get(ERASE_LINKS_ONLY) or customer_id is None:
+                    continue
+            elif event["type"] == "identify":
                 customer_id = self._identify(event, linked)
                 dirty.discard(event["anonymous_id"])
                 event[SOURCE] = f"{event[SOURCE]}|{event['anonymous_id']}"  # travels the visitor's path (see below)
@@ -69,7 +87,26 @@ class IdentityShard:
         records = {a: self.visitors[a] for a in dirty}
         records.update(linked)
         effects: list[Effect] = [("put", self.keys.anon(a), self.store.encode(r)) for a, r in sorted(records.items())]
+        effects.extend(("del", self.keys.anon(a), None) for a in sorted(erased - records.keys()))
+        effects.extend(audits)
         return routed, effects
+
+    def _erase(self, event: dict[str, Any]) -> set[str]:
+        """Forget the visitors linked to the erased customer that this shard holds, and the event's own visitor.
+
+        They stay known as blank visitors, so that a read-back from the store cannot race the delete.
+        Returns their anonymous ids (the store keys to delete). A scan of this shard's visitors: erasures
+        are rare, and a reverse index would cost memory on every link.
+        """
+        customer_id = event.get("customer_id")
+        forgotten = {a for a, v in self.visitors.items() if customer_id is not None and v["customer_id"] == customer_id}
+        anonymous_id = event.get("anonymous_id")
+        if anonymous_id and (anonymous_id in self.visitors or not event.get(ERASE_LINKS_ONLY)):
+            forgotten.add(anonymous_id)
+        for a in forgotten:
+            if a in self.visitors:
+                self.visitors[a] = {"customer_id": None, "events": []}
+        return forgotten
 
     def _hydrate(self, events: list[dict[str, Any]]) -> None:
         missing = sorted({

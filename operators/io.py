@@ -24,6 +24,7 @@ SERVICE = "service"
 MARKETING = "marketing"
 DEADLETTER = "deadletter"
 DESTINATIONS = (SERVICE, MARKETING, DEADLETTER)
+AUDIT = "audit"  # an effect that is an audit record (operators/audit.py), written by the sink, never an output
 
 
 class Raw(NamedTuple):
@@ -55,7 +56,8 @@ class Reader(Protocol):
 
 
 class Outputs(Protocol):
-    def send(self, destination: str, key: str | None, value: bytes) -> None: ...
+    def send(self, destination: str, key: str | None, value: bytes | None) -> None:
+        """``value`` None is a tombstone: the customer ``key`` was erased (Kafka: a null value, so compaction drops them)."""
 
     def flush(self) -> None:
         """Block until everything sent is durable (Kafka: acknowledged), retrying transient failures."""

@@ -4,8 +4,9 @@ The reader never joins a consumer group: each partition gets its own consumer
 that ``assign()``s exactly that partition at the position the dataflow
 recovered, so startup costs no group join (on Tansu a join takes about half of
 ``session.timeout.ms``) and the dataflow's recovery state, not the group, is
-the source of truth for offsets. Offsets are still committed to
-``kafka.group_id``, best-effort, so the usual lag tools can watch the engine.
+the source of truth for offsets. The final positions are committed to
+``kafka.group_id`` at a graceful shutdown (``commit_positions``), best-effort,
+for the usual lag tools; while running, ``lags()`` feeds the metrics port.
 
 Exceptions::
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from typing import Any, Callable, Iterable, Sequence
 
@@ -37,7 +39,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
-from config.settings import KafkaSettings
+from config.settings import KafkaSettings, kafka_security_config
 from operators.io import DEADLETTER, MARKETING, SERVICE, Raw
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,9 @@ class DeliveryFailed(KafkaIOError):
 
 
 def client_config(kafka: KafkaSettings) -> dict[str, Any]:
-    """The librdkafka settings every client shares: the bootstrap servers plus ``kafka.extra`` verbatim (SASL, SSL, ...)."""
-    return {"bootstrap.servers": kafka.bootstrap_servers, **dict(kafka.extra)}
+    """The librdkafka settings every client shares: the bootstrap servers, the security settings (kafka.security_protocol,
+    sasl_*, ssl_*; validated in config/settings.py) and ``kafka.extra`` verbatim."""
+    return {"bootstrap.servers": kafka.bootstrap_servers, **kafka_security_config(kafka), **dict(kafka.extra)}
 
 
 def _config(kafka: KafkaSettings, defaults: dict[str, Any], **fixed: Any) -> dict[str, Any]:
@@ -111,7 +114,7 @@ def _cluster_metadata(kafka: KafkaSettings, timeout_s: float = METADATA_TIMEOUT_
     except KafkaException as exc:
         raise KafkaIOError(
             f"could not read topic metadata from Kafka at {kafka.bootstrap_servers} within {timeout_s:.0f}s ({exc.args[0]}): "
-            "is the broker running and kafka.bootstrap_servers (and kafka.extra security settings) right?"
+            "is the broker running and kafka.bootstrap_servers (and kafka.security_protocol, sasl_*, ssl_*) right?"
         ) from None
 
 
@@ -197,6 +200,7 @@ class KafkaReader:
         self.kafka = kafka
         self.topics = tuple(topics)
         self.batch_size = batch_size
+        self._opened: dict[tuple[str, int], KafkaPartitionReader] = {}
 
     def partitions(self) -> list[str]:
         metadata = _cluster_metadata(self.kafka)
@@ -210,7 +214,46 @@ class KafkaReader:
 
     def open(self, partition: str, position: Any | None) -> KafkaPartitionReader:
         topic, number = parse_partition_name(partition)
-        return KafkaPartitionReader(self.kafka, topic, number, position, self.batch_size)
+        part = self._opened[(topic, number)] = KafkaPartitionReader(self.kafka, topic, number, position, self.batch_size)
+        return part
+
+    def lags(self) -> dict[tuple[str, int], int]:
+        """Lag of every partition this process reads (for the metrics port, at scrape time; no broker request)."""
+        out = {}
+        for key, part in list(self._opened.items()):
+            lag = part.lag()
+            if lag is not None:
+                out[key] = lag
+        return out
+
+    def commit_positions(self, timeout_s: float = 10.0) -> int:
+        """Commit every partition's read position to ``kafka.group_id``; returns how many were acknowledged.
+
+        Call it only when everything read is durable (after the dataflow drained on SIGTERM): a fresh start
+        without recovery state resumes from these. Best-effort: a broker that does not answer within
+        ``timeout_s`` is logged, and recovery (``recovery.dir``) stays the source of truth.
+        """
+        offsets = [TopicPartition(t, p, part.position()) for (t, p), part in sorted(self._opened.items()) if part.position() is not None]
+        if not offsets:
+            return 0
+        done: list[tuple[KafkaError | None, list[TopicPartition]]] = []
+        consumer = Consumer(_config(self.kafka, {"enable.auto.commit": False},
+                                    **{"group.id": self.kafka.group_id, "on_commit": lambda err, parts: done.append((err, parts))}))
+        try:
+            consumer.commit(offsets=offsets, asynchronous=True)
+            deadline = time.monotonic() + timeout_s
+            while not done and time.monotonic() < deadline:
+                consumer.poll(0.1)  # serves the commit callback
+        except KafkaException as exc:
+            done.append((exc.args[0], []))
+        finally:
+            consumer.close()
+        err, parts = done[0] if done else (None, [])
+        if not done or err is not None:
+            log.warning("kafka %s: could not commit positions for group %s (%s); recovery.dir still has them",
+                        self.kafka.bootstrap_servers, self.kafka.group_id, err.str() if err else f"no answer in {timeout_s:.0f}s")
+            return 0
+        return sum(1 for tp in parts if tp.error is None)
 
 
 class KafkaPartitionReader:
@@ -224,6 +267,7 @@ class KafkaPartitionReader:
         self._errors = _ThrottledErrors(self.where)
         self._next: int | None = None if position is None else int(position)
         self._closed = False
+        self._lock = threading.Lock()  # lag() runs on the metrics thread: never on a closed consumer
         self._consumer = Consumer(
             _config(
                 kafka,
@@ -274,6 +318,28 @@ class KafkaPartitionReader:
     def position(self) -> int | None:
         return self._next
 
+    def lag(self) -> int | None:
+        """High watermark minus the next offset to read; None until known.
+
+        The watermark is the one librdkafka keeps from its last fetch response (``cached=True``: no request),
+        so this is cheap enough for every scrape. While prefetching is paused (its queue full because the
+        engine stalls) the watermark is as of the last fetch: the lag is then a lower bound.
+        """
+        with self._lock:
+            if self._closed:
+                return None
+            tp = TopicPartition(self.topic, self.partition)
+            try:
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                position = self._next
+                if position is None and high > 0:
+                    position = self._consumer.position([tp])[0].offset
+            except KafkaException:
+                return None
+        if high < 0 or position is None or position < 0:
+            return 0 if high == 0 else None
+        return max(0, high - position)
+
     def done(self) -> bool:
         return False
 
@@ -296,9 +362,10 @@ class KafkaPartitionReader:
             self._errors(err)
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._consumer.close()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._consumer.close()
 
 
 # ----------------------------------------------------------------------------- writing
@@ -348,7 +415,8 @@ class KafkaOutputs:
         self._sent = 0
         self._producer = Producer(self._producer_config)
 
-    def send(self, destination: str, key: str | None, value: bytes) -> None:
+    def send(self, destination: str, key: str | None, value: bytes | None) -> None:
+        """``value`` None produces a tombstone (null value) under ``key``: compaction then drops the customer."""
         try:
             topic = self.topic_for[destination]
         except KeyError:

@@ -27,6 +27,7 @@ from operators import anger
 from operators.keys import KeySpace
 from operators.io import Store
 from operators.profile import ANGER
+from operators.redact import redact
 
 log = logging.getLogger(__name__)
 SAVE_EVERY_LABELS = 50
@@ -38,6 +39,7 @@ Effect = tuple[str, str | None, Any]
 class SharedModels:
     def __init__(self, store: Store, keys: KeySpace, cfg: ModelSettings | None = None, horizon_days: float = 30.0) -> None:
         self.keys = keys
+        self._encode = store.encode  # bytes pass through, or are sealed at rest (store.pii_key: the hub holds customer ids)
         self.cfg = cfg or ModelSettings()
         self._lock = threading.Lock()
         raw_anger, raw_hub = store.get_many([keys.model("anger"), keys.model("customer")])
@@ -57,6 +59,8 @@ class SharedModels:
         self._last_save = time.monotonic()
         self._hub_version = self.hub.model_version if self.hub else 0
         self._hub_saved_at = time.monotonic()
+        self._erased = False
+        """A customer was forgotten since the last snapshot: the next batch writes one, whatever the cadence."""
 
     def anger_score(self, profile: dict[str, Any], event: dict[str, Any]) -> tuple[float, list[str]]:
         """The escalation score of an inbound message: text (rule blended with the learned model), then context."""
@@ -73,18 +77,24 @@ class SharedModels:
         return score, why
 
     def remember_escalation(self, profile: dict[str, Any], alert_id: str, text: str) -> None:
+        """Keep what the model needs to learn from this message when an agent labels the alert: a digest (hashed
+        tokens of the redacted text, and the rule's signals), never the customer's words (README: Privacy)."""
         escalations = profile["escalations"]
-        escalations[alert_id] = text[:500]
+        clipped = redact(text)[:500]
+        escalations[alert_id] = AngerModel.digest(clipped, anger.score_message(clipped))
         while len(escalations) > MAX_ESCALATIONS:
             del escalations[next(iter(escalations))]
 
     def learn_feedback(self, profile: dict[str, Any], event: dict[str, Any]) -> list[Effect]:
         """An agent's label on an escalation teaches the model; returns a snapshot to store when one is due."""
-        text = profile["escalations"].get(event["alert_id"])
-        if text is None:
+        kept = profile["escalations"].get(event["alert_id"])
+        if kept is None:
             return []  # feedback on another kind of alert, or one older than we keep
         with self._lock:
-            self.anger.learn(text, anger.score_message(text), event["label"] == "correct")
+            if isinstance(kept, dict):
+                self.anger.learn_digest(kept, event["label"] == "correct")
+            else:  # a profile written before digests: the text itself
+                self.anger.learn(kept, anger.score_message(kept), event["label"] == "correct")
             self._unsaved += 1
             return self._snapshot_if_due()
 
@@ -92,7 +102,7 @@ class SharedModels:
         if self._unsaved < SAVE_EVERY_LABELS and time.monotonic() - self._last_save < SAVE_EVERY_S:
             return []
         self._unsaved, self._last_save = 0, time.monotonic()
-        return [("put", self.keys.model("anger"), self.anger.to_bytes())]
+        return [("put", self.keys.model("anger"), self._encode(self.anger.to_bytes()))]
 
     # -- the customer model hub --------------------------------------------------------
 
@@ -107,26 +117,33 @@ class SharedModels:
 
     def advance(self, watermark_ms: int) -> list[Effect]:
         """Labels whose horizon the watermark passed are learned; returns a snapshot when one is due."""
-        if self.hub is None or watermark_ms <= 0:
+        if self.hub is None or watermark_ms <= 0 and not self._erased:
             return []
         with self._lock:
             self.hub.advance(watermark_ms)
+            if self._erased:  # the stored snapshot still holds an erased customer's pending features: replace it now
+                self._erased = False
+                return self._hub_snapshot(force=True)
             if time.monotonic() - self._hub_saved_at < self.cfg.snapshot_every_s:
                 return []
             return self._hub_snapshot()
 
-    def _hub_snapshot(self) -> list[Effect]:
+    def _hub_snapshot(self, force: bool = False) -> list[Effect]:
         assert self.hub is not None
         self._hub_saved_at = time.monotonic()
-        if self.hub.model_version == self._hub_version:
+        if self.hub.model_version == self._hub_version and not force:
             return []
         self._hub_version = self.hub.model_version
-        return [("put", self.keys.model("customer"), self.hub.snapshot())]
+        return [("put", self.keys.model("customer"), self._encode(self.hub.snapshot()))]
 
-    def forget(self, customer_id: str) -> None:
-        if self.hub is not None:
-            with self._lock:
-                self.hub.forget(customer_id)
+    def forget(self, customer_id: str) -> int:
+        """Erasure: drop the customer's pending predictions; returns how many. The next batch snapshots the hub."""
+        if self.hub is None:
+            return 0
+        with self._lock:
+            dropped = self.hub.forget(customer_id)
+            self._erased = self._erased or dropped > 0
+            return dropped
 
     def churn_risk(self, profile: dict[str, Any], as_of: int, population_gap_days: float) -> float | None:
         if self.hub is None:
@@ -140,13 +157,42 @@ class SharedModels:
         with self._lock:
             return self.hub.next_purchase_in_days(profile, as_of, population_gap_days)
 
+    def report(self) -> dict[str, Any]:
+        """Counters and progressive scores for the metrics port, read at scrape time (cheap: no ``hub.metrics()`` dict walk)."""
+        with self._lock:
+            out: dict[str, Any] = {"labels": {("anger", "feedback"): self.anger.n_learned}, "churn_auc": {},
+                                   "next_purchase_mae": {}, "serving": {}, "version": 0, "pending": 0}
+            hub = self.hub
+            if hub is None:
+                return out
+            evaluation = hub.evaluation
+            out["labels"].update({
+                ("churn", "bought"): evaluation.churn_labels - evaluation.churn_positives,
+                ("churn", "churned"): evaluation.churn_positives,
+                ("next_purchase", "observed"): evaluation.days_observed,
+                ("next_purchase", "censored"): evaluation.days_censored,
+            })
+            if evaluation.churn_labels:
+                for source, scores in evaluation.churn.items():
+                    out["churn_auc"][(source, "all")] = scores.auc.get()
+                    out["churn_auc"][(source, "rolling")] = scores.rolling_auc.get()
+            if evaluation.days_observed:
+                for source, days in evaluation.days.items():
+                    out["next_purchase_mae"][(source, "all")] = days.mae.get()
+                    out["next_purchase_mae"][(source, "rolling")] = days.rolling_mae.get()
+            churn_ready, days_ready = hub.ready
+            out["serving"] = {"churn": churn_ready, "next_purchase": days_ready}
+            out["version"] = hub.model_version
+            out["pending"] = len(hub.pending)
+            return out
+
     def flush(self) -> list[Effect]:
         """A snapshot of whatever was learned since the last one (at the end of input, or when asked)."""
         with self._lock:
             out: list[Effect] = []
             if self._unsaved:
                 self._unsaved, self._last_save = 0, time.monotonic()
-                out.append(("put", self.keys.model("anger"), self.anger.to_bytes()))
+                out.append(("put", self.keys.model("anger"), self._encode(self.anger.to_bytes())))
             if self.hub is not None:
                 out.extend(self._hub_snapshot())
             return out

@@ -3,7 +3,12 @@
 Hot-path counters are incremented once per batch with the batch's totals,
 never per event. State that already exists in the shards (customers held,
 events applied, suppressed triggers, the watermark) is read at scrape time
-by a collector, so it costs nothing between scrapes.
+by a collector, so it costs nothing between scrapes. The same goes for the
+consumer lag (watermarks the Kafka client already holds) and the online
+models' progressive scores: read when scraped, never per event.
+
+The README's "Operations" section lists every metric; tests/unit/test_dashboard.py
+checks that the Grafana dashboard and the alert rules query only names made here.
 """
 
 from __future__ import annotations
@@ -11,12 +16,19 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter as Tally
-from typing import Any, Callable, Iterable
+from datetime import datetime
+from typing import Any, Callable, Iterable, Mapping
+
+import orjson
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 _FIELD = re.compile(r"field '([^']+)'")
+INGESTED = "_in"
+"""Event key: wall time (epoch s) at which the source handed the event's batch to the dataflow. Set on the
+first event of each shard's group only (flows/dataflow.py), so it costs nothing per event; live engine only."""
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
 
 
 def deadletter_label(reason: str) -> str:
@@ -48,6 +60,20 @@ class EngineMetrics:
         self.store_write_keys = Histogram("crm_store_write_keys", "Keys written or deleted per store write", registry=r,
                                           buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000))
         self.store_retries = Counter("crm_store_retries_total", "Store operations retried because the store was unreachable", ["operation"], registry=r)
+        self.store_errors = Counter("crm_store_errors_total", "Failed store calls, by operation and error class (retried or not)",
+                                    ["operation", "error"], registry=r)
+        self.alert_event_latency = Histogram(
+            "crm_alert_event_latency_seconds",
+            "Wall time an alert or trigger became durable on its topic minus its event time (ts; a trigger's send_at)",
+            ["destination"], registry=r, buckets=LATENCY_BUCKETS)
+        self.alert_ingest_latency = Histogram(
+            "crm_alert_ingest_latency_seconds",
+            "Source read of the batch that raised an alert or trigger -> the alert durable on its topic",
+            ["destination"], registry=r, buckets=LATENCY_BUCKETS)
+        self.batch_ingest_latency = Histogram(
+            "crm_batch_ingest_latency_seconds",
+            "Source read of a batch's oldest record -> that shard batch's outputs and profiles durable",
+            registry=r, buckets=LATENCY_BUCKETS)
         self.started = time.time()
         self.last_batch: float | None = None
 
@@ -59,9 +85,105 @@ class EngineMetrics:
             self.deadlettered.labels(label).inc(n)
         self.last_batch = time.time()
 
+    def store_failed(self, operation: str, exc: BaseException, retried: bool = True) -> None:
+        self.store_errors.labels(operation, type(exc).__name__).inc()
+        if retried:
+            self.store_retries.labels(operation).inc()
+
+    def observe_alerts(self, alerts: Mapping[str, list[bytes]], ingested_at: float | None, now: float | None = None) -> None:
+        """Alerts just made durable: each one's latency from its event time, and from the source read of its batch.
+
+        Alerts are few (under 1% of events), so decoding them here is cheap; a record that does not parse
+        is skipped rather than failing the sink.
+        """
+        now = time.time() if now is None else now
+        for destination, values in alerts.items():
+            by_event = self.alert_event_latency.labels(destination)
+            by_ingest = self.alert_ingest_latency.labels(destination)
+            for value in values:
+                due = _due_time(value)
+                if due is not None:
+                    by_event.observe(max(0.0, now - due))
+                if ingested_at is not None:
+                    by_ingest.observe(max(0.0, now - ingested_at))
+
+    def observe_batch(self, ingested_at: float, now: float | None = None) -> None:
+        """A sink batch's outputs and state are durable: its latency from the source read of its oldest record."""
+        self.batch_ingest_latency.observe(max(0.0, (time.time() if now is None else now) - ingested_at))
+
     def watch_shards(self, shards: Callable[[], Iterable[Any]]) -> None:
         """Export the profile shards' own state at scrape time (see ShardCollector)."""
         self.registry.register(ShardCollector(shards))
+
+    def watch_lag(self, lags: Callable[[], Mapping[tuple[str, int], int]]) -> None:
+        """Export consumer lag per input partition at scrape time; ``lags`` is e.g. ``KafkaReader.lags``."""
+        self.registry.register(LagCollector(lags))
+
+    def watch_models(self, report: Callable[[], Mapping[str, Any] | None]) -> None:
+        """Export the online models' counters and progressive scores at scrape time; ``report`` is e.g. ``SharedModels.report``."""
+        self.registry.register(ModelCollector(report))
+
+
+def _due_time(value: bytes) -> float | None:
+    """Epoch seconds an alert was due: a trigger's ``send_at`` (held by governance on purpose), else its ``ts``."""
+    try:
+        alert = orjson.loads(value)
+        stamp = alert.get("send_at") or alert["ts"]
+        return datetime.fromisoformat(stamp).timestamp()
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+class LagCollector:
+    """``crm_consumer_lag{topic,partition}``: records between the engine's read position and the partition's end."""
+
+    def __init__(self, lags: Callable[[], Mapping[tuple[str, int], int]]) -> None:
+        self.lags = lags
+
+    def collect(self) -> Iterable[Any]:
+        lag = GaugeMetricFamily("crm_consumer_lag", "Records in the input partition not yet read by the engine (high watermark - position)",
+                                labels=["topic", "partition"])
+        for (topic, partition), n in sorted(self.lags().items()):
+            lag.add_metric([topic, str(partition)], n)
+        yield lag
+
+
+class ModelCollector:
+    """The online models (operators/learning.py ``SharedModels.report``): labels resolved, progressive scores, serving mode."""
+
+    def __init__(self, report: Callable[[], Mapping[str, Any] | None]) -> None:
+        self.report = report
+
+    def collect(self) -> Iterable[Any]:
+        report = self.report()
+        if not report:
+            return
+        labels = CounterMetricFamily("crm_model_labels", "Delayed labels resolved and scored (progressive validation) by model and label",
+                                     labels=["model", "label"])
+        for (model, label), n in sorted(report["labels"].items()):
+            labels.add_metric([model, label], n)
+        yield labels
+        auc = GaugeMetricFamily("crm_model_churn_auc", "Progressive ROC AUC of churn scores (test-then-train), by source and window",
+                                labels=["source", "window"])
+        for (source, window), value in sorted(report["churn_auc"].items()):
+            auc.add_metric([source, window], value)
+        yield auc
+        mae = GaugeMetricFamily("crm_model_next_purchase_mae_days", "Progressive mean absolute error of next-purchase days, by source and window",
+                                labels=["source", "window"])
+        for (source, window), value in sorted(report["next_purchase_mae"].items()):
+            mae.add_metric([source, window], value)
+        yield mae
+        serving = GaugeMetricFamily("crm_model_serving", "1 when the learned model answers, 0 while the rhythm estimate stands in (warm-up)",
+                                    labels=["model"])
+        for model, on in sorted(report["serving"].items()):
+            serving.add_metric([model], 1.0 if on else 0.0)
+        yield serving
+        version = GaugeMetricFamily("crm_model_version", "Learning steps of the customer model hub (the snapshot's identity)")
+        version.add_metric([], report["version"])
+        yield version
+        pending = GaugeMetricFamily("crm_model_pending_predictions", "Predictions waiting for their label")
+        pending.add_metric([], report["pending"])
+        yield pending
 
 
 class ShardCollector:

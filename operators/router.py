@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from operators import jsonutil
+from operators.identity import ERASE_LINKS_ONLY
 from operators.io import DEADLETTER, Raw
 from operators.keys import shard_of
 from operators.metrics import EngineMetrics
 from operators.profile import SOURCE, SOURCE_OFFSET
+from operators.redact import redact
 from operators.schema import DeadLetter, Decoder, Origin
 
 DEAD = "dead"
@@ -32,8 +34,11 @@ def identity_route(event: dict[str, Any], shards: int) -> int:
 
 
 class Router:
-    def __init__(self, decoder: Decoder, shards: int, metrics: EngineMetrics | None = None) -> None:
+    def __init__(self, decoder: Decoder, shards: int, metrics: EngineMetrics | None = None, *,
+                 redact_deadletters: bool = True) -> None:
         self.decoder = decoder
+        self.redact_deadletters = redact_deadletters
+        """E-mails, phones and card numbers out of dead letters' ``raw`` and ``reason`` (privacy.redact_deadletters)."""
         self.shards = shards
         self.metrics = metrics
         self.max_ts = 0
@@ -52,13 +57,17 @@ class Router:
         dead: list[tuple[str, str | None, bytes]] = []
         clocks: dict[str, int] = {}
         reasons: list[str] = []
+        erasures: list[tuple[int, dict[str, Any]]] = []
         decode = self.decoder.decode
         shards = self.shards
         for topic, partition, offset, value in batch:
             origin = Origin(topic, line=offset) if partition < 0 else Origin(topic, partition, offset)
             event = decode(value, origin)
             if type(event) is DeadLetter:
-                dead.append((DEADLETTER, None, jsonutil.dumps(event.to_record())))
+                record = event.to_record()
+                if self.redact_deadletters:
+                    record["raw"], record["reason"] = redact(record["raw"]), redact(record["reason"])
+                dead.append((DEADLETTER, None, jsonutil.dumps(record)))
                 reasons.append(event.reason)
                 continue
             source = f"{topic or 'file'}#{partition}"
@@ -67,13 +76,20 @@ class Router:
             ts = event["ts"]  # type: ignore[index]
             if ts > clocks.get(source, -1):
                 clocks[source] = ts
-            groups.setdefault(identity_route(event, shards), []).append(event)  # type: ignore[arg-type]
+            own = identity_route(event, shards)  # type: ignore[arg-type]
+            groups.setdefault(own, []).append(event)  # type: ignore[arg-type]
+            if event["type"] == "erasure_request" and event.get("customer_id") is not None:  # type: ignore[index,union-attr]
+                erasures.append((own, event))  # type: ignore[arg-type]
         if clocks:
             self.max_ts = max(self.max_ts, max(clocks.values()))
         self.dead += len(dead)
         self.decoded += len(batch) - len(dead)
         if self.metrics is not None:
             self.metrics.count_batch((e for evs in groups.values() for e in evs), reasons)
+        for own, event in erasures:  # visitor links to the customer live on the visitors' shards: every one hears it
+            for other in range(shards):
+                if other != own:
+                    groups.setdefault(other, []).append({**event, ERASE_LINKS_ONLY: True})
         out: list[tuple[str, Any]] = [(shard_key(s), (s, groups.get(s, []), clocks)) for s in range(shards)] if clocks else []
         if dead:
             out.append((DEAD, dead))

@@ -24,6 +24,10 @@ class StoreUnavailable(RuntimeError):
     """The store could not be reached within the allowed time."""
 
 
+class StoreAccessDenied(StoreUnavailable):
+    """Redis refused us (wrong password, ACL, untrusted TLS certificate): a setting to fix, so never retried."""
+
+
 class MemoryStore:
     """A dict behind a lock: the embedded default, replay, and tests.
 
@@ -73,13 +77,14 @@ class RedisStore:
     """
 
     def __init__(self, url: str, *, backoff_max_s: float = 30.0, give_up_after_s: float | None = None,
-                 on_retry: Callable[[str, Exception], None] | None = None) -> None:
+                 on_retry: Callable[[str, Exception], None] | None = None, connection: dict[str, Any] | None = None) -> None:
         try:
             import redis
         except ImportError as exc:  # pragma: no cover - redis is a core dependency
             raise ImportError("the Redis store needs redis-py: pip install 'redis[hiredis]'") from exc
         self._redis = redis
-        self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+        self.client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,
+                                           **(connection or {}))  # AUTH user and TLS: redis_connection_kwargs
         self.url = url
         self.backoff_max_s = backoff_max_s
         self.give_up_after_s = give_up_after_s
@@ -96,7 +101,16 @@ class RedisStore:
         while True:
             try:
                 return fn()
+            except (self._redis.AuthenticationError, self._redis.exceptions.NoPermissionError) as exc:
+                raise StoreAccessDenied(
+                    f"Redis at {_safe(self.url)} refused {what}: {exc}. Check store.username and store.password "
+                    "(CRM_STREAM__STORE__PASSWORD) and that user's ACL: it needs +get +mget +mset +set +del +multi +exec "
+                    "+scan +ping on the store.key_prefix keys") from None
             except (self._redis.ConnectionError, self._redis.TimeoutError, self._redis.BusyLoadingError) as exc:
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+                    raise StoreAccessDenied(
+                        f"Redis at {_safe(self.url)}: the server's TLS certificate is not trusted ({exc}). Set "
+                        "store.tls_ca_file to the CA that signed it (and check the host name in store.url)") from None
                 waited = time.monotonic() - started
                 if self.give_up_after_s is not None and waited >= self.give_up_after_s:
                     raise StoreUnavailable(
@@ -149,13 +163,193 @@ class RedisStore:
         self.client.close()
 
 
+class RedisClusterStore(RedisStore):
+    """Redis Cluster via redis-py's ``RedisCluster``: the same keys, batched per node, written in a safe order.
+
+    Redis Cluster runs MULTI/EXEC and MSET only within one hash slot, and the
+    key layout (operators/keys.py) is not hash-tagged: other services read
+    ``{prefix}:profile:{id}`` as it is. So there is no transaction across a
+    batch. What is kept instead:
+
+    - every key is written whole in one SET: a profile blob, with the
+      per-partition offsets it has applied (``profile.already_applied``), is
+      never half-written;
+    - a batch is written in three steps, each one plain pipeline per node (one
+      round trip per node; keys grouped by the client's slot map, MOVED falls
+      back to redis-py's redirect-following commands), and a step starts only
+      after the one before succeeded: (1) timer-index buckets and model snapshots, (2) profiles,
+      (3) visitor records (``anon``), shard blobs, then deletes.
+
+    A crash between steps can leave: index entries for deadlines no profile
+    holds yet (harmless: a stale entry is dropped when its bucket fires);
+    profiles older than the batch (replayed from the checkpoint, as with one
+    Redis); profiles newer than their shard blob: on replay those profiles skip
+    the re-read events by their offsets, so each event still changes each
+    profile exactly once, but the shard's statistics (adaptive RFM histograms,
+    the ``applied`` count) miss that one batch. A visitor's buffer is consumed
+    (step 3) only after the profile it was carried into is written (step 2).
+    Reads are GETs, one pipeline per node; outputs stay first (effects.py).
+    """
+
+    def __init__(self, url: str, *, key_prefix: str = "crm", backoff_max_s: float = 30.0,
+                 give_up_after_s: float | None = None, on_retry: Callable[[str, Exception], None] | None = None,
+                 connection: dict[str, Any] | None = None) -> None:
+        import redis
+        from redis.cluster import RedisCluster
+
+        self._redis = redis
+        self._transient = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+                           redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError)
+        self.url = url
+        self.backoff_max_s = backoff_max_s
+        self.give_up_after_s = give_up_after_s
+        self.on_retry = on_retry
+        self._early = (f"{key_prefix}:timers:", f"{key_prefix}:model:")
+        self._late = (f"{key_prefix}:anon:", f"{key_prefix}:shard:")
+        # Connecting reads the slot map, so a down cluster must wait (and be retried) like any other call.
+        self.client = self._retrying("CLUSTER SLOTS", lambda: RedisCluster.from_url(
+            url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30,
+            **(connection or {})))  # type: ignore[assignment]  # AUTH user and TLS, for every node: redis_connection_kwargs
+
+    def _retrying(self, what: str, fn: Callable[[], object]) -> object:
+        delay, started = 0.05, time.monotonic()
+        while True:
+            try:
+                return fn()
+            except self._transient as exc:
+                waited = time.monotonic() - started
+                if self.give_up_after_s is not None and waited >= self.give_up_after_s:
+                    raise StoreUnavailable(
+                        f"Redis Cluster at {_safe(self.url)} did not answer {what} for {waited:.0f}s: are its nodes up and "
+                        f"the cluster formed (redis-cli --cluster check)? ({exc})") from exc
+                log.warning("Redis Cluster %s failed (%s); retrying in %.2fs, nothing is dropped", what, exc, delay)
+                if self.on_retry:
+                    self.on_retry(what, exc)
+                time.sleep(delay)
+                delay = min(self.backoff_max_s, delay * 2)
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        for i in range(0, len(keys), MGET_CHUNK):
+            chunk = list(keys[i : i + MGET_CHUNK])
+            out.extend(self._retrying("MGET", lambda chunk=chunk: self._get(chunk)))  # type: ignore[arg-type]
+        return out
+
+    def _by_node(self, keys: Iterable[str]) -> dict[str, tuple[Any, list[str]]]:
+        """Keys grouped by the primary that serves their slot, from the client's cached slot map."""
+        from redis.cluster import key_slot
+
+        node_of = self.client.nodes_manager.get_node_from_slot  # type: ignore[attr-defined]
+        out: dict[str, tuple[Any, list[str]]] = {}
+        for key in keys:
+            node = node_of(key_slot(key.encode()))
+            entry = out.get(node.name)
+            if entry is None:
+                entry = out[node.name] = (node, [])
+            entry[1].append(key)
+        return out
+
+    def _redirected(self, exc: Exception) -> bool:
+        """A slot moved (resharding, failover): refresh the slot map; the caller then goes through redis-py's
+        redirect-following cluster commands."""
+        moved = isinstance(exc, self._redis.exceptions.ResponseError) and str(exc).startswith(("MOVED", "ASK", "TRYAGAIN", "CLUSTERDOWN"))
+        if moved:
+            self.client.nodes_manager.initialize()  # type: ignore[attr-defined]
+        return moved
+
+    def _get(self, keys: list[str]) -> list[bytes | None]:
+        """GETs in one plain pipeline per node: redis-py's cluster pipeline costs ~2x more per command."""
+        try:
+            found: dict[str, bytes | None] = {}
+            for node, node_keys in self._by_node(keys).values():
+                pipe = node.redis_connection.pipeline(transaction=False)
+                for key in node_keys:
+                    pipe.get(key)
+                found.update(zip(node_keys, pipe.execute()))
+            return [found[k] for k in keys]
+        except self._redis.exceptions.ResponseError as exc:
+            if not self._redirected(exc):
+                raise
+            return self.client.mget_nonatomic(keys)  # type: ignore[attr-defined,no-any-return]
+
+    def write(self, puts: dict[str, bytes], deletes: Iterable[str] = ()) -> None:
+        deletes = list(deletes)
+        early: dict[str, bytes] = {}
+        middle: dict[str, bytes] = {}
+        late: dict[str, bytes] = {}
+        for key, value in puts.items():
+            (early if key.startswith(self._early) else late if key.startswith(self._late) else middle)[key] = value
+        for step, part, dels in (("write 1/3", early, ()), ("write 2/3", middle, ()), ("write 3/3", late, deletes)):
+            if part or dels:
+                self._retrying(step, lambda part=part, dels=dels: self._pipeline(part, dels))
+
+    def _pipeline(self, puts: dict[str, bytes], deletes: Sequence[str]) -> None:
+        """SETs and DELs in one plain pipeline per node (one round trip each). Retrying a step is safe: both are idempotent."""
+        try:
+            for node, node_keys in self._by_node([*puts, *deletes]).values():
+                pipe = node.redis_connection.pipeline(transaction=False)
+                for key in node_keys:
+                    value = puts.get(key)
+                    if value is None:
+                        pipe.delete(key)
+                    else:
+                        pipe.set(key, value)
+                pipe.execute()
+        except self._redis.exceptions.ResponseError as exc:
+            if not self._redirected(exc):
+                raise
+            if puts:
+                self.client.mset_nonatomic(puts)  # type: ignore[attr-defined]
+            if deletes:
+                self.client.delete(*deletes)
+
+    def scan(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        # scan_iter walks every primary node in turn.
+        keys = sorted(k.decode() for k in self._retrying("SCAN", lambda: list(self.client.scan_iter(match=f"{prefix}*", count=1000))))  # type: ignore[union-attr]
+        for i in range(0, len(keys), MGET_CHUNK):
+            chunk = keys[i : i + MGET_CHUNK]
+            for key, value in zip(chunk, self.get_many(chunk)):
+                if value is not None:
+                    yield key, value
+
+
 def _safe(url: str) -> str:
     from config.settings import _mask_url
 
     return _mask_url(url)
 
 
+def redis_connection_kwargs(settings: StoreSettings) -> dict[str, Any]:
+    """redis-py ``from_url`` keywords for the ACL user and TLS settings that are set (README: Privacy and security)."""
+    kwargs: dict[str, Any] = {}
+    if settings.username:
+        kwargs["username"] = settings.username
+    if settings.password:
+        kwargs["password"] = settings.password
+    if settings.url.startswith("rediss://"):
+        kwargs["ssl_cert_reqs"] = "required"
+        kwargs["ssl_check_hostname"] = settings.tls_check_hostname
+        if settings.tls_ca_file:
+            kwargs["ssl_ca_certs"] = settings.tls_ca_file
+        if settings.tls_cert_file:
+            kwargs["ssl_certfile"] = settings.tls_cert_file
+            kwargs["ssl_keyfile"] = settings.tls_key_file
+    return kwargs
+
+
 def open_store(settings: StoreSettings, *, interactive: bool = False) -> MemoryStore | RedisStore:
     if settings.kind == "memory":
         return MemoryStore()
-    return RedisStore(settings.url, backoff_max_s=settings.retry_max_seconds, give_up_after_s=10.0 if interactive else None)
+    if settings.kind == "redis-cluster":
+        store = RedisClusterStore(settings.url, key_prefix=settings.key_prefix, backoff_max_s=settings.retry_max_seconds,
+                                  give_up_after_s=10.0 if interactive else None, connection=redis_connection_kwargs(settings))
+    else:
+        store = RedisStore(settings.url, backoff_max_s=settings.retry_max_seconds, give_up_after_s=10.0 if interactive else None,
+                           connection=redis_connection_kwargs(settings))
+    if settings.pii_key:  # values sealed at rest (operators/pii.py); key names are pseudonymised by KeySpace.of
+        from operators.pii import PiiKey, SealedStore
+
+        return SealedStore(store, PiiKey(settings.pii_key))  # type: ignore[return-value]
+    log.warning("store.pii_key is not set: customer ids are stored in the clear in Redis key names and values; "
+                "set CRM_STREAM__STORE__PII_KEY in production (README: Privacy and security)")
+    return store

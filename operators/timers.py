@@ -77,7 +77,8 @@ class TimerWheel:
         self.fired_through = fired_through
         """Every deadline in an hour <= this has fired (None until the first watermark)."""
 
-    def schedule(self, customer_id: str, deadline_ms: int) -> None:
+    def schedule(self, customer_id: str, deadline_ms: int) -> int:
+        """Index the deadline; returns the hour bucket that holds it (erasure must find every bucket naming a customer)."""
         hour = bucket_of(deadline_ms)
         if self.fired_through is not None and hour <= self.fired_through:
             hour = self.fired_through + 1  # already past: due at the next advance
@@ -86,6 +87,21 @@ class TimerWheel:
         if current is None or deadline_ms < current:
             bucket[customer_id] = deadline_ms
             self.dirty.add(hour)
+        return hour
+
+    def forget(self, customer_id: str, hours: set[int]) -> int:
+        """Erasure: remove the customer from every bucket in memory and from ``hours`` (read first if not loaded).
+
+        Stale entries (lazily cancelled) sit in any hour the customer was ever scheduled in, so the caller
+        passes the hours it recorded; returns how many entries were removed.
+        """
+        self.prefetch(hours)
+        removed = 0
+        for hour, bucket in self.buckets.items():
+            if bucket.pop(customer_id, None) is not None:
+                self.dirty.add(hour)
+                removed += 1
+        return removed
 
     def prefetch(self, hours: set[int]) -> None:
         """Read the given buckets in one store round trip (before scheduling a batch's timers)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from operators.alerts import make_alert
 from operators.io import SERVICE
+from operators.redact import redact
 from operators.rules import Candidate, RuleContext
 from operators.timeutil import MS_PER_HOUR
 
@@ -36,7 +37,12 @@ def on_event(ctx: RuleContext) -> list[Candidate]:
         priority=priority, score=score,
         reasons=[f"anger score {score:.2f} (threshold {ctx.cfg.angry_threshold:.2f})", *reasons, value_note],
         payload={"ticket_id": ticket, "channel": event.get("channel"), "segment": ctx.segment_after,
-                 "open_tickets": len(ctx.profile["tickets"]), "excerpt": event["text"][:140]},
+                 "open_tickets": len(ctx.profile["tickets"]), "excerpt": excerpt(event["text"], ctx.cfg.angry_excerpt_chars)},
     )
     ctx.profile["alerted"][f"{KIND}:{ticket}"] = event["ts"]
     return [Candidate(SERVICE, alert)]
+
+
+def excerpt(text: str, chars: int) -> str | None:
+    """The start of the message for the agent, personal data redacted first (so a cut never splits a card number)."""
+    return redact(text)[:chars] if chars > 0 else None

@@ -67,3 +67,83 @@ def test_http_endpoints():
         assert "crm_store_write_seconds_bucket" in body
     finally:
         server.shutdown()
+
+
+def test_latency_histograms_are_fed_per_sink_batch_from_the_ingest_marker():
+    from operators.effects import INGESTED, EffectsWriter
+
+    class Outputs:
+        def send(self, destination, key, value):
+            pass
+
+        def flush(self):
+            pass
+
+    metrics = EngineMetrics(CollectorRegistry())
+    writer = EffectsWriter(Outputs(), MemoryStore(), metrics)
+    now = __import__("time").time()
+    alert = b'{"alert_id": "a1", "ts": "2020-01-01T00:00:00Z"}'
+    trigger = b'{"alert_id": "t1", "ts": "2020-01-01T00:00:00Z", "send_at": "2020-01-02T00:00:00+00:00"}'
+    writer.write([("service", "c1", alert), ("marketing", "c1", trigger), ("put", "k", 1), (INGESTED, None, now - 2.0), (INGESTED, None, now - 1.0)])
+    assert _value(metrics, "crm_batch_ingest_latency_seconds_count") == 1
+    assert 2.0 <= _value(metrics, "crm_batch_ingest_latency_seconds_sum") < 60  # the oldest read counts
+    for destination in ("service", "marketing"):
+        assert _value(metrics, "crm_alert_ingest_latency_seconds_count", {"destination": destination}) == 1
+        assert _value(metrics, "crm_alert_event_latency_seconds_count", {"destination": destination}) == 1
+    service = _value(metrics, "crm_alert_event_latency_seconds_sum", {"destination": "service"})
+    marketing = _value(metrics, "crm_alert_event_latency_seconds_sum", {"destination": "marketing"})
+    assert service - marketing == 86400  # a trigger is measured from its send_at
+    writer.write([("put", "k", 2)])  # no marker (replay, timers): nothing observed
+    assert _value(metrics, "crm_batch_ingest_latency_seconds_count") == 1
+
+
+def test_store_failures_count_as_errors_and_retries():
+    metrics = EngineMetrics(CollectorRegistry())
+    metrics.store_failed("write", ConnectionError("refused"))
+    metrics.store_failed("write", ValueError("bad"), retried=False)
+    assert _value(metrics, "crm_store_retries_total", {"operation": "write"}) == 1
+    assert _value(metrics, "crm_store_errors_total", {"operation": "write", "error": "ConnectionError"}) == 1
+    assert _value(metrics, "crm_store_errors_total", {"operation": "write", "error": "ValueError"}) == 1
+
+
+def test_lag_and_models_are_read_at_scrape_time():
+    from operators.keys import KeySpace
+    from operators.learning import SharedModels
+
+    metrics = EngineMetrics(CollectorRegistry())
+    lags = {("crm.clickstream", 0): 5, ("crm.purchases", 1): 0}
+    models = SharedModels(MemoryStore(), KeySpace("crm"))
+    metrics.watch_lag(lambda: lags)
+    metrics.watch_models(models.report)
+    assert _value(metrics, "crm_consumer_lag", {"topic": "crm.clickstream", "partition": "0"}) == 5
+    lags[("crm.clickstream", 0)] = 7
+    assert _value(metrics, "crm_consumer_lag", {"topic": "crm.clickstream", "partition": "0"}) == 7
+    assert _value(metrics, "crm_model_serving", {"model": "churn"}) == 0
+    evaluation = models.hub.evaluation
+    evaluation.score_churn(True, [0.9, 0.9, 0.5, 0.5])
+    evaluation.score_churn(False, [0.1, 0.1, 0.5, 0.5])
+    assert _value(metrics, "crm_model_labels_total", {"model": "churn", "label": "churned"}) == 1
+    assert _value(metrics, "crm_model_churn_auc", {"source": "model", "window": "all"}) == 1.0
+
+
+def test_a_stop_request_ends_every_reader_partition_as_if_exhausted():
+    import threading
+
+    import pytest
+
+    from flows.bytewax_io import _ReaderPartition
+    from operators.io import Raw
+
+    class Endless:
+        def read_batch(self):
+            return [Raw("t", 0, 0, b"{}")]
+
+        def done(self):
+            return False
+
+    stop = threading.Event()
+    part = _ReaderPartition(Endless(), stop)
+    assert part.next_batch()
+    stop.set()
+    with pytest.raises(StopIteration):
+        part.next_batch()
