@@ -293,6 +293,7 @@ class ProfileShard:
         out.append((SERVICE, customer_id, None))
         out.append((MARKETING, customer_id, None))
         out.append(("del", self.keys.profile(customer_id), None))
+        out.append(("del", self.keys.claim(customer_id), None))  # an agent's claim in the console names them too
         out.extend(("del", self.keys.anon(a), None) for a in sorted(anonymous_ids))
         out.append((AUDIT, customer_id, detail))
         if self.emit_changes:

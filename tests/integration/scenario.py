@@ -29,7 +29,7 @@ SIM = config.SimulatorSettings(customers=300, days=150, seed=5, bad_rate=0.005)
 ENV = {"CRM_STREAM__ENGINE__ANONYMOUS_MAX_EVENTS": "100000"}
 # Alerts raised by an event from the customer's own state: live and replay raise exactly the same ids. Timer
 # rules are not compared here: on this shop (150 days) the live engine raises fewer replenishment and win_back
-# alerts than replay even without any outage (see the README's Tests section), which is not what these tests probe.
+# alerts than replay even without any outage (a difference of its own, not what these tests probe).
 PER_CUSTOMER = ("angry_customer-",)
 
 

@@ -121,6 +121,7 @@ def test_erasure_end_to_end_leaves_nothing_and_tombstones_the_outputs(kafka_sett
         assert exported["view"]["frequency"] == 2 and exported["pending_predictions"]
         assert _cli(env, "profile", OTHER)["customer_id"] == OTHER
 
+        fresh_redis.set(f"crm:claim:{WHO}", b'{"agent": "alice"}', ex=600)  # an agent's console claim names them too
         _produce(kafka_settings, [("control", event("erasure_request", WHO, day=7))])
         _wait(lambda: fresh_redis.get(f"crm:profile:{WHO}") is None, "the profile to be deleted", engine)
         _wait(lambda: not _mentions(fresh_redis, WHO), "every key about the customer to go (model snapshot included)", engine)
