@@ -215,11 +215,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
+    from operators.console_profiles import customer_view
     from operators.keys import KeySpace
-    from operators.profile import stored_profile
-    from operators.segments import SegmentStats, merge_stats
     from operators.stores import StoreUnavailable, open_store
-    from operators.views import full_view
 
     settings = _settings(args, config.CONFIG_DIR / "production.toml")
     if settings.store.kind not in ("redis", "redis-cluster"):
@@ -228,22 +226,18 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     keys = KeySpace.of(settings.store)
     store = open_store(settings.store, interactive=True)
     try:
-        profile_blob, *shard_blobs = store.get_many([keys.profile(args.customer_id)] + [keys.shard(n) for n in range(settings.engine.shards)])
+        view = customer_view(store, keys, settings, args.customer_id)  # the same view as the agents' console
     except StoreUnavailable as exc:
         print(f"crm-stream: {exc}", file=sys.stderr)
         return 1
-    if profile_blob is None:
+    if view is None:
         _audited(settings, args, "profile_read", {"found": False})
         print(f"crm-stream: no profile for customer {args.customer_id!r} in {config._mask_url(settings.store.url)} "
               f"(key {keys.profile(args.customer_id)})", file=sys.stderr)
         return 1
     if not _audited(settings, args, "profile_read", {"found": True}):
         return 1
-    profile = stored_profile(store.decode(profile_blob))
-    shards = [store.decode(b) for b in shard_blobs if b]
-    stats = merge_stats([SegmentStats.from_dict(s) for s in shards])
-    as_of = max([profile["last_seen"]] + [s.get("clock", 0) for s in shards])  # the stream's event time, not the wall clock
-    sys.stdout.write(jsonutil.dumps(full_view(profile, as_of, stats.thresholds(settings.segments), settings)).decode() + "\n")
+    sys.stdout.write(jsonutil.dumps(view).decode() + "\n")
     return 0
 
 
