@@ -540,8 +540,8 @@ def secret_values(s: Settings) -> list[str]:
     return sorted(set(found), key=len, reverse=True)
 
 
-# Setting names that contain a secret marker but hold no secret (masked in dumps all the same, but a
-# common word like "crm" must not be blanked out of every log line).
+# Setting names that contain a secret marker but hold no secret: shown in dumps, and a common word like
+# "crm" (the key prefix) is not blanked out of every log line.
 _NOT_SECRET = frozenset(("key_prefix", "require_pii_key", "ssl_key_location", "tls_key_file", "sasl_mechanism", "sasl_username"))
 
 
@@ -550,7 +550,7 @@ def _mask(value: Any, key: str = "") -> Any:
         secret = bool(key) and any(m in key.lower() for m in SECRET_MARKERS)  # a secret table: every value in it
         return {k: _mask(v, key if secret else str(k)) for k, v in value.items()}
     if isinstance(value, str):
-        if any(m in key.lower() for m in SECRET_MARKERS) and value:
+        if value and key.lower() not in _NOT_SECRET and any(m in key.lower() for m in SECRET_MARKERS):
             return MASK
         return _mask_url(value)
     return value

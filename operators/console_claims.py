@@ -128,11 +128,13 @@ class RedisClaims:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def from_url(cls, url: str, keys: KeySpace, ttl_s: float, *, cluster: bool = False) -> RedisClaims:
+    def from_url(cls, url: str, keys: KeySpace, ttl_s: float, *, cluster: bool = False,
+                 connection: dict[str, Any] | None = None) -> RedisClaims:
+        """``connection``: the store's ACL user and TLS keywords (operators.stores.redis_connection_kwargs)."""
         import redis
 
         client_class = redis.RedisCluster if cluster else redis.Redis
-        return cls(client_class.from_url(url, socket_timeout=10, socket_connect_timeout=5), keys, ttl_s)
+        return cls(client_class.from_url(url, socket_timeout=10, socket_connect_timeout=5, **(connection or {})), keys, ttl_s)
 
     def claim(self, customer_id: str, agent: str) -> tuple[bool, Claim]:
         ttl_ms = int(self.ttl_s * 1000)

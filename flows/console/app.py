@@ -101,7 +101,7 @@ def build_app(backend: ConsoleBackend) -> Starlette:
     cfg = backend.settings.console
     agents = Agents(cfg.password_hashes)
     sessions = SessionSigner.from_setting(cfg.session_secret, cfg.session_hours * 3600)
-    keys = KeySpace(backend.settings.store.key_prefix)
+    keys = KeySpace.of(backend.settings.store)  # pseudonymised key names when store.pii_key is set
     broadcast = _Broadcast()
     backend.ring.listen(lambda entry: broadcast.publish("alert", entry))
     backend.claims.listen(lambda claim: broadcast.publish("claim", claim))

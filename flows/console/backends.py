@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def kafka_backend(settings: Settings) -> tuple[ConsoleBackend, KafkaAlertFeed]:
     """Kafka + Redis; returns the backend and its (not yet started) alert feed."""
-    from operators.stores import open_store
+    from operators.stores import open_store, redis_connection_kwargs
 
     if settings.store.kind not in ("redis", "redis-cluster"):
         raise ConfigError("the console reads profiles from Redis, but store.kind is 'memory': use a config whose "
@@ -37,8 +37,9 @@ def kafka_backend(settings: Settings) -> tuple[ConsoleBackend, KafkaAlertFeed]:
     ring = AlertRing(cfg.recent_alerts)
     feed = KafkaAlertFeed(settings.kafka, ring, backlog=cfg.backlog_alerts)
     store = open_store(settings.store, interactive=True)
-    claims = RedisClaims.from_url(settings.store.url, KeySpace(settings.store.key_prefix), cfg.claim_minutes * 60,
-                                  cluster=settings.store.kind == "redis-cluster")
+    claims = RedisClaims.from_url(settings.store.url, KeySpace.of(settings.store), cfg.claim_minutes * 60,
+                                  cluster=settings.store.kind == "redis-cluster",
+                                  connection=redis_connection_kwargs(settings.store))
     control = KafkaControl(settings.kafka)
     audit = AuditLog(settings)
     backend = ConsoleBackend(settings, ring, claims, store, control, audit, wall_clock_ms,

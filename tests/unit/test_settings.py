@@ -57,3 +57,4 @@ def test_secrets_are_masked_when_printed():
                                "CRM_STREAM__KAFKA__EXTRA__SASL.PASSWORD": "hunter2"})
     text = repr(s.masked())
     assert "s3cret" not in text and "hunter2" not in text and "***" in text
+    assert s.masked()["store"]["key_prefix"] == "crm"  # names that merely contain a marker word stay readable
