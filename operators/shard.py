@@ -371,7 +371,7 @@ class ProfileShard:
             if triggers is not None and kind in triggers or rule.KIND == "segment_change" and segment_before != profile["segment"]:
                 candidates.extend(rule.on_event(ctx))
             if kind in _REARM.get(rule.KIND, ()):
-                self._arm(profile, rule.KIND, rule.deadline(ctx))
+                self._arm(profile, rule.KIND, rule.deadline(ctx), passed_by=profile["last_seen"])
         for destination, alert in candidates:
             if alert["kind"] == "angry_customer":  # kept so that an agent's feedback on it can teach the model
                 self.models.remember_escalation(profile, alert["alert_id"], event["text"])
@@ -410,12 +410,20 @@ class ProfileShard:
 
     # -- timers ----------------------------------------------------------------------------
 
-    def _arm(self, profile: profiles.Profile, kind: str, deadline: int | None) -> None:
+    def _arm(self, profile: profiles.Profile, kind: str, deadline: int | None, passed_by: int | None = None) -> None:
+        """Set the customer's ``kind`` deadline. From an event, ``passed_by`` is the customer's newest event time:
+        a pending deadline older than that stays (or the new one if earlier). In event time that deadline came
+        before the event, so the timer must still judge it; only a watermark held back by a slower partition (or
+        the batch the event arrived in) kept it from firing yet, and an event read early must not cancel it. The
+        timer judges as of its deadline, and arms the rule's following deadline from the whole history."""
         timers = profile["timers"]
+        pending = timers.get(kind)
+        if passed_by is not None and pending is not None and pending < passed_by and (deadline is None or pending <= deadline):
+            return
         if deadline is None:
             timers.pop(kind, None)
             return
-        if timers.get(kind) == deadline:
+        if pending == deadline:
             return
         timers[kind] = deadline
         self._schedule(profile, deadline)

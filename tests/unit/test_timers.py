@@ -81,3 +81,64 @@ def test_watermark_is_the_slowest_active_partition_minus_lateness():
     now[0] = 6.0
     clock.observe({"a#0": 2000})  # b has gone quiet: it no longer holds a back
     assert clock.watermark() == 1990
+
+
+# -- a shard's timers when partitions are read at different speeds -----------------------------------------------------
+
+
+def _feed_partitioned(batches: list[list[tuple[str, dict]]]) -> set[str]:
+    """Feed a profile shard batches of (input partition, event), as the router does: each batch carries the newest
+    event time of every partition in it. Returns the ids of the timer-driven alerts it raised."""
+    from dataclasses import replace
+
+    from config import settings as config
+    from operators import jsonutil
+    from operators.io import MARKETING, SERVICE
+    from operators.keys import KeySpace
+    from operators.profile import SOURCE, SOURCE_OFFSET
+    from operators.shard import ProfileShard
+    from operators.stores import MemoryStore
+
+    base = config.load(None, env={})
+    shard = ProfileShard(0, replace(base, engine=replace(base.engine, allowed_lateness_ms=0)), MemoryStore(), KeySpace("crm"))
+    shard.event_clock.now = lambda: 0.0  # no partition ever idles: the watermark is the slowest one, wherever the test runs
+    offsets: dict[str, int] = {}
+    out: list = []
+    for batch in batches:
+        events, clocks = [], {}
+        for source, ev in batch:
+            offsets[source] = offsets.get(source, -1) + 1
+            ev = dict(ev, **{SOURCE: source, SOURCE_OFFSET: offsets[source]})
+            if ev["type"] == "purchase":
+                ev.setdefault("amount_base", ev["amount"])
+            events.append(ev)
+            clocks[source] = max(clocks.get(source, 0), ev["ts"])
+        out += shard.process(events, clocks)
+    alerts = [jsonutil.loads(v) for d, _, v in out if d in (SERVICE, MARKETING)]
+    return {a["alert_id"] for a in alerts if a["kind"] in ("replenishment", "win_back")}
+
+
+def test_a_partition_read_ahead_cancels_no_timer_the_watermark_has_not_reached_yet():
+    """Purchases come on their own partition; a consumer may read all of it before the slower clickstream moves the
+    watermark. Every replenishment reminder and win-back due in event time must still fire, with the same ids
+    as when the same events arrive in time order (replay)."""
+    from tests.events import T0, event, purchase, view
+
+    def bought(day: float) -> dict:
+        return purchase("c1", amount=12, day=day, items=[{"product_id": "p-food", "category": "pet_food", "price": 12, "quantity": 1}])
+
+    # pet_food every 21 days: reminders due 2 days ahead (days 61, 82, 103); then 86 days of silence (win-back at 159).
+    purchases = [("purchases#0", bought(d)) for d in (0.5, 21.5, 42.5, 63.5, 84.5, 170.5)]
+    consent = ("clickstream#0", event("consent", "c1", day=0.1, marketing_email=True))
+    clicks = [("clickstream#0", view("c2", day=d)) for d in range(1, 200)]
+    by_day: dict[int, list] = {}  # replay: one file, in time order, a day per batch
+    for _, ev in sorted([consent, *purchases, *clicks], key=lambda se: se[1]["ts"]):
+        by_day.setdefault((ev["ts"] - T0) // 86_400_000, []).append(("file#-1", ev))
+    replayed = _feed_partitioned([by_day[d] for d in sorted(by_day)])
+    assert len(replayed) == 4  # three reminders and one win-back
+    whole = [("file#-1", ev) for day in sorted(by_day) for _, ev in by_day[day]]
+    assert _feed_partitioned([whole]) == replayed  # nor does the batch a purchase arrives in cancel a reminder due before it
+
+    # Live: the whole purchases partition is read at once, the clickstream a day at a time.
+    live = _feed_partitioned([[consent, *purchases], *([c] for c in clicks)])
+    assert live == replayed
