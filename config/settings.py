@@ -208,7 +208,7 @@ class StoreSettings:
     """Secret (>= 32 characters) that pseudonymises ids in key names and encrypts stored values (operators/pii.py).
     Set it from the environment: CRM_STREAM__STORE__PII_KEY. Empty: ids and values stored in the clear."""
     require_pii_key: bool = False
-    """Refuse to start with a Redis store and no pii_key (true in production.toml)."""
+    """Refuse to start with a Redis store and no pii_key (production.toml shows it, commented: turn it on once the key is in place)."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from operators.router import DEAD, Router, shard_key
 from operators.schema import Decoder
 from operators.rules.return_spike import ReturnWatch
 from operators.learning import SharedModels
-from operators.metrics import INGESTED as INGESTED_AT, EngineMetrics
+from operators.metrics import INGESTED_AT, EngineMetrics
 from operators.segments import ThresholdBoard
 from operators.shard import ProfileShard
 
@@ -130,15 +130,18 @@ def build_flow(
 
 
 def _stamped(route: Callable[[Any], list[tuple[str, Any]]]) -> Callable[[Any], list[tuple[str, Any]]]:
-    """Routing that also stamps the batch's read time on the first event of each shard's group (for latency
-    metrics): once per shard and batch, never per event, and only in the live engine, so replay stays pure."""
+    """Routing that also stamps the batch's read time on the first customer event of each shard's group (for
+    latency metrics): once per shard and batch, never per event, and only in the live engine, so replay stays
+    pure. Not on an anonymous visitor's event: the identity stage may buffer it, stamp and all, in the store."""
 
     def stamped(batch: Any) -> list[tuple[str, Any]]:
         read_at = time.time()
         out = route(batch)
         for key, value in out:
             if key != DEAD and value[1]:  # (shard, events, clocks)
-                value[1][0][INGESTED_AT] = read_at
+                first = next((e for e in value[1] if e.get("customer_id") is not None), None)
+                if first is not None:
+                    first[INGESTED_AT] = read_at
         return out
 
     return stamped

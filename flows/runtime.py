@@ -6,6 +6,7 @@ picks implements the small interfaces of operators/io.py.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -128,6 +129,7 @@ def run(settings: Settings, options: RunOptions | None = None, *, reader: Reader
 
         server = serve(metrics, settings.metrics.port, ready=lambda: metrics.last_batch is not None, host=settings.metrics.host)
         log.info("metrics and health on http://%s:%s/metrics, /healthz, /readyz", *server.server_address[:2])
+    audit = AuditLog(settings)  # erasures carried out by the engine (written by the sink, in batches)
     flow = build_flow(
         settings,
         reader=reader,
@@ -138,9 +140,9 @@ def run(settings: Settings, options: RunOptions | None = None, *, reader: Reader
         shard_registry=shards,
         metrics=metrics,
         stop=stop.event,
-        audit=AuditLog(settings),  # erasures carried out by the engine (written by the sink, in batches)
+        audit=audit,
     )
-    with stop:
+    with stop, contextlib.closing(audit):
         cli_main(
             flow,
             workers_per_process=options.workers_per_process,

@@ -55,7 +55,8 @@ from river import compose, feature_extraction, linear_model, optim, preprocessin
 
 from operators.anger import SIGNALS, AngerScore
 
-FORMAT = b"crm-stream/anger-model/1\n"
+FORMAT = b"crm-stream/anger-model/2\n"
+"""2: tokens are hashed before the feature hasher (bag_tokens); a version-1 model scored raw tokens."""
 DEFAULT_N_FEATURES = 2**16
 DEFAULT_HALF_WEIGHT_LABELS = 200
 DEFAULT_MAX_MODEL_WEIGHT = 0.8

@@ -21,13 +21,11 @@ from typing import Any
 from config.settings import Settings
 from operators.io import Store
 from operators.keys import KeySpace, shard_of
-from operators.profile import stored_profile
-from operators.segments import SegmentStats, merge_stats
+from operators.profile import TIMER_HOURS, stored_profile
 from operators.timers import bucket_of
 from operators.timeutil import to_rfc3339
-from operators.views import full_view
+from operators.views import stream_view
 
-TIMER_HOURS = "timer_hours"  # the profile field operators/shard.py keeps (hours whose buckets may name the customer)
 
 
 def export_customer(store: Store, keys: KeySpace, settings: Settings, customer_id: str) -> dict[str, Any]:
@@ -43,10 +41,7 @@ def export_customer(store: Store, keys: KeySpace, settings: Settings, customer_i
     stored = dict(store.decode(profile_blob))
     out["profile"] = dict(stored)
     profile = stored_profile(stored)  # a copy: reading defaults must not touch what a memory store holds
-    records = [store.decode(b) for b in shard_blobs if b]
-    stats = merge_stats([SegmentStats.from_dict(r) for r in records])
-    as_of = max([profile["last_seen"]] + [r.get("clock", 0) for r in records])  # the stream's event time
-    out["view"] = full_view(profile, as_of, stats.thresholds(settings.segments), settings)
+    out["view"] = stream_view(profile, [store.decode(b) for b in shard_blobs if b], settings)
 
     anonymous_ids = sorted(set(profile["anonymous_ids"]) | set(profile.get("merged_anonymous_ids", ())))
     if anonymous_ids:

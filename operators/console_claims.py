@@ -138,9 +138,10 @@ class RedisClaims:
 
     def claim(self, customer_id: str, agent: str) -> tuple[bool, Claim]:
         ttl_ms = int(self.ttl_s * 1000)
-        new = {"customer_id": customer_id, "agent": agent, "expires_at": int(self.clock() * 1000) + ttl_ms}
-        taken, value = self._claim(keys=[self.keys.claim(customer_id)], args=[agent, jsonutil.dumps(new), ttl_ms])
-        claim = jsonutil.loads(value)
+        # The stored value names no customer (the key, pseudonymised with store.pii_key, already does).
+        stored = {"agent": agent, "expires_at": int(self.clock() * 1000) + ttl_ms}
+        taken, value = self._claim(keys=[self.keys.claim(customer_id)], args=[agent, jsonutil.dumps(stored), ttl_ms])
+        claim = {**jsonutil.loads(value), "customer_id": customer_id}
         if taken:
             self.client.publish(self.keys.claims_channel, jsonutil.dumps(claim))
         return bool(taken), claim
@@ -154,8 +155,10 @@ class RedisClaims:
     def holders(self, customer_ids: list[str]) -> dict[str, Claim]:
         if not customer_ids:
             return {}
-        values = self.client.mget([self.keys.claim(c) for c in customer_ids])
-        return {c: jsonutil.loads(v) for c, v in zip(customer_ids, values) if v is not None}
+        keys = [self.keys.claim(c) for c in customer_ids]
+        # Redis Cluster refuses a multi-key MGET across slots; its client splits one per node instead.
+        values = self.client.mget_nonatomic(keys) if hasattr(self.client, "mget_nonatomic") else self.client.mget(keys)
+        return {c: {**jsonutil.loads(v), "customer_id": c} for c, v in zip(customer_ids, values) if v is not None}
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)

@@ -77,6 +77,14 @@ class AlertRing:
         with self._lock:
             return self._entries.get(alert_id)
 
+    def forget(self, customer_id: str) -> int:
+        """Erasure (a tombstone on the alert topic): drop the customer's alerts, so no agent sees or labels them again."""
+        with self._lock:
+            gone = [a for a, e in self._entries.items() if e.get("customer_id") == customer_id]
+            for alert_id in gone:
+                del self._entries[alert_id]
+        return len(gone)
+
     def page(self, *, before: int | None = None, limit: int = 50, priority: str | None = None, kind: str | None = None,
              customer_id: str | None = None) -> tuple[list[Entry], int | None]:
         """Newest first, optionally only those with ``seq < before``; returns (entries, ``before`` for the next page)."""
@@ -130,17 +138,21 @@ class TeeOutputs:
     def __init__(self, inner: Outputs, ring: AlertRing) -> None:
         self.inner = inner
         self.ring = ring
-        self._pending: list[bytes] = []
+        self._pending: list[tuple[str | None, bytes | None]] = []
 
-    def send(self, destination: str, key: str | None, value: bytes) -> None:
+    def send(self, destination: str, key: str | None, value: bytes | None) -> None:
         self.inner.send(destination, key, value)
         if destination == SERVICE:
-            self._pending.append(value)
+            self._pending.append((key, value))
 
     def flush(self) -> None:
         self.inner.flush()
         pending, self._pending = self._pending, []
-        for value in pending:  # durable now: show it
+        for key, value in pending:  # durable now: show it
+            if value is None:  # an erasure's tombstone
+                if key is not None:
+                    self.ring.forget(key)
+                continue
             try:
                 self.ring.add(jsonutil.loads(value))
             except Exception:
@@ -311,8 +323,12 @@ class KafkaAlertFeed:
                 for message in consumer.consume(500, self.poll_s):
                     if message.error() is not None:
                         continue  # transient (broker restarting, ...): librdkafka retries by itself
+                    if message.value() is None:  # an erasure's tombstone (key: the customer id)
+                        if message.key():
+                            self.ring.forget(message.key().decode("utf-8", "replace"))
+                        continue
                     try:
-                        self.ring.add(jsonutil.loads(message.value() or b""))
+                        self.ring.add(jsonutil.loads(message.value()))
                     except Exception:
                         log.warning("console: %s[%d]@%d is not a JSON alert; skipped", topic, message.partition(), message.offset())
         except Exception:

@@ -18,8 +18,7 @@ from operators import jsonutil
 from operators.io import Store
 from operators.keys import KeySpace
 from operators.profile import full_profile
-from operators.segments import SegmentStats, merge_stats
-from operators.views import full_view
+from operators.views import stream_view
 
 
 def _snapshot(store: Store, blob: Any) -> Any:
@@ -36,9 +35,6 @@ def customer_view(store: Store, keys: KeySpace, settings: Settings, customer_id:
     if profile_blob is None:
         return None
     profile = full_profile(_snapshot(store, profile_blob))  # stored profiles are sparse: fill in the defaults
-    stats_records = [_snapshot(store, b) for b in shard_blobs if b is not None]
-    stats = merge_stats([SegmentStats.from_dict(s) for s in stats_records])
-    as_of = max([profile["last_seen"]] + [s.get("clock", 0) for s in stats_records])
-    view = full_view(profile, as_of, stats.thresholds(settings.segments), settings)
+    view = stream_view(profile, [_snapshot(store, b) for b in shard_blobs if b is not None], settings)
     view["events_by_type"] = dict(sorted(profile.get("type_counts", {}).items(), key=lambda kv: -kv[1]))
     return view

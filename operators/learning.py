@@ -43,7 +43,13 @@ class SharedModels:
         self.cfg = cfg or ModelSettings()
         self._lock = threading.Lock()
         raw_anger, raw_hub = store.get_many([keys.model("anger"), keys.model("customer")])
-        self.anger = AngerModel.from_bytes(raw_anger) if raw_anger else AngerModel(self.cfg.seed)
+        self.anger = AngerModel(self.cfg.seed)
+        if raw_anger:
+            try:
+                self.anger = AngerModel.from_bytes(raw_anger)
+            except ValueError as exc:  # an older format: its features are not this version's
+                log.error("the anger model snapshot in the store is not readable by this version (%s): starting a new "
+                          "model (agents' earlier labels are not replayed)", exc)
         self.hub: ModelHub | None = None
         if self.cfg.enabled:
             try:

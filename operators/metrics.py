@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 _FIELD = re.compile(r"field '([^']+)'")
-INGESTED = "_in"
+INGESTED_AT = "_in"
 """Event key: wall time (epoch s) at which the source handed the event's batch to the dataflow. Set on the
 first event of each shard's group only (flows/dataflow.py), so it costs nothing per event; live engine only."""
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)

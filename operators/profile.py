@@ -37,6 +37,7 @@ MAX_TICKET_TIMES = 8
 ANGER = "_anger"  # set on a support message while it is applied: its operators.anger.AngerScore
 EPISODE_GAP_MS = 7 * MS_PER_DAY
 CHANNELS = ("marketing_email", "marketing_sms", "marketing_push")
+TIMER_HOURS = "timer_hours"  # hour buckets that may hold the customer's timer entries (erasure finds them there)
 
 # Where an event came from, set by the router: input partition (or file) and offset (or line).
 SOURCE = "_src"

@@ -43,7 +43,7 @@ CARD = "[card]"
 _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}")
 # Digits in groups split by one space or dash; not glued to a word or to more digits.
-_CARD = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){12,18}(?![\w]|[.-]\d)", re.ASCII)
+_CARD = re.compile(r"(?<![\w.+-])\d(?:[ -]?\d){12,18}(?![\w]|[.-]\d)", re.ASCII)
 # A phone-like stretch: an optional +/00 prefix, then digit groups with one separator (or a bracket pair)
 # between them. Whether it is a phone is then decided by _is_phone from its digits and separators.
 # Possessive quantifiers: a run of digits is never split between groups, so a long hostile run cannot backtrack.

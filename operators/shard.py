@@ -28,6 +28,7 @@ from typing import Any
 from config.settings import Settings
 from models import rhythm
 from operators import governance, jsonutil, profile as profiles
+from operators.profile import TIMER_HOURS
 from operators.identity import RELEASED
 from operators.io import AUDIT, DEADLETTER, MARKETING, SERVICE, Store
 from operators.keys import KeySpace
@@ -48,7 +49,6 @@ MAX_ALERTED = 100
 MAX_FIRINGS_PER_ADVANCE = 200
 EVICT_EVERY_S = 60.0
 ERASURE_GUARD_S = 120.0
-TIMER_HOURS = "timer_hours"  # profile field: hour buckets that may hold the customer's timer entries (for erasure)
 
 # Which event types can change what each rule looks at: the rest skip the rule entirely.
 _ON_EVENT = {

@@ -97,30 +97,8 @@ class RedisStore:
         return jsonutil.loads(stored)
 
     def _retrying(self, what: str, fn: Callable[[], object]) -> object:
-        delay, started = 0.05, time.monotonic()
-        while True:
-            try:
-                return fn()
-            except (self._redis.AuthenticationError, self._redis.exceptions.NoPermissionError) as exc:
-                raise StoreAccessDenied(
-                    f"Redis at {_safe(self.url)} refused {what}: {exc}. Check store.username and store.password "
-                    "(CRM_STREAM__STORE__PASSWORD) and that user's ACL: it needs +get +mget +mset +set +del +multi +exec "
-                    "+scan +ping on the store.key_prefix keys") from None
-            except (self._redis.ConnectionError, self._redis.TimeoutError, self._redis.BusyLoadingError) as exc:
-                if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
-                    raise StoreAccessDenied(
-                        f"Redis at {_safe(self.url)}: the server's TLS certificate is not trusted ({exc}). Set "
-                        "store.tls_ca_file to the CA that signed it (and check the host name in store.url)") from None
-                waited = time.monotonic() - started
-                if self.give_up_after_s is not None and waited >= self.give_up_after_s:
-                    raise StoreUnavailable(
-                        f"Redis at {_safe(self.url)} did not answer {what} for {waited:.0f}s: is redis-server running and store.url right? ({exc})"
-                    ) from exc
-                log.warning("Redis %s failed (%s); retrying in %.2fs, nothing is dropped", what, exc, delay)
-                if self.on_retry:
-                    self.on_retry(what, exc)
-                time.sleep(delay)
-                delay = min(self.backoff_max_s, delay * 2)
+        return _with_retries(self, what, fn, (self._redis.ConnectionError, self._redis.TimeoutError, self._redis.BusyLoadingError),
+                             server="Redis", hint="is redis-server running and store.url right?")
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         out: list[bytes | None] = []
@@ -212,21 +190,8 @@ class RedisClusterStore(RedisStore):
             **(connection or {})))  # type: ignore[assignment]  # AUTH user and TLS, for every node: redis_connection_kwargs
 
     def _retrying(self, what: str, fn: Callable[[], object]) -> object:
-        delay, started = 0.05, time.monotonic()
-        while True:
-            try:
-                return fn()
-            except self._transient as exc:
-                waited = time.monotonic() - started
-                if self.give_up_after_s is not None and waited >= self.give_up_after_s:
-                    raise StoreUnavailable(
-                        f"Redis Cluster at {_safe(self.url)} did not answer {what} for {waited:.0f}s: are its nodes up and "
-                        f"the cluster formed (redis-cli --cluster check)? ({exc})") from exc
-                log.warning("Redis Cluster %s failed (%s); retrying in %.2fs, nothing is dropped", what, exc, delay)
-                if self.on_retry:
-                    self.on_retry(what, exc)
-                time.sleep(delay)
-                delay = min(self.backoff_max_s, delay * 2)
+        return _with_retries(self, what, fn, self._transient, server="Redis Cluster",
+                             hint="are its nodes up and the cluster formed (redis-cli --cluster check)?")
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         out: list[bytes | None] = []
@@ -311,6 +276,38 @@ class RedisClusterStore(RedisStore):
             for key, value in zip(chunk, self.get_many(chunk)):
                 if value is not None:
                     yield key, value
+
+
+def _with_retries(store: Any, what: str, fn: Callable[[], object], transient: tuple[type[BaseException], ...], *,
+                  server: str, hint: str) -> object:
+    """Run ``fn``; retry transient failures with capped exponential backoff (for ever, or ``give_up_after_s``).
+
+    Refused credentials or permissions and an untrusted TLS certificate are not outages: no retry fixes them,
+    so they raise ``StoreAccessDenied`` at once (redis-py's AuthenticationError is a ConnectionError: checked first).
+    """
+    redis = store._redis
+    delay, started = 0.05, time.monotonic()
+    while True:
+        try:
+            return fn()
+        except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+            raise StoreAccessDenied(
+                f"{server} at {_safe(store.url)} refused {what}: {exc}. Check store.username and store.password "
+                "(CRM_STREAM__STORE__PASSWORD) and that user's ACL: it needs +get +mget +mset +set +del +multi +exec "
+                "+scan +ping on the store.key_prefix keys") from None
+        except transient as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+                raise StoreAccessDenied(
+                    f"{server} at {_safe(store.url)}: the server's TLS certificate is not trusted ({exc}). Set "
+                    "store.tls_ca_file to the CA that signed it (and check the host name in store.url)") from None
+            waited = time.monotonic() - started
+            if store.give_up_after_s is not None and waited >= store.give_up_after_s:
+                raise StoreUnavailable(f"{server} at {_safe(store.url)} did not answer {what} for {waited:.0f}s: {hint} ({exc})") from exc
+            log.warning("%s %s failed (%s); retrying in %.2fs, nothing is dropped", server, what, exc, delay)
+            if store.on_retry:
+                store.on_retry(what, exc)
+            time.sleep(delay)
+            delay = min(store.backoff_max_s, delay * 2)
 
 
 def _safe(url: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from models import rhythm
 from operators import profile as profiles
-from operators.segments import Thresholds, segment_of
+from operators.segments import SegmentStats, Thresholds, merge_stats, segment_of
 from config.settings import Settings
 from operators.timeutil import MS_PER_DAY, to_rfc3339
 
@@ -78,3 +78,11 @@ def full_view(profile: profiles.Profile, as_of: int, thresholds: Thresholds, set
         }
     )
     return view
+
+
+def stream_view(profile: dict[str, Any], shard_records: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    """``full_view`` as of the stream's event time (the newest of the profile's last event and the shards' clocks,
+    never the wall clock), with segment thresholds from the shards' statistics: what people are shown."""
+    stats = merge_stats([SegmentStats.from_dict(r) for r in shard_records])
+    as_of = max([profile["last_seen"]] + [r.get("clock", 0) for r in shard_records])
+    return full_view(profile, as_of, stats.thresholds(settings.segments), settings)

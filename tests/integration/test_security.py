@@ -154,6 +154,7 @@ def test_cli_at_debug_level_prints_no_secret_and_no_personal_data(tls_redis: Tls
         CRM_STREAM__KAFKA__SECURITY_PROTOCOL="SASL_SSL", CRM_STREAM__KAFKA__SASL_MECHANISM="SCRAM-SHA-512",
         CRM_STREAM__KAFKA__SASL_USERNAME="crm", CRM_STREAM__KAFKA__SASL_PASSWORD=SASL_PASSWORD,
         CRM_STREAM__MODELS__SNAPSHOT_EVERY_S="0",
+        CRM_STREAM__AUDIT__KIND="file", CRM_STREAM__AUDIT__PATH=str(tmp_path / "audit.jsonl"),  # not the repo's
     )
     env.pop("CRM_STREAM__STORE__PASSWORD", None)
     run = subprocess.run(CLI + ["--log-level", "DEBUG", "run"], env=env, cwd=ROOT, capture_output=True, timeout=180)

@@ -237,6 +237,18 @@ def test_model_pickles_and_round_trips_through_bytes():
         restored.learn(probe, s, True)  # and it keeps learning
     with pytest.raises(ValueError, match="anger-model snapshot"):
         AngerModel.from_bytes(b"garbage")
+    with pytest.raises(ValueError, match="anger-model snapshot"):  # version 1 hashed different features
+        AngerModel.from_bytes(b"crm-stream/anger-model/1\n" + model.to_bytes()[len(b"crm-stream/anger-model/2\n"):])
+
+
+def test_the_engine_starts_a_new_anger_model_over_an_older_snapshot():
+    from operators.keys import KeySpace
+    from operators.learning import SharedModels
+    from operators.stores import MemoryStore
+
+    store, keys = MemoryStore(), KeySpace("crm")
+    store.write({keys.model("anger"): b"crm-stream/anger-model/1\n" + pickle.dumps(AngerModel(seed=1))})
+    assert SharedModels(store, keys).anger.n_learned == 0
 
 
 def test_clone_gives_an_untrained_copy():

@@ -145,6 +145,18 @@ def test_tee_outputs_show_service_alerts_once_flushed() -> None:
     assert len(inner.records[SERVICE]) == 1 and len(inner.records[MARKETING]) == 1
 
 
+def test_an_erasure_tombstone_takes_the_customers_alerts_off_the_console() -> None:
+    inner, ring = CollectingOutputs(), AlertRing()
+    tee = TeeOutputs(inner, ring)
+    tee.send(SERVICE, "c1", jsonutil.dumps(alert(1)))
+    tee.send(SERVICE, "c2", jsonutil.dumps({**alert(2), "customer_id": "c2"}))
+    tee.flush()
+    tee.send(SERVICE, "c1", None)  # the engine erased c1
+    tee.flush()
+    assert [e["customer_id"] for e in ring.page()[0]] == ["c2"]
+    assert ring.get("angry_customer-1") is None  # so no agent can label it (feedback would recreate the customer)
+
+
 class _ListReader:
     def __init__(self, batches: list[list[Raw]]) -> None:
         self.batches = batches
