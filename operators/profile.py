@@ -20,7 +20,7 @@ import math
 import orjson
 from typing import Any
 
-from config.settings import EngineSettings
+from config.settings import EngineSettings, RuleSettings
 from operators import anger
 from operators.schema import UTC_OFFSET
 from operators.timeutil import MS_PER_DAY, MS_PER_HOUR
@@ -36,6 +36,7 @@ MAX_CATEGORY_TIMES = 8
 MAX_TICKET_TIMES = 8
 ANGER = "_anger"  # set on a support message while it is applied: its operators.anger.AngerScore
 EPISODE_GAP_MS = 7 * MS_PER_DAY
+MAX_CLOSED_EPISODES = 4  # per category, awaiting their deadline
 CHANNELS = ("marketing_email", "marketing_sms", "marketing_push")
 TIMER_HOURS = "timer_hours"  # hour buckets that may hold the customer's timer entries (erasure finds them there)
 
@@ -51,16 +52,22 @@ INTEREST_WEIGHTS = {"product_view": 1.0, "add_to_cart": 3.0, "remove_from_cart":
 class ProfileRules:
     """The tunables ``apply`` needs, resolved once from settings (floats, not config lookups, on the hot path)."""
 
-    __slots__ = ("interest_half_life_ms", "sentiment_half_life_ms", "dedup_max_ids")
+    __slots__ = ("interest_half_life_ms", "sentiment_half_life_ms", "dedup_max_ids", "episode_min_signals", "episode_window_ms")
 
-    def __init__(self, interest_half_life_days: float, sentiment_half_life_hours: float, dedup_max_ids: int) -> None:
+    def __init__(self, interest_half_life_days: float, sentiment_half_life_hours: float, dedup_max_ids: int, *,
+                 episode_min_signals: int | None = None, episode_window_hours: float | None = None) -> None:
         self.interest_half_life_ms = interest_half_life_days * MS_PER_DAY
         self.sentiment_half_life_ms = sentiment_half_life_hours * MS_PER_HOUR
         self.dedup_max_ids = dedup_max_ids
+        self.episode_min_signals = episode_min_signals
+        """With ``episode_window_ms``: when an interest episode is due for judgment (rules/abandoned_interest.py)."""
+        self.episode_window_ms = None if episode_window_hours is None else episode_window_hours * MS_PER_HOUR
 
     @classmethod
-    def from_settings(cls, engine: EngineSettings) -> ProfileRules:
-        return cls(engine.interest_half_life_days, engine.sentiment_half_life_hours, engine.dedup_max_ids)
+    def from_settings(cls, engine: EngineSettings, rules: RuleSettings | None = None) -> ProfileRules:
+        return cls(engine.interest_half_life_days, engine.sentiment_half_life_hours, engine.dedup_max_ids,
+                   episode_min_signals=rules.abandoned_min_signals if rules else None,
+                   episode_window_hours=rules.abandoned_window_hours if rules else None)
 
 
 def _blank_profile() -> dict[str, Any]:
@@ -103,6 +110,7 @@ def _blank_profile() -> dict[str, Any]:
         "utc_offset_min": None,
         "category_times": {},
         "episodes": {},
+        "closed_episodes": {},
         "timers": {},
         "alerted": {},
         "sent": [],
@@ -261,12 +269,25 @@ def _interest(profile: Profile, category: str, weight: float, ts: int, rules: Pr
     add_decayed(cell, weight, ts, rules.interest_half_life_ms)
 
 
-def _episode(profile: Profile, category: str, ts: int, signals: int) -> None:
+def _episode(profile: Profile, category: str, ts: int, signals: int, rules: ProfileRules) -> None:
     """An interest episode: [first, signals, last] attention to a category, in bursts no more than
     ``EPISODE_GAP_MS`` apart. Whether a purchase ended it is judged by the rule at its deadline, from
-    purchase times, so the order in which topics are read does not matter."""
+    purchase times, so the order in which topics are read does not matter.
+
+    An episode with enough attention is due for judgment once its window has passed without a look. A look
+    later than that, which a consumer can read before the watermark reaches the deadline, does not extend or
+    replace it: the episode is closed as it stood (``closed_episodes``) and judged at its deadline, as in
+    time order, and the look starts the next one."""
     episodes = profile["episodes"]
     episode = episodes.get(category)
+    if episode is not None and (window := rules.episode_window_ms) is not None \
+            and episode[1] >= rules.episode_min_signals and ts > episode[2] + window:  # type: ignore[operator]
+        closed = profile["closed_episodes"].setdefault(category, [])
+        closed.append(episode)
+        if len(closed) > MAX_CLOSED_EPISODES:
+            del closed[0]
+        del episodes[category]
+        episode = None
     if episode is not None and ts > episode[2] + EPISODE_GAP_MS:
         del episodes[category]  # a new burst of interest
         episode = None
@@ -281,7 +302,7 @@ def _episode(profile: Profile, category: str, ts: int, signals: int) -> None:
 
 def _on_view(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
     _interest(profile, event["category"], INTEREST_WEIGHTS["product_view"], event["ts"], rules)
-    _episode(profile, event["category"], event["ts"], 1)
+    _episode(profile, event["category"], event["ts"], 1, rules)
 
 
 def _on_add_to_cart(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
@@ -295,7 +316,7 @@ def _on_add_to_cart(profile: Profile, event: dict[str, Any], rules: ProfileRules
     if event.get("price") is not None:
         item["price"] = event["price"]
     _interest(profile, event["category"], INTEREST_WEIGHTS["add_to_cart"], event["ts"], rules)
-    _episode(profile, event["category"], event["ts"], 2)
+    _episode(profile, event["category"], event["ts"], 2, rules)
 
 
 def _on_remove_from_cart(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:

@@ -107,7 +107,7 @@ class ProfileShard:
         self.keys = keys
         self.emit_changes = emit_changes
         e = settings.engine
-        self.rules = profiles.ProfileRules.from_settings(e)
+        self.rules = profiles.ProfileRules.from_settings(e, settings.rules)
         self.profiles: dict[str, profiles.Profile] = {}
         blob = store.get_many([keys.shard(shard)])[0]
         saved = store.decode(blob) if blob else {}

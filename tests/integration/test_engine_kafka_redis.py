@@ -182,8 +182,8 @@ def test_timer_rules_raise_the_same_alerts_live_as_in_replay(kafka_settings, red
             time.sleep(0.5)
         passed = (min(_fired_through(fresh_redis, settings.engine.shards)) + 1) * MS_PER_HOUR  # the final live watermark passed it
 
-        def fair(alerts) -> set[str]:
-            return {a["alert_id"] for a in alerts if a["kind"] in TIMER_RULES and parse_ts(a.get("send_at") or a["ts"]) <= passed}
+        def fair(alerts, kinds=TIMER_RULES) -> set[str]:
+            return {a["alert_id"] for a in alerts if a["kind"] in kinds and parse_ts(a.get("send_at") or a["ts"]) <= passed}
 
         expected = fair(replayed)
         assert len(expected) > 100  # both rules, 150 days: reminders of several cycles per customer
@@ -193,6 +193,13 @@ def test_timer_rules_raise_the_same_alerts_live_as_in_replay(kafka_settings, red
             time.sleep(1.0)
             live = fair(output_records(kafka_settings, topics.marketing_triggers))
         assert live == expected, (len(live - expected), len(expected - live))
+        # abandoned_interest judges episodes that later looks can still change (README: not yet identical live and
+        # replay); episodes a look read ahead would have closed are kept and judged as of their deadline: on this
+        # shop about half of replay's offers come out live with the same ids (a sixth before that was done).
+        abandoned = ("abandoned_interest",)
+        replayed_offers = fair(replayed, abandoned)
+        live_offers = fair(output_records(kafka_settings, topics.marketing_triggers), abandoned)
+        assert len(live_offers & replayed_offers) >= 0.35 * len(replayed_offers), (len(live_offers), len(replayed_offers))
     finally:
         engine.kill()
 

@@ -86,7 +86,7 @@ def test_watermark_is_the_slowest_active_partition_minus_lateness():
 # -- a shard's timers when partitions are read at different speeds -----------------------------------------------------
 
 
-def _feed_partitioned(batches: list[list[tuple[str, dict]]]) -> set[str]:
+def _feed_partitioned(batches: list[list[tuple[str, dict]]], kinds: tuple[str, ...] = ("replenishment", "win_back")) -> set[str]:
     """Feed a profile shard batches of (input partition, event), as the router does: each batch carries the newest
     event time of every partition in it. Returns the ids of the timer-driven alerts it raised."""
     from dataclasses import replace
@@ -115,7 +115,7 @@ def _feed_partitioned(batches: list[list[tuple[str, dict]]]) -> set[str]:
             clocks[source] = max(clocks.get(source, 0), ev["ts"])
         out += shard.process(events, clocks)
     alerts = [jsonutil.loads(v) for d, _, v in out if d in (SERVICE, MARKETING)]
-    return {a["alert_id"] for a in alerts if a["kind"] in ("replenishment", "win_back")}
+    return {a["alert_id"] for a in alerts if a["kind"] in kinds}
 
 
 def test_a_partition_read_ahead_cancels_no_timer_the_watermark_has_not_reached_yet():
@@ -141,4 +141,26 @@ def test_a_partition_read_ahead_cancels_no_timer_the_watermark_has_not_reached_y
 
     # Live: the whole purchases partition is read at once, the clickstream a day at a time.
     live = _feed_partitioned([[consent, *purchases], *([c] for c in clicks)])
+    assert live == replayed
+
+
+def test_a_look_read_ahead_of_the_watermark_neither_extends_nor_replaces_an_episode_already_due():
+    """A customer's clickstream partition read ahead of a slower one: looks from later bursts are applied before
+    the watermark reaches the deadline of an earlier interest episode. That episode must still be judged as it
+    stood at its deadline, with the same alert id as in time order (replay)."""
+    from tests.events import T0, event, view
+
+    kinds = ("abandoned_interest",)
+    consent = ("clicks#0", event("consent", "c1", day=0.05, marketing_email=True))
+    looks = [("clicks#0", view("c1", category="books", day=1 + i * 0.01, product_id=f"b{i}")) for i in range(9)]  # due day 3.1
+    looks += [("clicks#0", view("c1", category="books", day=4 + i * 0.01, product_id=f"b{i}")) for i in range(9)]  # 3 days on
+    looks += [("clicks#0", view("c1", category="books", day=45 + i * 0.01, product_id=f"b{i}")) for i in range(9)]  # past cooldown
+    looks += [("clicks#0", view("c3", category="toys", day=80))]  # the partition's clock moves on past every deadline
+    slow = [("clicks#1", view("c2", category="garden", day=d)) for d in range(0, 81)]  # one look a day: the watermark
+    by_day: dict[int, list] = {}
+    for item in sorted([consent, *looks, *slow], key=lambda se: se[1]["ts"]):
+        by_day.setdefault((item[1]["ts"] - T0) // 86_400_000, []).append(item)
+    replayed = _feed_partitioned([by_day[d] for d in sorted(by_day)], kinds)
+    assert len(replayed) == 2  # day 1's episode, then day 45's (day 4's falls in the 30-day cooldown and merges)
+    live = _feed_partitioned([[consent, *looks], *([s] for s in slow)], kinds)  # all of c1's partition at once
     assert live == replayed
