@@ -36,6 +36,9 @@ MAX_ESCALATIONS = 20
 Effect = tuple[str, str | None, Any]
 
 
+ERASURE_SNAPSHOT_MIN_S = 5.0
+"""Erasures replace the stored model snapshot at most this often (the customer leaves it within this time)."""
+
 class SharedModels:
     def __init__(self, store: Store, keys: KeySpace, cfg: ModelSettings | None = None, horizon_days: float = 30.0) -> None:
         self.keys = keys
@@ -66,7 +69,8 @@ class SharedModels:
         self._hub_version = self.hub.model_version if self.hub else 0
         self._hub_saved_at = time.monotonic()
         self._erased = False
-        """A customer was forgotten since the last snapshot: the next batch writes one, whatever the cadence."""
+        """A customer was forgotten since the last snapshot: a batch soon writes one, whatever the cadence."""
+        self._erasure_saved_at = -ERASURE_SNAPSHOT_MIN_S  # the first erasure's snapshot goes out at once
 
     def anger_score(self, profile: dict[str, Any], event: dict[str, Any]) -> tuple[float, list[str]]:
         """The escalation score of an inbound message: text (rule blended with the learned model), then context."""
@@ -127,8 +131,11 @@ class SharedModels:
             return []
         with self._lock:
             self.hub.advance(watermark_ms)
-            if self._erased:  # the stored snapshot still holds an erased customer's pending features: replace it now
-                self._erased = False
+            # The stored snapshot still holds an erased customer's pending features: replace it now, or, within
+            # ERASURE_SNAPSHOT_MIN_S of the last such replacement, then (a snapshot of a large hub costs ~0.2 s
+            # per 10 MB: a stream of erasures must not snapshot every batch).
+            if self._erased and time.monotonic() - self._erasure_saved_at >= ERASURE_SNAPSHOT_MIN_S:
+                self._erased, self._erasure_saved_at = False, time.monotonic()
                 return self._hub_snapshot(force=True)
             if time.monotonic() - self._hub_saved_at < self.cfg.snapshot_every_s:
                 return []
@@ -200,7 +207,8 @@ class SharedModels:
                 self._unsaved, self._last_save = 0, time.monotonic()
                 out.append(("put", self.keys.model("anger"), self._encode(self.anger.to_bytes())))
             if self.hub is not None:
-                out.extend(self._hub_snapshot())
+                out.extend(self._hub_snapshot(force=self._erased))
+                self._erased = False
             return out
 
 

@@ -68,6 +68,31 @@ def test_erasure_forgets_every_in_memory_place_and_says_so_downstream():
     assert h.alerts(destination=MARKETING) == []  # the held trigger went with the profile
 
 
+def test_a_stream_of_erasures_replaces_the_model_snapshot_at_most_every_few_seconds(monkeypatch):
+    import operators.learning as learning
+
+    clock = [1000.0]
+    monkeypatch.setattr(learning.time, "monotonic", lambda: clock[0])
+    h = Harness()
+    for cid in ("c1", "c2", "c3"):
+        _busy(h, cid)
+
+    def snapshots() -> list[bytes]:
+        out = [v for t, k, v in h.out if t == "put" and k == "crm:model:customer"]
+        h.out.clear()
+        return out
+
+    snapshots()
+    h.feed(event("erasure_request", "c1", day=12.2))
+    assert len(snapshots()) == 1  # the first goes out at once
+    h.feed(event("erasure_request", "c2", day=12.3))
+    assert snapshots() == []  # within ERASURE_SNAPSHOT_MIN_S: not a multi-MB snapshot per batch
+    clock[0] += learning.ERASURE_SNAPSHOT_MIN_S
+    h.feed(view("c3", day=12.4))
+    [snapshot] = snapshots()
+    assert b"c2" not in snapshot and b"c3" in snapshot  # then c2 leaves it too
+
+
 def test_later_events_start_from_nothing_even_if_the_store_still_has_the_old_profile():
     h = Harness()
     h.feed(purchase("c1", amount=40, day=1), purchase("c1", amount=60, day=2))
