@@ -49,6 +49,7 @@ class AlertRing:
         self._seq = 0
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Entry], None]] = []
+        self._forget_listeners: list[Callable[[str], None]] = []
         self.newest_ts = 0
         """Newest alert event time seen (epoch ms): the embedded demo's "now" for feedback events."""
 
@@ -83,7 +84,13 @@ class AlertRing:
             gone = [a for a, e in self._entries.items() if e.get("customer_id") == customer_id]
             for alert_id in gone:
                 del self._entries[alert_id]
+        for listener in list(self._forget_listeners):  # open pages drop them too
+            listener(customer_id)
         return len(gone)
+
+    def on_forget(self, listener: Callable[[str], None]) -> None:
+        """Hear every erased customer id (the web layer tells open pages to drop their alerts)."""
+        self._forget_listeners.append(listener)
 
     def page(self, *, before: int | None = None, limit: int = 50, priority: str | None = None, kind: str | None = None,
              customer_id: str | None = None) -> tuple[list[Entry], int | None]:

@@ -7,7 +7,8 @@ Routes (everything but the page, ``/healthz`` and signing in needs a signed-in a
     DELETE /session                   sign out
     GET    /me                        {"agent"}
     GET    /alerts                    ?limit=50&before=SEQ&priority=&kind=&customer_id= -> newest first, paged
-    GET    /alerts/stream             Server-Sent Events: "alert" and "claim" events (?after=SEQ replays newer ones)
+    GET    /alerts/stream             Server-Sent Events: "alert", "claim" and "forget" (an erased customer) events
+                                      (?after=SEQ replays newer alerts)
     POST   /alerts/{alert_id}/feedback {"label": "correct"|"incorrect"} -> the alert_feedback event sent
     GET    /customers/{customer_id}   the live profile (audited), its claim and recent alerts
     POST   /customers/{customer_id}/claim    take (or extend) the claim; 409 if another agent holds it
@@ -104,6 +105,7 @@ def build_app(backend: ConsoleBackend) -> Starlette:
     keys = KeySpace.of(backend.settings.store)  # pseudonymised key names when store.pii_key is set
     broadcast = _Broadcast()
     backend.ring.listen(lambda entry: broadcast.publish("alert", entry))
+    backend.ring.on_forget(lambda customer_id: broadcast.publish("forget", {"customer_id": customer_id}))
     backend.claims.listen(lambda claim: broadcast.publish("claim", claim))
     if not cfg.password_hashes:
         log.warning("console: no agents in [console.password_hashes], so nobody can sign in: add one with "

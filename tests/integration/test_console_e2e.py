@@ -235,6 +235,13 @@ def test_console_shows_live_alerts_profiles_and_sends_feedback(kafka_settings, r
             "type": "alert_feedback", "alert_id": alert["alert_id"], "label": "incorrect", "agent_id": "alice",
             "customer_id": CUSTOMER}
         assert event_["event_id"].startswith("fb-") and event_["ts"]
+
+        # The customer is erased: the engine's tombstone on the alert topic takes their alert off the open page.
+        produce_records(kafka_settings, [(topics.service_alerts, CUSTOMER, None)])
+        WebDriverWait(browser, 10, poll_frequency=0.05).until(
+            ec.invisibility_of_element_located((By.CSS_SELECTOR, selector)), "the erased customer's alert stayed on the page")
+        assert "erased" in browser.find_element(By.ID, "detail").text
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#alerts > li")) >= 3  # nobody else's went
         print(f"alert on the page {appeared_s * 1000:.0f} ms after it was produced")
     finally:
         proc.terminate()

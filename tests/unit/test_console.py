@@ -155,6 +155,11 @@ def test_an_erasure_tombstone_takes_the_customers_alerts_off_the_console() -> No
     tee.flush()
     assert [e["customer_id"] for e in ring.page()[0]] == ["c2"]
     assert ring.get("angry_customer-1") is None  # so no agent can label it (feedback would recreate the customer)
+    heard: list[str] = []
+    ring.on_forget(heard.append)
+    tee.send(SERVICE, "c2", None)
+    tee.flush()
+    assert heard == ["c2"] and ring.page()[0] == []  # open pages are told to drop them too
 
 
 class _ListReader:
