@@ -268,14 +268,8 @@ class RedisClusterStore(RedisStore):
             if deletes:
                 self.client.delete(*deletes)
 
-    def scan(self, prefix: str) -> Iterator[tuple[str, bytes]]:
-        # scan_iter walks every primary node in turn.
-        keys = sorted(k.decode() for k in self._retrying("SCAN", lambda: list(self.client.scan_iter(match=f"{prefix}*", count=1000))))  # type: ignore[union-attr]
-        for i in range(0, len(keys), MGET_CHUNK):
-            chunk = keys[i : i + MGET_CHUNK]
-            for key, value in zip(chunk, self.get_many(chunk)):
-                if value is not None:
-                    yield key, value
+    # The same walk as one node's: the cluster client's scan_iter visits every primary in turn.
+    scan = RedisStore.scan
 
 
 def _with_retries(store: Any, what: str, fn: Callable[[], object], transient: tuple[type[BaseException], ...], *,
