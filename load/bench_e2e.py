@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import shlex
 import signal
 import statistics
 import subprocess
@@ -62,7 +61,7 @@ from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 from config.settings import KafkaSettings
 from load import bench_spine as spine
 from load.generator import EventGenerator
-from load.proc import CpuShare, cpu_seconds, machine, memory_kib
+from load.proc import CpuShare, cpu_seconds, memory_kib
 from operators.kafka_io import _CONSUMER_DEFAULTS, ensure_topics
 from operators.simulator import ANGRY
 
@@ -446,9 +445,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--partitions {args.partitions} < {max(args.process_counts)} processes: some processes would read nothing")
     if not 1 <= args.events <= 5_000_000:
         p.error("--events must be between 1 and 5,000,000")
-    bad = [item for item in args.engine_env if "=" not in item or not item.startswith("CRM_STREAM__")]
-    if bad:
-        p.error(f"--engine-env {bad[0]!r} must look like CRM_STREAM__SECTION__KEY=VALUE")
+    spine.check_engine_env(p, args.engine_env)
     return args
 
 
@@ -460,10 +457,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started_at = datetime.now(timezone.utc)
     out_path = Path(args.out) if args.out else RESULTS / f"e2e-{started_at:%Y-%m-%d}{'-quick' if args.quick else ''}.json"
-    command = " ".join(["python -m load.bench_e2e", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     results: dict[str, Any] = {
-        "started_at": started_at.isoformat(timespec="seconds"), "command": command, "machine": machine(),
-        "versions": spine.versions(), "code": spine.code_fingerprint(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        **spine.run_header("load.bench_e2e", argv, started_at),
         "config": {"events": args.events, "customers": args.customers, "processes": args.process_counts, "partitions": args.partitions,
                    "store": args.store, "rate": args.rate, "latency_seconds": args.latency_seconds, "seed": args.seed,
                    "engine_env": args.engine_env, "mix": "clickstream-heavy (load.generator.TYPE_WEIGHTS)"},
@@ -471,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     settings = config.load(None, env={})
     work = Path(tempfile.mkdtemp(prefix="crm-bench-e2e-"))
-    log(f"{command}: work dir {work}")
+    log(f"{results['command']}: work dir {work}")
     spine.check_generator(args.customers, args.seed, "uniform", settings)
     gen = EventGenerator(args.customers, seed=args.seed)
     records, results["generator"] = spine.generate(gen, args.events, work / "events.jsonl")

@@ -710,6 +710,20 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def check_engine_env(p: argparse.ArgumentParser, items: list[str]) -> None:
+    """``--engine-env`` items must be settings overrides (config/settings.py), nothing else."""
+    bad = [item for item in items if "=" not in item or not item.startswith("CRM_STREAM__")]
+    if bad:
+        p.error(f"--engine-env {bad[0]!r} must look like CRM_STREAM__SECTION__KEY=VALUE")
+
+
+def run_header(module: str, argv: list[str] | None, started_at: datetime) -> dict[str, Any]:
+    """What every results file starts with: when, the exact command, the machine, versions and the engine code."""
+    command = " ".join([f"python -m {module}", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
+    return {"started_at": started_at.isoformat(timespec="seconds"), "command": command, "machine": machine(),
+            "versions": versions(), "code": code_fingerprint(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
 def code_fingerprint() -> dict[str, Any]:
     """Which engine was measured: a hash of its source (the tree changes between commits, and between runs)."""
     digest = hashlib.sha256()
@@ -771,9 +785,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--events {args.events} must be between 1 and 5,000,000 (all events are held in memory while producing)")
     if args.customers <= 0:
         p.error("--customers must be greater than 0")
-    bad = [item for item in args.engine_env if "=" not in item or not item.startswith("CRM_STREAM__")]
-    if bad:
-        p.error(f"--engine-env {bad[0]!r} must look like CRM_STREAM__SECTION__KEY=VALUE")
+    check_engine_env(p, args.engine_env)
     return args
 
 
@@ -787,10 +799,8 @@ def main(argv: list[str] | None = None) -> int:
     started_at = datetime.now(timezone.utc)
     suffix = "-quick" if args.quick else ""
     out_path = Path(args.out) if args.out else RESULTS / f"spine-{started_at:%Y-%m-%d}{suffix}.json"
-    command = " ".join(["python -m load.bench_spine", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
     results: dict[str, Any] = {
-        "started_at": started_at.isoformat(timespec="seconds"), "command": command, "machine": machine(), "versions": versions(),
-        "code": code_fingerprint(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        **run_header("load.bench_spine", argv, started_at),
         "config": {"events": args.events, "customers": args.customers, "distribution": args.distribution, "seed": args.seed,
                    "naive_events": args.naive_events, "naive_seconds": args.naive_seconds, "rate": args.rate,
                    "latency_seconds": args.latency_seconds, "partitions_per_topic": PARTITIONS,
@@ -800,7 +810,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     settings = config.load(None, env={})
     work = Path(tempfile.mkdtemp(prefix="crm-bench-"))
-    log(f"{command}: work dir {work}")
+    log(f"{results['command']}: work dir {work}")
 
     try:
         check_generator(args.customers, args.seed, args.distribution, settings)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import redis
 
 from config.settings import KafkaSettings, TopicSettings
 
@@ -237,6 +238,15 @@ def make_kafka_settings(bootstrap: str) -> KafkaSettings:
     defaults = TopicSettings()
     topics = TopicSettings(**{name: f"{value}.{suffix}" for name, value in vars(defaults).items()})
     return KafkaSettings(bootstrap_servers=bootstrap, group_id=f"crm-stream-test.{suffix}", session_timeout_ms=6000, topics=topics)
+
+
+@pytest.fixture()
+def fresh_redis(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the session's Redis, emptied first (tests that look at every key)."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import time
 from datetime import timedelta
 
 import orjson
-import pytest
-import redis
 
 from bytewax.testing import run_main
 
@@ -27,14 +25,6 @@ SIM = config.SimulatorSettings(customers=120, days=45, seed=11, bad_rate=0.01)
 def _comparable(profile: dict) -> tuple:
     """Fields that do not depend on the order in which partitions are interleaved."""
     return (profile["frequency"], round(profile["monetary"], 2), profile["events"], profile["type_counts"], sorted(profile["anonymous_ids"]))
-
-
-@pytest.fixture()
-def fresh_redis(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def _expected_by_replay(tmp_path):

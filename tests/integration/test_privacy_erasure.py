@@ -8,7 +8,6 @@ import zlib
 from datetime import timedelta
 
 import orjson
-import pytest
 import redis
 from bytewax.testing import run_main
 
@@ -18,20 +17,12 @@ from operators.files_io import CollectingOutputs, FileReader
 from operators.io import MARKETING
 from operators.kafka_io import ensure_topics, produce_records, read_topic
 from operators.stores import RedisStore
-from tests.events import T0, event, lines, purchase, view
+from tests.events import event, lines, purchase, view
 from tests.integration.engine_process import CLI, ROOT, Engine, engine_env
 
 WHO = "cust-erase-7f3a"  # distinctive: no other key or value can contain it by chance
 VISITOR = "anon-erase-7f3a"
 OTHER = "cust-keep-42b1"
-
-
-@pytest.fixture()
-def fresh_redis(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def _wait(condition, what: str, engine: Engine | None = None, timeout_s: float = 60.0):

@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from config.settings import ConsoleSettings, EngineSettings, Settings, load
-from flows.console.app import COOKIE, ConsoleBackend, build_app
+from flows.console.app import ConsoleBackend, build_app
 from operators import jsonutil
 from operators.audit import AuditLog
 from operators.console_auth import Agents, SessionSigner, hash_password, verify_password

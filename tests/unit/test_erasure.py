@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from bytewax.testing import run_main
 
-from config import settings as config
 from flows.dataflow import build_flow
 from flows.runtime import replay
 from models.hub import ModelHub
