@@ -51,6 +51,7 @@ _PHONE = re.compile(r"(?<![\w+.-])(?:\+|\b00)?[ ]?(?:\(\d{1,5}+\)|\d++)(?:(?:[ .
 _DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{4}", re.ASCII)
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}", re.ASCII)
 _NON_DIGIT = re.compile(r"\D", re.ASCII)
+_INTERNATIONAL_PREFIX = re.compile(r"(?:\+|(?<!\d)00)\d{1,3}[ -]$", re.ASCII)
 _DIGIT = re.compile(r"\d", re.ASCII)
 _NATIONAL = re.compile(r"1[3-9]\d{9}|0\d{9,10}|[2-9]\d{2}[2-9]\d{6}", re.ASCII)
 
@@ -72,6 +73,9 @@ def luhn_ok(digits: str) -> bool:
 
 def _card(match: re.Match[str]) -> str:
     digits = _NON_DIGIT.sub("", match.group())
+    prefix = _INTERNATIONAL_PREFIX.search(match.string, max(0, match.start() - 6), match.start())
+    if prefix and len(_NON_DIGIT.sub("", prefix.group().lstrip("+"))) + len(digits) <= 15:
+        return match.group()  # the rest of "+1 ..." / "0086 ...", a phone number: the phone pass takes all of it
     if 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits):
         return CARD
     return match.group()

@@ -134,3 +134,8 @@ def test_text_without_digits_or_at_is_untouched(text: str) -> None:
 
 def test_a_plus_prefixed_number_that_is_also_luhn_valid_is_a_phone() -> None:
     assert redact(" +326 29 0044 0044 ") == " [phone] "  # found by hypothesis: once read as a card, leaving the "+"
+
+
+def test_a_luhn_valid_tail_after_a_country_code_is_part_of_the_phone() -> None:
+    assert redact(" +1 3290 0440 0440 99 ") == " [phone] "  # found by hypothesis: the card pass left "+1" behind
+    assert "4111" not in redact(" +1 4111 1111 1111 1111 ")  # too long for a phone: still a card
