@@ -123,6 +123,11 @@ def _blank_profile() -> dict[str, Any]:
 # Defaults that cost nothing to share (immutable), and the containers a profile gets only when first touched.
 _SCALAR_DEFAULTS: dict[str, Any] = {k: v for k, v in _blank_profile().items() if not isinstance(v, (dict, list))}
 _CONTAINER_BLANKS: dict[str, bytes] = {k: orjson.dumps(v) for k, v in _blank_profile().items() if isinstance(v, (dict, list))}
+_NEW_CONTAINER: dict[str, Any] = {  # how each container is made on first touch (a blank copied: no shared state)
+    key: dict if blank == b"{}" else list if blank == b"[]" else (lambda blank=blank: orjson.loads(blank))
+    for key, blank in _CONTAINER_BLANKS.items()
+}
+_NEW_CONTAINER["active_hours"] = lambda: [0] * 24
 
 
 class Profile(dict):  # type: ignore[type-arg]
@@ -140,13 +145,13 @@ class Profile(dict):  # type: ignore[type-arg]
     __slots__ = ()
 
     def __missing__(self, key: str) -> Any:
-        blank = _CONTAINER_BLANKS.get(key)
-        if blank is None:
+        make = _NEW_CONTAINER.get(key)
+        if make is None:
             return _SCALAR_DEFAULTS[key]  # a blob written before the field existed
         if key == "sentiment":  # decayed sum [value, weight, reference time]: referenced to the first sighting
             value: Any = [0.0, 0.0, self["first_seen"]]
         else:
-            value = {} if blank == b"{}" else [] if blank == b"[]" else orjson.loads(blank)
+            value = make()
         self[key] = value
         return value
 
@@ -156,6 +161,7 @@ def new_profile(customer_id: str, ts: int) -> Profile:
     profile = Profile(_SCALAR_DEFAULTS)
     profile["customer_id"] = customer_id
     profile["first_seen"] = profile["last_seen"] = profile["segment_since"] = ts
+    profile["offsets"], profile["seen_ids"], profile["type_counts"] = {}, {}, {}  # every first event touches these
     return profile
 
 
@@ -239,13 +245,16 @@ def apply(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> bool:
     profile["events"] += 1
     counts = profile["type_counts"]
     counts[kind] = counts.get(kind, 0) + 1
-    if event.get("anonymous_id"):
-        link_anonymous_id(profile, event["anonymous_id"])
-    if kind in _CUSTOMER_ACTIONS:
+    anonymous_id = event.get("anonymous_id")
+    if anonymous_id:
+        link_anonymous_id(profile, anonymous_id)
+    action, own_clock, handler = _PLAN.get(kind, _NO_PLAN)
+    if action:
         profile["active_hours"][(ts // MS_PER_HOUR) % 24] += 1
-    if kind in _CUSTOMER_CLOCKS and event.get(UTC_OFFSET) is not None and ts >= profile["last_seen"]:
-        profile["utc_offset_min"] = event[UTC_OFFSET]  # the customer's own device wrote this time
-    handler = _HANDLERS.get(kind)
+    if own_clock and ts >= profile["last_seen"]:
+        offset = event.get(UTC_OFFSET)
+        if offset is not None:
+            profile["utc_offset_min"] = offset  # the customer's own device wrote this time
     if handler is not None:
         handler(profile, event, rules)
     return True
@@ -456,6 +465,13 @@ _CUSTOMER_CLOCKS = frozenset(
 _CUSTOMER_ACTIONS = frozenset(
     ("page_view", "product_view", "search", "add_to_cart", "remove_from_cart", "purchase", "survey", "support_message")
 )
+# Per event type, what ``apply`` does beyond the common part: (active hours?, customer's clock?, handler): one lookup.
+_PLAN: dict[str, tuple[bool, bool, Any]] = {
+    kind: (kind in _CUSTOMER_ACTIONS, kind in _CUSTOMER_CLOCKS, _HANDLERS.get(kind))
+    for kind in _CUSTOMER_ACTIONS | _CUSTOMER_CLOCKS | _HANDLERS.keys()
+}
+_NO_PLAN: tuple[bool, bool, Any] = (False, False, None)
+
 
 
 def sentiment_value(profile: Profile, as_of: int, rules: ProfileRules) -> float | None:

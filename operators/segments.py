@@ -130,7 +130,8 @@ class ThresholdBoard:
         self.refresh = refresh
         self.members: dict[int, SegmentStats] = {}
         self._updates = refresh
-        self._population = 0
+        self._due = 1
+        """Updates after which the cached lines are stale: ``refresh``, or fewer while the population is small."""
         self._cached = SegmentStats().thresholds(cfg)
 
     def register(self, shard: int, stats: SegmentStats) -> None:
@@ -142,10 +143,11 @@ class ThresholdBoard:
 
     def thresholds(self, *, fresh: bool = False) -> Thresholds:
         # Every `refresh` updates, or sooner while the population is small and each customer moves the lines.
-        if fresh or self._updates >= min(self.refresh, max(1, self._population // 10)):
+        # Called for every event: one comparison unless due.
+        if fresh or self._updates >= self._due:
             merged = merge_stats(list(self.members.values()))
             self._cached = merged.thresholds(self.cfg)
-            self._population = merged.monetary.total
+            self._due = min(self.refresh, max(1, merged.monetary.total // 10))
             self._updates = 0
         return self._cached
 

@@ -64,6 +64,22 @@ _REARM = {
 # Event types some rule reacts to; for the rest (page views, searches...) no rule context is built at all.
 _RULE_TYPES = frozenset().union(*_ON_EVENT.values(), *_REARM.values())
 
+
+def _rules_for(kind: str) -> tuple[tuple[Any, bool, bool, bool], ...]:
+    """(rule, reacts to this kind, reacts to a segment change, re-arms on this kind), in ``RULES`` order: the
+    per-event loop then visits only the rules an event type can concern."""
+    entries = []
+    for rule in RULES:
+        reacts = kind in _ON_EVENT.get(rule.KIND, ())
+        on_segment = rule.KIND == "segment_change"
+        rearms = kind in _REARM.get(rule.KIND, ())
+        if reacts or on_segment or rearms:
+            entries.append((rule, reacts, on_segment, rearms))
+    return tuple(entries)
+
+
+_RULES_BY_TYPE = {kind: _rules_for(kind) for kind in _RULE_TYPES | {"*"}}
+
 def _held_channel(profile: profiles.Profile, held: list[Any], gov: Any) -> str | None:
     """The channel a held trigger may still go out on: the one it was scheduled for, if still consented
     (held triggers from before channels were recorded take the preferred channel at send time)."""
@@ -220,7 +236,8 @@ class ProfileShard:
         return record
 
     def _hydrate(self, events: list[dict[str, Any]]) -> None:
-        self._hydrate_ids({e["customer_id"] for e in events})
+        if not self.complete:
+            self._hydrate_ids({e["customer_id"] for e in events})
 
     def _hydrate_ids(self, ids: set[str]) -> None:
         if self.complete:
@@ -352,12 +369,13 @@ class ProfileShard:
         kind = event["type"]
         if kind == "identify":
             self._merge_visitor(profile, event, out)
-        self.models.on_event(profile, event, self.thresholds().population_gap_days)
+        if self.models.hub is not None:
+            self.models.on_event(profile, event, self.thresholds().population_gap_days)
         if (profile["frequency"], profile["monetary"], profile["gap_mean_days"]) != before:
             self._track_stats(before, profile)
             self._resegment(profile, event["ts"], out)
-        elif profile["last_seen"] - profile["segment_checked_at"] >= RESEGMENT_EVERY_MS:
-            self._resegment(profile, event["ts"], out)  # only the passing of time can have moved it
+        elif profile["frequency"] and profile["last_seen"] - profile["segment_checked_at"] >= RESEGMENT_EVERY_MS:
+            self._resegment(profile, event["ts"], out)  # only the passing of time can have moved it (never a prospect's)
         if kind == "consent":
             self._consent_changed(profile, event["ts"], out)
         elif kind == "alert_feedback":
@@ -366,11 +384,11 @@ class ProfileShard:
             return True
         ctx = self._context(profile, event, event["ts"], segment_before)
         candidates: list[Candidate] = []
-        for rule in RULES:
-            triggers = _ON_EVENT.get(rule.KIND)
-            if triggers is not None and kind in triggers or rule.KIND == "segment_change" and segment_before != profile["segment"]:
+        segment_moved = segment_before != profile["segment"]
+        for rule, reacts, on_segment, rearms in _RULES_BY_TYPE.get(kind) or _RULES_BY_TYPE["*"]:
+            if reacts or on_segment and segment_moved:
                 candidates.extend(rule.on_event(ctx))
-            if kind in _REARM.get(rule.KIND, ()):
+            if rearms:
                 self._arm(profile, rule.KIND, rule.deadline(ctx), passed_by=profile["last_seen"])
         for destination, alert in candidates:
             if alert["kind"] == "angry_customer":  # kept so that an agent's feedback on it can teach the model

@@ -30,7 +30,7 @@ class Candidate(NamedTuple):
     alert: dict[str, Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class RuleContext:
     profile: dict[str, Any]
     event: dict[str, Any] | None

@@ -14,25 +14,33 @@ KIND = "abandoned_interest"
 def _cooled(ctx: RuleContext, category: str, last: int) -> bool:
     """No offer for the category within the cooldown before this episode's last look."""
     cooldown = ctx.cfg.abandoned_cooldown_days * 24 * MS_PER_HOUR
-    return last - ctx.profile["alerted"].get(f"{KIND}:{category}", -cooldown) >= cooldown
+    alerted = ctx.profile.get("alerted") or {}  # a read: no empty container materialised (operators/profile.py)
+    return last - alerted.get(f"{KIND}:{category}", -cooldown) >= cooldown
 
 
 def _ready(ctx: RuleContext) -> list[tuple[str, list[int]]]:
     """Open episodes with enough attention whose category was not offered within the cooldown."""
-    return [(cat, ep) for cat, ep in ctx.profile["episodes"].items()
-            if ep[1] >= ctx.cfg.abandoned_min_signals and _cooled(ctx, cat, ep[2])]
+    episodes = ctx.profile.get("episodes")
+    if not episodes:
+        return []
+    least = ctx.cfg.abandoned_min_signals
+    return [(cat, ep) for cat, ep in episodes.items() if ep[1] >= least and _cooled(ctx, cat, ep[2])]
 
 
 def _closed(ctx: RuleContext) -> list[tuple[str, list[int]]]:
     """Episodes a later look closed before their deadline (operators/profile.py ``_episode``), oldest first."""
-    return sorted(((cat, ep) for cat, eps in ctx.profile["closed_episodes"].items() for ep in eps),
-                  key=lambda ce: (ce[1][2], ce[0]))
+    closed = ctx.profile.get("closed_episodes")
+    if not closed:
+        return []
+    return sorted(((cat, ep) for cat, eps in closed.items() for ep in eps), key=lambda ce: (ce[1][2], ce[0]))
 
 
 def deadline(ctx: RuleContext) -> int | None:
+    due = _closed(ctx) + _ready(ctx)
+    if not due:
+        return None
     window = ctx.cfg.abandoned_window_hours * MS_PER_HOUR
-    due = [int(ep[2] + window) for _, ep in _closed(ctx) + _ready(ctx)]
-    return min(due) if due else None
+    return min(int(ep[2] + window) for _, ep in due)
 
 
 def on_timer(ctx: RuleContext) -> list[Candidate]:

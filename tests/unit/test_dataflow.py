@@ -156,7 +156,7 @@ def test_a_bug_in_profile_logic_dead_letters_the_event_and_the_engine_goes_on(ev
             raise ZeroDivisionError("boom")
         original(profile, event, rules)
 
-    monkeypatch.setitem(profiles._HANDLERS, "purchase", broken)
+    monkeypatch.setitem(profiles._PLAN, "purchase", (*profiles._PLAN["purchase"][:2], broken))
     got, outputs = run_flow(events_file, lambda f: run_main(f, epoch_interval=timedelta(seconds=1)))
     assert len(got) == 40
     reasons = [jsonutil.loads(v)["reason"] for v in outputs.records[DEADLETTER]]
