@@ -59,7 +59,7 @@ class _IdentityLogic(StatefulBatchLogic):
         own = values[0][0]
         events = values[0][1] if len(values) == 1 else [e for v in values for e in v[1]]
         clocks = merge_clocks([v[2] for v in values])
-        routed, effects = self.shard.process(events)
+        routed, effects = self.shard.process(events, own)
         routed.setdefault(own, [])
         # The clocks go on to the profile shard of the same number, so every profile shard hears them once.
         out: list[Any] = [(ROUTE, shard_key(s), (evs, clocks if s == own else None)) for s, evs in routed.items()]

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             if key == DEAD:
                 continue
             shard, events, clocks = item
-            per_shard, effects = identities[shard].process(events)
+            per_shard, effects = identities[shard].process(events, shard)
             for target, evs in per_shard.items():
                 to_profiles.setdefault(target, []).extend(evs)
             puts.update((k, v) for op, k, v in effects if op == "put")

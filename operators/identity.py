@@ -49,17 +49,30 @@ class IdentityShard:
         self.max_events = max_events
         self.visitors: dict[str, dict[str, Any]] = {}
 
-    def process(self, events: list[dict[str, Any]]) -> tuple[dict[int, list[dict[str, Any]]], list[Effect]]:
-        """Route a batch to profile shards; returns (events per shard, store effects)."""
+    def process(self, events: list[dict[str, Any]], own: int | None = None) -> tuple[dict[int, list[dict[str, Any]]], list[Effect]]:
+        """Route a batch to profile shards; returns (events per shard, store effects).
+
+        ``own``, this identity shard's number, when known: a customer's own event was routed here by its
+        customer id, so its profile shard is this number (no second hash).
+        """
         self._hydrate(events)
         routed: dict[int, list[dict[str, Any]]] = {}
         dirty: set[str] = set()
         linked: dict[str, dict[str, Any]] = {}
         erased: set[str] = set()
         audits: list[Effect] = []
+        shards = self.shards
         for event in events:
             customer_id = event.get("customer_id")
-            if event["type"] == "erasure_request":
+            kind = event["type"]
+            if customer_id is not None and kind != "identify" and kind != "erasure_request":  # most events: straight on
+                target = own if own is not None else shard_of(customer_id, shards)
+                bucket = routed.get(target)
+                if bucket is None:
+                    bucket = routed[target] = []
+                bucket.append(event)
+                continue
+            if kind == "erasure_request":
                 forgotten = self._erase(event)
                 erased.update(forgotten)
                 dirty.difference_update(forgotten)
@@ -69,7 +82,7 @@ class IdentityShard:
                     audits.append((AUDIT, None, {"event_id": event["event_id"], "anonymous_id": event["anonymous_id"]}))
                 if event.get(ERASE_LINKS_ONLY) or customer_id is None:
                     continue
-            elif event["type"] == "identify":
+            elif kind == "identify":
                 customer_id = self._identify(event, linked)
                 dirty.discard(event["anonymous_id"])
                 event[SOURCE] = f"{event[SOURCE]}|{event['anonymous_id']}"  # travels the visitor's path (see below)

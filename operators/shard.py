@@ -138,6 +138,8 @@ class ProfileShard:
         self.returns = returns or ReturnWatch()
         self.models = models or SharedModels(store, keys, settings.models, e.churn_horizon_days)
         self.anger = self.models.anger_score
+        self._churn_risk = self.churn_risk  # bound once: a rule context is built for most events
+        self._rule_cfg, self._horizon_days = settings.rules, e.churn_horizon_days
         self.clock: int = saved.get("clock", 0)
         """The newest event time this shard has seen (persisted with the stats)."""
         self.applied: int = saved.get("applied", 0)
@@ -167,23 +169,26 @@ class ProfileShard:
         out: list[Effect] = []
         if self._erased:
             self._expire_erasures()
+        known, apply, new_profile = self.profiles, self._apply, profiles.new_profile
+        clock, applied = self.clock, 0
         for event in events:
             customer_id: str = event["customer_id"]
-            if event["ts"] > self.clock:
-                self.clock = event["ts"]
+            ts = event["ts"]
+            if ts > clock:
+                clock = self.clock = ts
             if event["type"] == "erasure_request":
                 self._erase(event, out)  # its deletes go before this batch's puts: a later event's new profile wins
                 dirty.pop(customer_id, None)
                 continue
             if self._erased and self._before_erasure(customer_id, event):
                 continue  # a visitor's event from before an erasure, read again after a restart
-            profile = self.profiles.get(customer_id)
+            profile = known.get(customer_id)
             if profile is None:
-                profile = self.profiles[customer_id] = profiles.new_profile(customer_id, event["ts"])
+                profile = known[customer_id] = new_profile(customer_id, ts)
                 if self._erased:
                     self._after_erasure(profile)
             try:
-                changed = self._apply(profile, event, out)
+                changed = apply(profile, event, out)
             except Exception as exc:  # a bug must cost one event, never the engine; the event is kept
                 log.exception("could not apply event %s to customer %s", event.get("event_id"), customer_id)
                 out.append(internal_error(event, exc))
@@ -191,7 +196,8 @@ class ProfileShard:
                 continue
             if changed:
                 dirty[customer_id] = profile
-                self.applied += 1
+                applied += 1
+        self.applied += applied
         if clocks:
             self.event_clock.observe(clocks)
         self._fire_timers(dirty, out)
@@ -206,8 +212,9 @@ class ProfileShard:
         if self._stats_dirty or after != before:
             effects.append(("put", self.keys.shard(self.shard), encode(self._shard_record())))
             self._stats_dirty = False
-        self._touched.update(dirty)
-        self._evict()
+        if self.retention_ms:
+            self._touched.update(dirty)
+            self._evict()
         return effects
 
     def _evict(self) -> None:
@@ -397,8 +404,8 @@ class ProfileShard:
         return True
 
     def _context(self, profile: profiles.Profile, event: dict[str, Any] | None, now: int, segment_before: str) -> RuleContext:
-        return RuleContext(profile, event, now, self.settings.rules, self.thresholds(), self.churn_risk, self.anger,
-                           self.returns, segment_before, profile["segment"], self.settings.engine.churn_horizon_days)
+        return RuleContext(profile, event, now, self._rule_cfg, self.board.thresholds(), self._churn_risk, self.anger,
+                           self.returns, segment_before, profile["segment"], self._horizon_days)
 
     def churn_risk(self, profile: profiles.Profile, as_of: int) -> float:
         thresholds = self.thresholds()
@@ -434,7 +441,11 @@ class ProfileShard:
         before the event, so the timer must still judge it; only a watermark held back by a slower partition (or
         the batch the event arrived in) kept it from firing yet, and an event read early must not cancel it. The
         timer judges as of its deadline, and arms the rule's following deadline from the whole history."""
-        timers = profile["timers"]
+        timers = profile.get("timers")
+        if timers is None:
+            if deadline is None:
+                return  # nothing pending, nothing to set: no empty container materialised
+            timers = profile["timers"]
         pending = timers.get(kind)
         if passed_by is not None and pending is not None and pending < passed_by and (deadline is None or pending <= deadline):
             return
