@@ -4,10 +4,15 @@ Grouping per batch means the dataflow moves a handful of lists per input
 batch instead of one item per event: Bytewax's per-item cost stays out of the
 hot path (../shared/perf-facts.md: 50-70 k/s per-item keyed state at a million
 keys, 1.3 M/s for partition-local dicts).
+
+Per record, ``route`` tries ``Decoder.decode_fast`` first; only a record it
+declines pays for an ``Origin`` and the full validation, which words the dead
+letter. The ``_src`` label is built once per input partition.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 from operators import jsonutil
@@ -45,6 +50,12 @@ class Router:
         """Newest event time decoded so far (replay reports profiles as of it)."""
         self.decoded = 0
         self.dead = 0
+        self._sources: dict[tuple[str | None, int], str] = {}
+        """(topic, partition) -> the ``_src`` label of its events, made once rather than per event."""
+
+    def _source(self, topic: str | None, partition: int) -> str:
+        source = self._sources[topic, partition] = f"{topic or 'file'}#{partition}"
+        return source
 
     def route(self, batch: list[Raw]) -> list[tuple[str, Any]]:
         """(identity shard key, (shard, events, clocks)) for EVERY shard, plus (DEAD, effects) if any.
@@ -58,28 +69,34 @@ class Router:
         clocks: dict[str, int] = {}
         reasons: list[str] = []
         erasures: list[tuple[int, dict[str, Any]]] = []
-        decode = self.decoder.decode
+        decode_fast, decode_full = self.decoder.decode_fast, self.decoder.decode_full
+        sources = self._sources
         shards = self.shards
+        crc32 = zlib.crc32  # identity_route inlined: the same shard_of(id) = crc32(id) % shards
         for topic, partition, offset, value in batch:
-            origin = Origin(topic, line=offset) if partition < 0 else Origin(topic, partition, offset)
-            event = decode(value, origin)
-            if type(event) is DeadLetter:
-                record = event.to_record()
-                if self.redact_deadletters:
-                    record["raw"], record["reason"] = redact(record["raw"]), redact(record["reason"])
-                dead.append((DEADLETTER, None, jsonutil.dumps(record)))
-                reasons.append(event.reason)
-                continue
-            source = f"{topic or 'file'}#{partition}"
-            event[SOURCE] = source  # type: ignore[index]
-            event[SOURCE_OFFSET] = offset  # type: ignore[index]
-            ts = event["ts"]  # type: ignore[index]
+            event = decode_fast(value)
+            if event is None:
+                full = decode_full(value, Origin(topic, line=offset) if partition < 0 else Origin(topic, partition, offset))
+                if type(full) is DeadLetter:
+                    record = full.to_record()
+                    if self.redact_deadletters:
+                        record["raw"], record["reason"] = redact(record["raw"]), redact(record["reason"])
+                    dead.append((DEADLETTER, None, jsonutil.dumps(record)))
+                    reasons.append(full.reason)
+                    continue
+                event = full  # type: ignore[assignment]
+            source = sources.get((topic, partition)) or self._source(topic, partition)
+            event[SOURCE] = source
+            event[SOURCE_OFFSET] = offset
+            ts = event["ts"]
             if ts > clocks.get(source, -1):
                 clocks[source] = ts
-            own = identity_route(event, shards)  # type: ignore[arg-type]
-            groups.setdefault(own, []).append(event)  # type: ignore[arg-type]
-            if event["type"] == "erasure_request" and event.get("customer_id") is not None:  # type: ignore[index,union-attr]
-                erasures.append((own, event))  # type: ignore[arg-type]
+            customer = event.get("customer_id")
+            kind = event["type"]
+            own = crc32((event["anonymous_id"] if customer is None or kind == "identify" else customer).encode()) % shards
+            groups.setdefault(own, []).append(event)
+            if kind == "erasure_request" and customer is not None:
+                erasures.append((own, event))
         if clocks:
             self.max_ts = max(self.max_ts, max(clocks.values()))
         self.dead += len(dead)
