@@ -122,6 +122,12 @@ def _blank_profile() -> dict[str, Any]:
 
 # Defaults that cost nothing to share (immutable), and the containers a profile gets only when first touched.
 _SCALAR_DEFAULTS: dict[str, Any] = {k: v for k, v in _blank_profile().items() if not isinstance(v, (dict, list))}
+# The scalars a new profile carries from the start: those read for nearly every event. The rest (refunds,
+# tickets, NPS, purchase dates...) are read through ``__missing__`` as their defaults until first set, so
+# most customers' blobs, and the time to encode them, stay small.
+_EAGER_SCALARS: dict[str, Any] = {k: _SCALAR_DEFAULTS[k] for k in (
+    "v", "customer_id", "first_seen", "last_seen", "events", "frequency", "monetary", "gap_mean_days", "segment",
+    "segment_since")}
 _CONTAINER_BLANKS: dict[str, bytes] = {k: orjson.dumps(v) for k, v in _blank_profile().items() if isinstance(v, (dict, list))}
 _NEW_CONTAINER: dict[str, Any] = {  # how each container is made on first touch (a blank copied: no shared state)
     key: dict if blank == b"{}" else list if blank == b"[]" else (lambda blank=blank: orjson.loads(blank))
@@ -147,7 +153,7 @@ class Profile(dict):  # type: ignore[type-arg]
     def __missing__(self, key: str) -> Any:
         make = _NEW_CONTAINER.get(key)
         if make is None:
-            return _SCALAR_DEFAULTS[key]  # a blob written before the field existed
+            return _SCALAR_DEFAULTS[key]  # a scalar never set (or a blob written before the field existed)
         if key == "sentiment":  # decayed sum [value, weight, reference time]: referenced to the first sighting
             value: Any = [0.0, 0.0, self["first_seen"]]
         else:
@@ -157,8 +163,8 @@ class Profile(dict):  # type: ignore[type-arg]
 
 
 def new_profile(customer_id: str, ts: int) -> Profile:
-    # Scalars up front (a dict copy: reads of them never miss); containers on first touch.
-    profile = Profile(_SCALAR_DEFAULTS)
+    # Hot scalars up front (a dict copy: reads of them never miss); other scalars and containers on first touch.
+    profile = Profile(_EAGER_SCALARS)
     profile["customer_id"] = customer_id
     profile["first_seen"] = profile["last_seen"] = profile["segment_since"] = ts
     profile["offsets"], profile["seen_ids"], profile["type_counts"] = {}, {}, {}  # every first event touches these
