@@ -77,10 +77,13 @@ class EngineMetrics:
         self.started = time.time()
         self.last_batch: float | None = None
 
-    def count_batch(self, events: Iterable[dict[str, Any]], dead_reasons: Iterable[str]) -> None:
-        tally = Tally((e.get("_src", "?").split("#")[0], e["type"]) for e in events)
-        for (topic, kind), n in tally.items():
-            self.events_in.labels(topic or "file", kind).inc(n)
+    def count_batch(self, counts: Mapping[tuple[str, str], int], dead_reasons: Iterable[str]) -> None:
+        """``counts``: events of the batch by (source label ``topic#partition``, type), tallied by the router."""
+        by_topic: Tally[tuple[str, str]] = Tally()
+        for (source, kind), n in counts.items():
+            by_topic[source.split("#")[0] or "file", kind] += n
+        for (topic, kind), n in by_topic.items():
+            self.events_in.labels(topic, kind).inc(n)
         for label, n in Tally(deadletter_label(r) for r in dead_reasons).items():
             self.deadlettered.labels(label).inc(n)
         self.last_batch = time.time()

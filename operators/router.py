@@ -73,6 +73,7 @@ class Router:
         sources = self._sources
         shards = self.shards
         crc32 = zlib.crc32  # identity_route inlined: the same shard_of(id) = crc32(id) % shards
+        counts: dict[tuple[str, str], int] | None = {} if self.metrics is not None else None
         for topic, partition, offset, value in batch:
             event = decode_fast(value)
             if event is None:
@@ -93,6 +94,8 @@ class Router:
                 clocks[source] = ts
             customer = event.get("customer_id")
             kind = event["type"]
+            if counts is not None:
+                counts[source, kind] = counts.get((source, kind), 0) + 1
             own = crc32((event["anonymous_id"] if customer is None or kind == "identify" else customer).encode()) % shards
             groups.setdefault(own, []).append(event)
             if kind == "erasure_request" and customer is not None:
@@ -102,7 +105,7 @@ class Router:
         self.dead += len(dead)
         self.decoded += len(batch) - len(dead)
         if self.metrics is not None:
-            self.metrics.count_batch((e for evs in groups.values() for e in evs), reasons)
+            self.metrics.count_batch(counts or {}, reasons)
         for own, event in erasures:  # visitor links to the customer live on the visitors' shards: every one hears it
             for other in range(shards):
                 if other != own:

@@ -61,7 +61,7 @@ def test_http_endpoints():
             raise AssertionError("not ready before any batch")
         except urllib.error.HTTPError as exc:
             assert exc.code == 503
-        metrics.count_batch([], [])
+        metrics.count_batch({}, [])
         assert urllib.request.urlopen(base + "/readyz", timeout=5).status == 200
         body = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
         assert "crm_store_write_seconds_bucket" in body
