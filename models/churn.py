@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 from river import compose, linear_model, optim
 
-from models.components import StandardClip
+from models.components import StandardClip, learn_scaled, predict_proba_scaled
 
 NAME = "churn"
 
@@ -49,8 +49,8 @@ def build(seed: int = 0, *, learning_rate: float = 0.01, l2: float = 1e-4, clip:
 
 def predict(model: Any, x: Mapping[str, float]) -> float:
     """P(churn) for features ``x``; 0.5 before the model has learned anything."""
-    return float(model.predict_proba_one(x).get(True, 0.0))
+    return float(predict_proba_scaled(model, x).get(True, 0.0))
 
 
 def learn(model: Any, x: Mapping[str, float], churned: bool) -> None:
-    model.learn_one(x, bool(churned))
+    learn_scaled(model, x, bool(churned))

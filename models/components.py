@@ -17,6 +17,12 @@
 Both keep their ``__init__`` parameters under the same names, so River's
 ``clone()`` and the shared model contract work on them.
 
+``learn_scaled`` / ``predict_scaled`` drive a ``Pipeline(StandardClip, model)``
+step by step instead of through ``Pipeline.learn_one`` / ``predict_one``: the
+same calls in the same order, without the pipeline's per-call routing, and a
+learning step standardises once instead of twice (``learn_transform_one``).
+They are the hot path of the customer models (models/hub.py).
+
 >>> scaler = StandardClip(limit=3.0)
 >>> for v in (1.0, 2.0, 3.0):
 ...     scaler.learn_one({"a": v, "b": 7.0})
@@ -30,7 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from river import base
+from river import base, compose
 
 
 class StandardClip(base.Transformer):
@@ -45,6 +51,7 @@ class StandardClip(base.Transformer):
         """Per feature: [count, mean, sum of squared deviations, 1 / standard deviation]."""
 
     def learn_one(self, x: dict[str, float]) -> None:
+        # The arithmetic here and in learn_transform_one must stay the same, operation for operation.
         stats = self.stats
         for k, v in x.items():
             cell = stats.get(k)
@@ -69,6 +76,31 @@ class StandardClip(base.Transformer):
             out[k] = high if z > high else low if z < low else z
         return out
 
+    def learn_transform_one(self, x: dict[str, float]) -> dict[str, float]:
+        """``learn_one(x)`` then ``transform_one(x)`` in one pass: what every learning step of a pipeline does.
+
+        Each feature's output depends only on its own statistics, so updating and transforming
+        feature by feature gives exactly the two calls' result, at the cost of one loop instead of two.
+        """
+        stats = self.stats
+        high = self.limit
+        low = -high
+        out = {}
+        for k, v in x.items():
+            cell = stats.get(k)
+            if cell is None:
+                cell = stats[k] = [0, 0.0, 0.0, 0.0]
+            n = cell[0] + 1
+            mean = cell[1]
+            delta = v - mean
+            mean += delta / n
+            spread = cell[2] + delta * (v - mean)
+            cell[0], cell[1], cell[2] = n, mean, spread
+            inv = cell[3] = (n / spread) ** 0.5 if spread > 1e-12 * n else 0.0
+            z = (v - mean) * inv
+            out[k] = high if z > high else low if z < low else z
+        return out
+
 
 class BaselineOffset(base.Regressor):
     """``regressor`` learns the residual of ``y`` against the baseline ``x[offset_feature]``; predictions are >= ``floor``.
@@ -85,13 +117,61 @@ class BaselineOffset(base.Regressor):
         self.floor = floor
 
     def learn_one(self, x: dict[str, float], y: float, **kwargs: Any) -> None:
-        self.regressor.learn_one(x, y - x.get(self.offset_feature, 0.0), **kwargs)
+        target = y - x.get(self.offset_feature, 0.0)
+        if kwargs:
+            self.regressor.learn_one(x, target, **kwargs)
+        else:
+            learn_scaled(self.regressor, x, target)
 
     def predict_one(self, x: dict[str, float], **kwargs: Any) -> float:
-        return max(self.floor, x.get(self.offset_feature, 0.0) + self.regressor.predict_one(x, **kwargs))
+        residual = self.regressor.predict_one(x, **kwargs) if kwargs else predict_scaled(self.regressor, x)
+        return max(self.floor, x.get(self.offset_feature, 0.0) + residual)
 
     @classmethod
     def _unit_test_params(cls) -> Any:
         from river import linear_model
 
         yield {"regressor": linear_model.LinearRegression(), "offset_feature": "x"}
+
+
+def _scaled_steps(model: Any) -> tuple[StandardClip, Any] | None:
+    """(scaler, final step) of a ``Pipeline(StandardClip, model)`` that may be driven step by step, else None.
+
+    Not when River is told to learn unsupervised steps during prediction (``compose.learn_during_predict``):
+    the pipeline then learns the scaler at prediction time, not at learning time, so it must do it itself.
+    """
+    if type(model) is not compose.Pipeline or model._LEARN_UNSUPERVISED_DURING_PREDICT:
+        return None
+    steps = model.steps
+    if len(steps) != 2:
+        return None
+    scaler, final = steps.values()
+    return (scaler, final) if type(scaler) is StandardClip else None
+
+
+def learn_scaled(model: Any, x: dict[str, float], y: Any) -> None:
+    """``model.learn_one(x, y)``: for a ``Pipeline(StandardClip, model)``, what the pipeline does, standardising once."""
+    steps = _scaled_steps(model)
+    if steps is None:
+        model.learn_one(x, y)
+        return
+    scaler, final = steps
+    final.learn_one(scaler.learn_transform_one(x), y)
+
+
+def predict_scaled(model: Any, x: dict[str, float]) -> Any:
+    """``model.predict_one(x)``, without the pipeline's per-call overhead for a ``Pipeline(StandardClip, model)``."""
+    steps = _scaled_steps(model)
+    if steps is None:
+        return model.predict_one(x)
+    scaler, final = steps
+    return final.predict_one(scaler.transform_one(x))
+
+
+def predict_proba_scaled(model: Any, x: dict[str, float]) -> dict[Any, float]:
+    """``model.predict_proba_one(x)``, as ``predict_scaled``."""
+    steps = _scaled_steps(model)
+    if steps is None:
+        return model.predict_proba_one(x)
+    scaler, final = steps
+    return final.predict_proba_one(scaler.transform_one(x))

@@ -116,6 +116,35 @@ def feature_vector(
     interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS,
 ) -> list[float]:
     """The features in ``FEATURE_NAMES`` order: what pending buffers store (compact, no keys)."""
+    return feature_vector_and_rhythm(profile, as_of_ms, population_gap_days, horizon_days=horizon_days,
+                                     interest_half_life_days=interest_half_life_days)[0]
+
+
+def rhythm_inputs_match(as_of_ms: int, last_purchase_at: int | None, population_gap_days: float) -> bool:
+    """Were the rhythm estimates of ``feature_vector_and_rhythm`` computed from exactly these raw inputs?
+
+    The features clip recency at ``MAX_DAYS`` and replace an unusable population gap by 30 days; when
+    neither applies, their estimates are what ``rhythm.churn_risk`` / ``next_purchase_in_days`` give
+    for the raw inputs, and a caller that needs those too may reuse them instead of recomputing.
+    """
+    if not (population_gap_days > 0 and math.isfinite(population_gap_days)):
+        return False
+    return last_purchase_at is None or (as_of_ms - last_purchase_at) / MS_PER_DAY <= MAX_DAYS
+
+
+def feature_vector_and_rhythm(
+    profile: Mapping[str, Any],
+    as_of_ms: int,
+    population_gap_days: float,
+    *,
+    horizon_days: float = DEFAULT_HORIZON_DAYS,
+    interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS,
+) -> tuple[list[float], float, float]:
+    """``feature_vector`` and the rhythm estimates it was built from (churn risk, days to next purchase).
+
+    The hub records those estimates as baselines at every prediction point: see ``rhythm_inputs_match``
+    for when they equal a computation from the raw inputs.
+    """
     frequency: int = profile["frequency"]
     monetary = max(0.0, float(profile["monetary"]))
     first_seen = profile["first_seen"]
@@ -138,8 +167,7 @@ def feature_vector(
     last_30 = upto - bisect.bisect_right(times, as_of_ms - 30 * MS_PER_DAY)
     last_90 = upto - bisect.bisect_right(times, as_of_ms - 90 * MS_PER_DAY)
 
-    churn = rhythm.churn_risk(frequency, gap_mean, recency, horizon_days, population_gap)
-    next_days = rhythm.next_purchase_in_days(frequency, gap_mean, recency, population_gap)
+    churn, next_days = rhythm.estimates_for_gap(frequency, typical_gap, recency, horizon_days)
 
     counts = profile["type_counts"]
     half_life_ms = interest_half_life_days * MS_PER_DAY
@@ -207,8 +235,12 @@ def feature_vector(
         1.0 if (consent["marketing_email"] or consent["marketing_sms"] or consent["marketing_push"]) else 0.0,
         1.0 if consent["contact_frequency"] == "low" else 0.0,
     ]
-    # A corrupt or extreme profile must cost one neutral feature, never a NaN in the weights.
-    return [v if math.isfinite(v) else 0.0 for v in vector]
+    # A corrupt or extreme profile must cost one neutral feature, never a NaN in the weights. A finite
+    # sum means every value is finite (an inf or a NaN anywhere makes the sum inf or NaN): one C-level
+    # pass instead of a Python-level test per feature in the usual case.
+    if not math.isfinite(sum(vector)):
+        vector = [v if math.isfinite(v) else 0.0 for v in vector]
+    return vector, churn, next_days
 
 
 def features(

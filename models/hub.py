@@ -79,10 +79,12 @@ from typing import Any, Mapping, NamedTuple
 
 from models import churn, next_purchase, rhythm
 from models.evaluation import ProgressiveValidation
-from models.features import DEFAULT_INTEREST_HALF_LIFE_DAYS, FEATURE_NAMES, MS_PER_DAY, as_dict, feature_vector
+from models.features import (DEFAULT_INTEREST_HALF_LIFE_DAYS, FEATURE_NAMES, MS_PER_DAY, as_dict, feature_vector,
+                             feature_vector_and_rhythm, rhythm_inputs_match)
 from models.labels import CENSORED, CHURN, NEXT_PURCHASE, PendingPredictions, Resolved
 
 FORMAT_VERSION = 1
+_GAP_DUE = FEATURE_NAMES.index("gap_due_days")
 _MAGIC = b"CRMHUB"
 _HEADER = struct.Struct(">6sHQ")  # magic, format version, model version
 
@@ -282,20 +284,23 @@ class ModelHub:
                               interest_half_life_days=self.interest_half_life_days)
 
     def _record_point(self, customer_id: str, profile: Mapping[str, Any], as_of: int, population_gap_days: float) -> None:
-        vector = self._vector(profile, as_of, population_gap_days)
+        vector, churn_rhythm, days_rhythm = feature_vector_and_rhythm(
+            profile, as_of, population_gap_days, horizon_days=self.horizon_days,
+            interest_half_life_days=self.interest_half_life_days)
         x = as_dict(vector)
         recency, frequency, gap = _rhythm_inputs(profile, as_of)
+        if not rhythm_inputs_match(as_of, profile["last_purchase_at"], population_gap_days):
+            # The features' estimates saw clipped inputs: the baselines are scored on the raw ones.
+            churn_rhythm, days_rhythm = rhythm.estimates(frequency, gap, recency, self.horizon_days, population_gap_days)
         churn_ready, days_ready = self.ready
         churn_model = churn.predict(self.churn_model, x)
-        churn_rhythm = rhythm.churn_risk(frequency, gap, recency, self.horizon_days, population_gap_days)
         days_model = next_purchase.predict(self.days_model, x)
-        days_rhythm = rhythm.next_purchase_in_days(frequency, gap, recency, population_gap_days)
+        top = next_purchase.top_interest(profile, as_of, self.interest_half_life_days)
         payload = (
             (churn_model, churn_model if churn_ready else churn_rhythm, churn_rhythm,
              recency_churn_score(recency, self.horizon_days)),
-            (days_model, days_model if days_ready else days_rhythm, days_rhythm, x["gap_due_days"]),
-            (next_purchase.likely_category(profile, as_of, self.interest_half_life_days),
-             next_purchase.top_interest(profile, as_of, self.interest_half_life_days)),
+            (days_model, days_model if days_ready else days_rhythm, days_rhythm, vector[_GAP_DUE]),
+            (next_purchase.likely_category(profile, as_of, self.interest_half_life_days, top=top), top),
         )
         if self.pending.add(customer_id, as_of, vector, payload):
             self.points += 1

@@ -207,7 +207,10 @@ class PendingPredictions:
         if record is None or not record.entries or not purchase_times:
             return []
         newest = purchase_times[-1]
-        if all(entry.made_at >= newest for entry in record.entries):
+        for entry in record.entries:  # a plain loop: this runs on every event of a customer with open predictions
+            if entry.made_at < newest:
+                break
+        else:
             return []  # the common case: nothing bought since the open predictions were made
         out: list[Resolved] = []
         keep: list[Entry] = []

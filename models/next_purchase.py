@@ -65,11 +65,21 @@ def learn(model: Any, x: Mapping[str, float], days: float) -> None:
     model.learn_one(x, max(0.0, days))
 
 
-def likely_category(profile: Mapping[str, Any], as_of_ms: int, interest_half_life_days: float = 14.0) -> str | None:
-    """The category of the next purchase, by rule: most bought, else strongest interest (None if neither)."""
+_UNKNOWN: Any = object()
+
+
+def likely_category(profile: Mapping[str, Any], as_of_ms: int, interest_half_life_days: float = 14.0, *,
+                    top: str | None = _UNKNOWN) -> str | None:
+    """The category of the next purchase, by rule: most bought, else strongest interest (None if neither).
+
+    ``top``: the result of ``top_interest(profile, as_of_ms, interest_half_life_days)`` when the caller
+    has it already (the hub records both at every prediction point), so it is not computed twice.
+    """
     bought = profile.get("category_purchases") or {}
     if bought:
         return max(bought.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[0]))[0]
+    if top is not _UNKNOWN:
+        return top
     return top_interest(profile, as_of_ms, interest_half_life_days)
 
 

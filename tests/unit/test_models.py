@@ -11,7 +11,7 @@ import time
 import pytest
 
 from config.settings import SimulatorSettings
-from models import churn, components, evaluation, features, hub as hubs, labels, next_purchase
+from models import churn, components, evaluation, features, hub as hubs, labels, next_purchase, rhythm
 from models.evaluate import evaluate_file
 from models.features import FEATURE_NAMES, MS_PER_DAY
 from models.hub import ModelHub, SnapshotError
@@ -521,6 +521,93 @@ def test_evaluate_file_runs_the_engine_path_on_a_simulated_shop(tmp_path):
     assert "model" in result["table"] and "rhythm" in result["table"]
     assert evaluate_file(path, horizon_days=14, seed=1)["metrics"] == report  # replayable
     assert evaluate_file(path, 14, 1, with_models=False)["metrics"] is None
+
+
+def _random_rows(seed: int, n: int) -> list[dict[str, float]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        row = {name: rng.choice([0.0, 1.0, -2.5, rng.gauss(0, 3), rng.expovariate(0.01)]) for name in FEATURE_NAMES}
+        if i % 7 == 3:
+            row["unseen_before"] = rng.random()  # a key the scaler meets late
+        rows.append(row)
+    return rows
+
+
+def _bits(values) -> list[str]:
+    return [float(v).hex() for v in values]
+
+
+def test_fused_learn_transform_is_learn_then_transform_bit_for_bit():
+    """The hot path's one-pass StandardClip step must equal River's two calls exactly (outputs feed replay results)."""
+    fused, split = components.StandardClip(3.0), components.StandardClip(3.0)
+    for x in _random_rows(3, 300):
+        out = fused.learn_transform_one(x)
+        split.learn_one(x)
+        expected = split.transform_one(x)
+        assert list(out) == list(expected) and _bits(out.values()) == _bits(expected.values())
+    assert {k: _bits(v) for k, v in fused.stats.items()} == {k: _bits(v) for k, v in split.stats.items()}
+
+
+@pytest.mark.parametrize("kind", ["churn", "next_purchase"])
+def test_models_driven_step_by_step_equal_the_river_pipeline_bit_for_bit(kind):
+    """learn_scaled / predict_scaled drive the pipeline's steps directly: same predictions and weights as River's way."""
+    module = churn if kind == "churn" else next_purchase
+    fast, river_way = module.build(1), module.build(1)
+    rng = random.Random(4)
+    for x in _random_rows(5, 400):
+        x.pop("unseen_before", None)
+        x["gap_due_days"] = abs(x["gap_due_days"])
+        y = rng.random() < 0.3 if kind == "churn" else rng.expovariate(0.05)
+        if kind == "churn":
+            assert module.predict(fast, x) == float(river_way.predict_proba_one(x).get(True, 0.0))
+            module.learn(fast, x, y)
+            river_way.learn_one(x, bool(y))
+        else:
+            regressor = river_way.regressor
+            expected = min(next_purchase.MAX_DAYS, max(0.0, max(0.0, x["gap_due_days"] + regressor.predict_one(x))))
+            assert module.predict(fast, x) == expected
+            module.learn(fast, x, y)
+            regressor.learn_one(x, max(0.0, y) - x["gap_due_days"])
+    fast_pipeline = fast if kind == "churn" else fast.regressor
+    river_pipeline = river_way if kind == "churn" else river_way.regressor
+    (fast_scaler, fast_lr), (river_scaler, river_lr) = fast_pipeline.steps.values(), river_pipeline.steps.values()
+    assert fast_scaler.stats == river_scaler.stats
+    assert dict(fast_lr._weights) == dict(river_lr._weights) and fast_lr.intercept == river_lr.intercept
+
+
+def test_rhythm_estimates_equal_the_two_functions():
+    rng = random.Random(6)
+    for _ in range(500):
+        frequency = rng.randrange(0, 12)
+        gap = rng.choice([None, rng.uniform(0.1, 90)])
+        recency = rng.choice([None, 0.0, rng.uniform(0, 400)])
+        horizon, population = rng.choice([14.0, 30.0]), rng.uniform(1, 60)
+        assert rhythm.estimates(frequency, gap, recency, horizon, population) == (
+            rhythm.churn_risk(frequency, gap, recency, horizon, population),
+            rhythm.next_purchase_in_days(frequency, gap, recency, population))
+
+
+@pytest.mark.parametrize("population_gap", [POP_GAP, 0.0, float("nan")])
+@pytest.mark.parametrize("days_after", [0, 40, 5000])
+def test_features_rhythm_estimates_are_reused_only_when_their_inputs_were_the_raw_ones(population_gap, days_after):
+    p = fold([purchase(day=0), purchase(day=12)])
+    as_of = T0 + 12 * DAY + days_after * DAY
+    vector, risk, days = features.feature_vector_and_rhythm(p, as_of, population_gap, horizon_days=30.0)
+    assert vector == features.feature_vector(p, as_of, population_gap, horizon_days=30.0)
+    recency = max(0.0, (as_of - p["last_purchase_at"]) / DAY)
+    raw = rhythm.estimates(p["frequency"], p["gap_mean_days"], recency, 30.0, population_gap)
+    if features.rhythm_inputs_match(as_of, p["last_purchase_at"], population_gap):
+        assert (risk, days) == raw
+    else:
+        assert days_after == 5000 or population_gap != POP_GAP
+
+
+def test_likely_category_given_the_top_interest_is_the_same():
+    prospect = fold([view(category="tea"), view(category="coffee", day=1)])
+    for profile in (busy_profile(), prospect, profiles.new_profile("c3", T0)):
+        top = next_purchase.top_interest(profile, T0 + 3 * DAY)
+        assert next_purchase.likely_category(profile, T0 + 3 * DAY, top=top) == next_purchase.likely_category(profile, T0 + 3 * DAY)
 
 
 @pytest.mark.parametrize("module", [features, churn, next_purchase, labels, evaluation, components, hubs])
