@@ -147,7 +147,7 @@ class ProfileShard:
         self.suppressed: Counter[str] = Counter(saved.get("suppressed", {}))
         """Marketing triggers held back, by governance reason."""
         self.event_clock = EventClock(e.allowed_lateness_ms, e.idle_partition_s)
-        self.wheel = TimerWheel(self._load_buckets, saved.get("fired_through"))
+        self.wheel = TimerWheel(self._load_buckets, saved.get("fired_through"), complete=self.complete)
         self.retention_ms = e.retention_days * MS_PER_DAY
         self.evict_every_s = EVICT_EVERY_S
         self._last_evict = time.monotonic()

@@ -69,8 +69,13 @@ class EventClock:
 class TimerWheel:
     """The index of pending deadlines of one shard (see the module doc)."""
 
-    def __init__(self, load: Callable[[list[int]], list[Bucket | None]], fired_through: int | None = None) -> None:
+    def __init__(self, load: Callable[[list[int]], list[Bucket | None]], fired_through: int | None = None, *,
+                 complete: bool = False) -> None:
         self._load = load
+        self.complete = complete
+        """True when the store holds no bucket this wheel has not written (a shard's first start): then a bucket
+        not in memory is empty, and is never read. Emptied buckets stay in memory (as known-empty) until their hour
+        fires, so scheduling into them again needs no read either."""
         self.buckets: dict[int, Bucket] = {}
         self.dirty: set[int] = set()
         self.dropped: set[int] = set()
@@ -107,6 +112,10 @@ class TimerWheel:
         """Read the given buckets in one store round trip (before scheduling a batch's timers)."""
         missing = sorted(h for h in hours if h not in self.buckets and (self.fired_through is None or h > self.fired_through))
         if missing:
+            if self.complete:
+                for hour in missing:
+                    self.buckets[hour] = {}
+                return
             for hour, bucket in zip(missing, self._load(missing)):
                 self.buckets[hour] = dict(bucket) if bucket else {}
 
@@ -151,9 +160,8 @@ class TimerWheel:
         """Buckets to write and hours to delete since the last call."""
         puts = {h: self.buckets[h] for h in self.dirty if h in self.buckets and self.buckets[h]}
         deletes = (self.dropped | {h for h in self.dirty if not self.buckets.get(h)}) - set(puts)
-        for hour in deletes:
-            if hour in self.buckets and not self.buckets[hour]:
-                del self.buckets[hour]
+        # An emptied bucket of an hour still to come stays in memory, known empty: the store's copy is deleted
+        # by this very write, so scheduling into that hour again (triggers due now, every batch) reads nothing.
         self.dirty.clear()
         self.dropped = set()
         return puts, deletes

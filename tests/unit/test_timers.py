@@ -164,3 +164,26 @@ def test_a_look_read_ahead_of_the_watermark_neither_extends_nor_replaces_an_epis
     assert len(replayed) == 2  # day 1's episode, then day 45's (day 4's falls in the 30-day cooldown and merges)
     live = _feed_partitioned([[consent, *looks], *([s] for s in slow)], kinds)  # all of c1's partition at once
     assert live == replayed
+
+
+def test_an_emptied_bucket_is_known_empty_and_a_complete_wheel_never_reads():
+    store = FakeStore()
+    wheel = TimerWheel(store.load, T0 // H)
+    wheel.schedule("a", T0 + H + 5)  # the current hour: fires at the next advance
+    store.persist(wheel)
+    loads = store.loads
+    assert wheel.due(T0 + H + 10) == [("a", T0 + H + 5)]
+    store.persist(wheel)
+    assert bucket_of(T0 + H) not in store.data  # deleted in the store...
+    wheel.schedule("b", T0 + H + 20)  # ...and known empty here: scheduling into it again reads nothing
+    assert store.loads == loads and wheel.due(T0 + H + 30) == [("b", T0 + H + 20)]
+
+    fresh = FakeStore()
+    complete = TimerWheel(fresh.load, complete=True)
+    complete.schedule("c", T0 + 3 * H)
+    complete.forget("c", {bucket_of(T0 + 7 * H)})
+    assert complete.due(T0 + 9 * H) == [] and fresh.loads == 0
+
+    restarted = TimerWheel(store.load, T0 // H)  # not complete: what the store holds must be read
+    store.data[bucket_of(T0 + 2 * H)] = {"d": T0 + 2 * H}
+    assert restarted.due(T0 + 3 * H) == [("d", T0 + 2 * H)] and store.loads > loads
