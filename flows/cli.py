@@ -154,7 +154,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                  **(console.run_kwargs() if console else {}))
     elapsed = time.monotonic() - started
     as_of = result.router.max_ts  # segments as of the stream's event time at the end, not each customer's last event
-    segments = Counter(shard.segment(p, as_of) for shard in result.shards.values() for p in shard.profiles.values())
+    segments = Counter(shard.segment(p, as_of) for shard in result.shards.values() for p in shard.held_profiles())
     print(f"\n{result.router.decoded} events in {elapsed:.1f}s ({result.router.decoded / max(elapsed, 1e-9):,.0f}/s), "
           f"{result.router.dead} rejected to the dead-letter output; {sum(segments.values())} customer profiles by segment:")
     for segment, count in sorted(segments.items(), key=lambda kv: -kv[1]):

@@ -158,7 +158,7 @@ class ModelHub:
         purchase = event["type"] == "purchase" and _recorded_purchase(profile_after, event)
         # Resolved from the profile's purchase history, not from this event alone: the same answer for
         # a purchase just applied, and a catch-up for any the hub missed (restarted from an older snapshot).
-        resolved = self.pending.on_purchases(customer_id, profile_after["purchase_times"])
+        resolved = self.pending.on_purchases(customer_id, profile_after.get("purchase_times") or [])
         if resolved:
             categories = {item["category"] for item in event.get("items") or ()} if purchase else None
             for item in resolved:
