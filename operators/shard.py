@@ -247,7 +247,9 @@ class ProfileShard:
         known, encode, key_of, dumps = self.profiles, self.store.encode, self.keys.profile, jsonutil.dumps_state
         last_seen = self._last_seen if self.retention_ms else None
         for customer_id, profile in dirty.items():
-            blob = known[customer_id] = dumps(profile)
+            # A right-sized copy: orjson's bytes keep the capacity of its output buffer (~8 KB each in RSS when
+            # kept, measured), and a million of those would cost more than the profiles they replace.
+            blob = known[customer_id] = memoryview(dumps(profile)).tobytes()
             effects.append(("put", key_of(customer_id), encode(blob)))
             if last_seen is not None:
                 last_seen[customer_id] = profile["last_seen"]
