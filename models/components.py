@@ -51,19 +51,7 @@ class StandardClip(base.Transformer):
         """Per feature: [count, mean, sum of squared deviations, 1 / standard deviation]."""
 
     def learn_one(self, x: dict[str, float]) -> None:
-        # The arithmetic here and in learn_transform_one must stay the same, operation for operation.
-        stats = self.stats
-        for k, v in x.items():
-            cell = stats.get(k)
-            if cell is None:
-                cell = stats[k] = [0, 0.0, 0.0, 0.0]
-            n = cell[0] + 1
-            mean = cell[1]
-            delta = v - mean
-            mean += delta / n
-            spread = cell[2] + delta * (v - mean)
-            cell[0], cell[1], cell[2] = n, mean, spread
-            cell[3] = (n / spread) ** 0.5 if spread > 1e-12 * n else 0.0
+        self.learn_transform_one(x)  # one copy of the update arithmetic; the scaled output is cheap to discard
 
     def transform_one(self, x: dict[str, float]) -> dict[str, float]:
         stats = self.stats
