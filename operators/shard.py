@@ -190,8 +190,8 @@ class ProfileShard:
             if ts > clock:
                 clock = self.clock = ts
             if event["type"] == "erasure_request":
-                self._erase(event, out)  # its deletes go before this batch's puts: a later event's new profile wins
-                dirty.pop(customer_id, None)
+                if self._erase(event, out):  # its deletes go before this batch's puts: a later event's new profile wins
+                    dirty.pop(customer_id, None)
                 continue
             if self._erased and self._before_erasure(customer_id, event):
                 continue  # a visitor's event from before an erasure, read again after a restart
@@ -257,9 +257,17 @@ class ProfileShard:
             effects.append(("put", key_of(customer_id), encode(blob)))
             if last_seen is not None:
                 last_seen[customer_id] = profile["last_seen"]
-        for customer_id, profile in self._working.items():  # read, not changed (a redelivery): the blob stands
-            if customer_id not in dirty and customer_id not in known:
-                known[customer_id] = memoryview(dumps(profile)).tobytes()  # new, and nothing applied (rare)
+        for customer_id, profile in self._working.items():
+            if customer_id in dirty:
+                continue
+            # Read but not changed in a way the store must see (a redelivery, a timer that found nothing to do):
+            # memory still keeps it as it now stands, as when holding objects (a duplicate event id at a new
+            # offset records that offset, which an erasure's guard must cover). Rare: re-encode, no put.
+            blob = dumps(profile)
+            if blob != known.get(customer_id):
+                known[customer_id] = memoryview(blob).tobytes()
+            if last_seen is not None:
+                last_seen[customer_id] = profile["last_seen"]
         self._working.clear()
 
     def _evict(self) -> None:
@@ -315,8 +323,10 @@ class ProfileShard:
         decode, hold = self.store.decode, self.hold_encoded
         for customer_id, blob in zip(missing, self.store.get_many([self.keys.profile(c) for c in missing])):
             if blob:
-                # Held as read (the store's plain JSON), decoded when the batch touches it.
-                self.profiles[customer_id] = blob if hold and type(blob) is bytes else profiles.stored_profile(decode(blob))
+                if not hold:
+                    self.profiles[customer_id] = profiles.stored_profile(decode(blob))
+                else:  # held as read (the store's plain JSON), decoded when the batch touches it; bytes only, ever
+                    self.profiles[customer_id] = blob if type(blob) is bytes else jsonutil.dumps_state(decode(blob))
 
     def _load_buckets(self, hours: list[int]) -> list[dict[str, int] | None]:
         blobs = self.store.get_many([self.keys.timers(self.shard, h) for h in hours])
@@ -324,7 +334,7 @@ class ProfileShard:
 
     # -- erasure -------------------------------------------------------------------------
 
-    def _erase(self, event: dict[str, Any], out: list[Effect]) -> None:
+    def _erase(self, event: dict[str, Any], out: list[Effect]) -> bool:
         """Forget the customer everywhere this shard keeps them, and say so downstream.
 
         Memory: the profile (with its dedup window, timers, held triggers), its timer-wheel entries,
@@ -349,7 +359,7 @@ class ProfileShard:
                 self._working[customer_id] = profile
                 if blob is not None:
                     self.profiles[customer_id] = blob
-            return  # carried out before a restart: its deletes, tombstones and record are already durable
+            return False  # carried out before a restart: its deletes, tombstones and record are already durable
         guard = dict(self._erased.get(token, {}))
         anonymous_ids: set[str] = {event["anonymous_id"]} if event.get("anonymous_id") else set()
         hours: set[int] = set()
@@ -387,6 +397,7 @@ class ProfileShard:
         if self.emit_changes:
             out.append((CHANGES, customer_id, f"erased: profile, {len(anonymous_ids)} visitor links, "
                         f"{detail['timer_entries']} timers, {detail['pending_predictions']} pending predictions".encode()))
+        return True
 
     def _after_erasure(self, profile: profiles.Profile) -> None:
         """A new profile of a customer erased moments ago starts past every input position the erasure covered."""
@@ -440,8 +451,9 @@ class ProfileShard:
         kind = event["type"]
         if kind == "identify":
             self._merge_visitor(profile, event, out)
+        gap_days = self.board.thresholds().population_gap_days  # called for every event: it paces the board's refresh
         if self.models.hub is not None:
-            self.models.on_event(profile, event, self.thresholds().population_gap_days)
+            self.models.on_event(profile, event, gap_days)
         if (profile["frequency"], profile["monetary"], profile["gap_mean_days"]) != before:
             self._track_stats(before, profile)
             self._resegment(profile, event["ts"], out)
@@ -487,12 +499,11 @@ class ProfileShard:
             return  # an identify replayed after a crash: its events are already in
         merged.append(event["anonymous_id"])
         profiles.link_anonymous_id(profile, event["anonymous_id"])
+        # The segment statistics move once, in ``_apply``, from before the identify to after the merge (moving
+        # them here per released event as well counted the change twice).
         for earlier in event.get(RELEASED, ()):
-            before = (profile["frequency"], profile["monetary"], profile["gap_mean_days"])
             if profiles.apply(profile, earlier, self.rules):
                 self.applied += 1
-                if (profile["frequency"], profile["monetary"], profile["gap_mean_days"]) != before:
-                    self._track_stats(before, profile)
         if self.emit_changes:
             released = len(event.get(RELEASED, ()))
             out.append((CHANGES, profile["customer_id"], f"identified visitor {event['anonymous_id']}: {released} earlier events merged".encode()))

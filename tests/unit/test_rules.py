@@ -232,3 +232,15 @@ def test_inactive_customers_leave_memory_and_come_back_from_the_store():
     assert "c1" not in h.shard.profiles and "c2" in h.shard.profiles and h.shard.evicted == 1
     h.feed(purchase("c1", amount=30, day=6))
     assert h.shard.profiles["c1"]["frequency"] == 3 and h.shard.profiles["c1"]["monetary"] == 60
+
+
+def test_an_identify_that_releases_a_purchase_moves_the_segment_statistics_once():
+    from operators.identity import RELEASED
+
+    h = Harness()
+    earlier = dict(purchase("c1", amount=40, day=1, anonymous_id="a1"), amount_base=40.0, quantity=1)
+    h.feed(dict(event("identify", "c1", day=2, anonymous_id="a1"), **{RELEASED: [earlier]}))
+    assert h.shard.profiles["c1"]["frequency"] == 1
+    assert h.shard.stats.monetary.total == 1  # one customer with a purchase (the merge counted it twice before)
+    h.feed(purchase("c2", amount=10, day=3))
+    assert h.shard.stats.monetary.total == 2
