@@ -148,7 +148,7 @@ def _event_time_midpoint(path: Path) -> int:
 
 
 def _hub_costs(hub: ModelHub, shards: dict[int, Any]) -> dict[str, Any]:
-    profiles = [p for s in shards.values() for p in s.profiles.values()]
+    profiles = [p for s in shards.values() for p in s.held_profiles()]
     as_of = hub.pending.watermark
     gap = 20.0
     started = time.perf_counter()

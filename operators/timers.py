@@ -74,8 +74,8 @@ class TimerWheel:
         self._load = load
         self.complete = complete
         """True when the store holds no bucket this wheel has not written (a shard's first start): then a bucket
-        not in memory is empty, and is never read. Emptied buckets stay in memory (as known-empty) until their hour
-        fires, so scheduling into them again needs no read either."""
+        not in memory is empty, and is never read. Safe because a shard writes its record (which ends "first
+        start") in the same atomic store write as its first buckets."""
         self.buckets: dict[int, Bucket] = {}
         self.dirty: set[int] = set()
         self.dropped: set[int] = set()

@@ -5,7 +5,8 @@ time from events or from an injected clock, never from the wall.
 
 Fast path: ``parse_rfc3339_fast`` reads the one shape producers actually send
 (``YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)``) from four small caches (date, clock
-minute, seconds, offset), each entry validated once by ``datetime`` itself, so
+minute, seconds, offset), each entry validated once (digit by digit; dates and
+offsets by ``datetime`` too), so
 it costs a few dict look-ups instead of ``fromisoformat`` plus an aware-datetime
 subtraction. Anything else, however odd, goes to the full parser, so results are
 the same for every input.
@@ -66,10 +67,10 @@ def _parse_ts_full(value: object) -> int:
 
 
 # -- the RFC 3339 fast path ----------------------------------------------------------------
-# Each cache maps the exact text of one component to its value; a text is only ever added after
-# ``_component`` has checked it digit by digit and ``datetime`` has accepted it, so a hit means
-# the full parser would accept that component too. Every cache is bounded by construction:
-# dates 1969..2200 (~85 k), 3 x 1440 clock minutes, 60 + 60,000 second texts, ~11 k offsets.
+# Each cache maps the exact text of one component to its value; a text is only ever added after it
+# was checked digit by digit (dates and offsets also by ``datetime``), so a hit means the full
+# parser would accept that component too. Every cache is bounded by construction:
+# dates 1969..2200 (~85 k), 3 x 1440 clock minutes, 60 + 60,000 second texts, ~2.9 k offsets.
 
 _DIGITS = frozenset("0123456789")
 _DAYS: dict[str, int] = {}  # "2026-01-01" -> ms of its midnight, as if UTC
@@ -79,7 +80,7 @@ _OFFSETS: dict[str, tuple[int, int | None]] = {"Z": (0, 0), "z": (0, 0)}  # "+08
 
 
 def parse_rfc3339_fast(text: str) -> tuple[int, int | None] | None:
-    """(UTC epoch ms, offset minutes) for a canonical RFC 3339 string, or None to say "ask ``parse_ts``".
+    """(UTC epoch ms, offset minutes) for a canonical RFC 3339 string, or None to say "ask ``_parse_ts_full``".
 
     Equal to ``(parse_ts(text), utc_offset_minutes(text))`` whenever it is not None; it never raises.
     """
