@@ -80,6 +80,17 @@ def _rules_for(kind: str) -> tuple[tuple[Any, bool, bool, bool], ...]:
 
 _RULES_BY_TYPE = {kind: _rules_for(kind) for kind in _RULE_TYPES | {"*"}}
 
+def _thaw(blob: bytes) -> profiles.Profile:
+    """A held blob as the profile object a batch works on."""
+    return profiles.stored_profile(jsonutil.loads(blob))
+
+
+def _freeze(profile: dict[str, Any]) -> bytes:
+    """A profile as a held blob: a right-sized copy, because orjson's bytes keep the capacity of its output
+    buffer (~8 KB each in RSS when kept, measured), and a million of those would cost more than the profiles."""
+    return memoryview(jsonutil.dumps_state(profile)).tobytes()
+
+
 def _held_channel(profile: profiles.Profile, held: list[Any], gov: Any) -> str | None:
     """The channel a held trigger may still go out on: the one it was scheduled for, if still consented
     (held triggers from before channels were recorded take the preferred channel at send time)."""
@@ -181,7 +192,7 @@ class ProfileShard:
         out: list[Effect] = []
         if self._erased:
             self._expire_erasures()
-        known, working, hold = self.profiles, self._working, self.hold_encoded
+        working, hold = self._working, self.hold_encoded
         apply, new_profile = self._apply, profiles.new_profile
         clock, applied = self.clock, 0
         for event in events:
@@ -196,14 +207,12 @@ class ProfileShard:
             if self._erased and self._before_erasure(customer_id, event):
                 continue  # a visitor's event from before an erasure, read again after a restart
             profile = working.get(customer_id)
+            if profile is None and hold:
+                profile = self._profile(customer_id)
             if profile is None:
-                blob = known.get(customer_id) if hold else None
-                if blob is not None:
-                    profile = working[customer_id] = profiles.stored_profile(jsonutil.loads(blob))
-                else:
-                    profile = working[customer_id] = new_profile(customer_id, ts)
-                    if self._erased:
-                        self._after_erasure(profile)
+                profile = working[customer_id] = new_profile(customer_id, ts)
+                if self._erased:
+                    self._after_erasure(profile)
             try:
                 changed = apply(profile, event, out)
             except Exception as exc:  # a bug must cost one event, never the engine; the event is kept
@@ -243,17 +252,15 @@ class ProfileShard:
         if profile is None and self.hold_encoded:
             blob = self.profiles.get(customer_id)
             if blob is not None:
-                profile = self._working[customer_id] = profiles.stored_profile(jsonutil.loads(blob))  # type: ignore[arg-type]
+                profile = self._working[customer_id] = _thaw(blob)  # type: ignore[arg-type]
         return profile
 
     def _close(self, dirty: dict[str, profiles.Profile], effects: list[Effect]) -> None:
         """End of batch when holding blobs: each changed profile encoded once, for the store and for memory."""
-        known, encode, key_of, dumps = self.profiles, self.store.encode, self.keys.profile, jsonutil.dumps_state
+        known, encode, key_of = self.profiles, self.store.encode, self.keys.profile
         last_seen = self._last_seen if self.retention_ms else None
         for customer_id, profile in dirty.items():
-            # A right-sized copy: orjson's bytes keep the capacity of its output buffer (~8 KB each in RSS when
-            # kept, measured), and a million of those would cost more than the profiles they replace.
-            blob = known[customer_id] = memoryview(dumps(profile)).tobytes()
+            blob = known[customer_id] = _freeze(profile)
             effects.append(("put", key_of(customer_id), encode(blob)))
             if last_seen is not None:
                 last_seen[customer_id] = profile["last_seen"]
@@ -263,9 +270,9 @@ class ProfileShard:
             # Read but not changed in a way the store must see (a redelivery, a timer that found nothing to do):
             # memory still keeps it as it now stands, as when holding objects (a duplicate event id at a new
             # offset records that offset, which an erasure's guard must cover). Rare: re-encode, no put.
-            blob = dumps(profile)
+            blob = _freeze(profile)
             if blob != known.get(customer_id):
-                known[customer_id] = memoryview(blob).tobytes()
+                known[customer_id] = blob
             if last_seen is not None:
                 last_seen[customer_id] = profile["last_seen"]
         self._working.clear()
@@ -292,7 +299,7 @@ class ProfileShard:
     def held_profiles(self) -> Iterator[profiles.Profile]:
         """Every customer in memory, decoded: for a summary at the end of a run, not for the hot path."""
         for profile in list(self.profiles.values()):
-            yield profiles.stored_profile(jsonutil.loads(profile)) if type(profile) is bytes else profile
+            yield _thaw(profile) if type(profile) is bytes else profile
 
     def _seen_at(self, customer_id: str, profile: profiles.Profile | bytes) -> int:
         if type(profile) is not bytes:
@@ -326,7 +333,7 @@ class ProfileShard:
                 if not hold:
                     self.profiles[customer_id] = profiles.stored_profile(decode(blob))
                 else:  # held as read (the store's plain JSON), decoded when the batch touches it; bytes only, ever
-                    self.profiles[customer_id] = blob if type(blob) is bytes else jsonutil.dumps_state(decode(blob))
+                    self.profiles[customer_id] = blob if type(blob) is bytes else _freeze(decode(blob))
 
     def _load_buckets(self, hours: list[int]) -> list[dict[str, int] | None]:
         blobs = self.store.get_many([self.keys.timers(self.shard, h) for h in hours])
@@ -351,7 +358,7 @@ class ProfileShard:
         profile = self._working.pop(customer_id, None)
         blob = self.profiles.pop(customer_id, None) if self.hold_encoded else None
         if profile is None and blob is not None:
-            profile = profiles.stored_profile(jsonutil.loads(blob))  # type: ignore[arg-type]
+            profile = _thaw(blob)  # type: ignore[arg-type]
         self._last_seen.pop(customer_id, None)
         covered = profile["offsets"] if profile is not None else self._erased.get(token, {})
         if offset is not None and covered.get(source, -1) >= offset:  # type: ignore[arg-type]
