@@ -1,0 +1,1 @@
+"""Settings: ``settings`` is the one settings module; ``default.toml`` and ``production.toml`` are examples."""

@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ENV_PREFIX = "CRM_STREAM__"
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -93,12 +94,12 @@ class RuleSettings:
     """Comma-separated segments whose arrival triggers a segment_change."""
     angry_excerpt_chars: int = 140
     """Characters of the customer's message in an angry_customer alert's payload (``excerpt``), after e-mails,
-    phones and card numbers are redacted (operators/redact.py). 0: no excerpt."""
+    phones and card numbers are redacted (operators/privacy/redact.py). 0: no excerpt."""
 
 
 @dataclass(frozen=True)
 class GovernanceSettings:
-    """What every marketing trigger must pass (operators/governance.py)."""
+    """What every marketing trigger must pass (operators/policy/governance.py)."""
 
     daily_cap: int = 1
     weekly_cap: int = 3
@@ -145,7 +146,7 @@ class TopicSettings:
     marketing_triggers: str = "crm.triggers.marketing"
     deadletter: str = "crm.deadletter"
     audit: str = "crm.audit"
-    """Who read, exported or erased which customer, and when (operators/audit.py)."""
+    """Who read, exported or erased which customer, and when (operators/privacy/audit.py)."""
 
     def inputs(self) -> tuple[str, ...]:
         return (self.clickstream, self.purchases, self.support, self.control)
@@ -205,7 +206,7 @@ class StoreSettings:
     tls_check_hostname: bool = True
     """Verify that the server's certificate names the host in the URL."""
     pii_key: str = ""
-    """Secret (>= 32 characters) that pseudonymises ids in key names and encrypts stored values (operators/pii.py).
+    """Secret (>= 32 characters) that pseudonymises ids in key names and encrypts stored values (operators/privacy/pii.py).
     Set it from the environment: CRM_STREAM__STORE__PII_KEY. Empty: ids and values stored in the clear."""
     require_pii_key: bool = False
     """Refuse to start with a Redis store and no pii_key (production.toml shows it, commented: turn it on once the key is in place)."""
@@ -220,7 +221,7 @@ class MetricsSettings:
 
 @dataclass(frozen=True)
 class AuditSettings:
-    """Where access to personal data is recorded (operators/audit.py)."""
+    """Where access to personal data is recorded (operators/privacy/audit.py)."""
 
     kind: str = "file"
     """kafka: the kafka.topics.audit topic; file: JSON lines appended to ``path``; log: the Python log only."""
@@ -253,7 +254,7 @@ class PrivacySettings:
     """What personal data may leave the engine (README: Privacy and security)."""
 
     redact_deadletters: bool = True
-    """Redact e-mails, phones and card numbers from dead-letter records' ``raw`` and ``reason`` (operators/redact.py).
+    """Redact e-mails, phones and card numbers from dead-letter records' ``raw`` and ``reason`` (operators/privacy/redact.py).
     False keeps ``raw`` byte for byte (the contract's "original bytes as text"), for debugging a producer."""
 
 
@@ -320,7 +321,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__") if p]
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -405,16 +406,20 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"governance.{name} = {getattr(s.governance, name)!r} must be an hour 0..23")
     channels = [c.strip() for c in s.governance.channel_preference.split(",") if c.strip()]
     if not channels or any(c not in ("marketing_email", "marketing_push", "marketing_sms") for c in channels):
-        raise ConfigError(f"governance.channel_preference = {s.governance.channel_preference!r}: a comma-separated list of "
-                          "marketing_email, marketing_push, marketing_sms")
+        raise ConfigError(
+            f"governance.channel_preference = {s.governance.channel_preference!r}: a comma-separated list of "
+            "marketing_email, marketing_push, marketing_sms"
+        )
     if not 0 <= s.metrics.port <= 65535:
         raise ConfigError(f"metrics.port = {s.metrics.port!r} must be a TCP port (0 turns the endpoints off)")
     if not 0 <= s.console.port <= 65535:
         raise ConfigError(f"console.port = {s.console.port!r} must be a TCP port")
     for agent, hashed in s.console.password_hashes.items():
         if not isinstance(hashed, str) or not hashed.startswith("scrypt$"):
-            raise ConfigError(f"console.password_hashes.{agent} must be a hash made by `crm-stream console-password {agent}`, "
-                              "not a plain password")
+            raise ConfigError(
+                f"console.password_hashes.{agent} must be a hash made by `crm-stream console-password {agent}`, "
+                "not a plain password"
+            )
     if s.console.claim_minutes <= 0 or s.console.session_hours <= 0 or s.console.recent_alerts <= 0:
         raise ConfigError("console.claim_minutes, console.session_hours and console.recent_alerts must be greater than 0")
     if not 0.0 < s.models.train_fraction <= 1.0:
@@ -468,23 +473,29 @@ def _validate_store_security(store: StoreSettings) -> None:
         raise ConfigError("store.tls_cert_file and store.tls_key_file go together (client certificate and its key)")
     url_password = "@" in store.url and ":" in store.url.split("://", 1)[-1].rsplit("@", 1)[0]
     if store.password and url_password:
-        raise ConfigError("store.password and a password in store.url are both set (the URL's would win): keep one, "
-                          "preferably store.password from CRM_STREAM__STORE__PASSWORD")
+        raise ConfigError(
+            "store.password and a password in store.url are both set (the URL's would win): keep one, "
+            "preferably store.password from CRM_STREAM__STORE__PASSWORD"
+        )
     if store.username and not (store.password or url_password):
         raise ConfigError(f"store.username = {store.username!r} needs a password: set CRM_STREAM__STORE__PASSWORD")
     if store.pii_key and len(store.pii_key) < 32:
-        raise ConfigError(f"store.pii_key has {len(store.pii_key)} characters; use at least 32 random ones "
-                          "(e.g. `openssl rand -hex 32`), set as CRM_STREAM__STORE__PII_KEY")
+        raise ConfigError(
+            f"store.pii_key has {len(store.pii_key)} characters; use at least 32 random ones "
+            "(e.g. `openssl rand -hex 32`), set as CRM_STREAM__STORE__PII_KEY"
+        )
     if store.require_pii_key and store.kind != "memory" and not store.pii_key:
-        raise ConfigError("store.require_pii_key is true but no key is set: export CRM_STREAM__STORE__PII_KEY "
-                          "(>= 32 random characters, e.g. `openssl rand -hex 32`; keep it in your secret store)")
+        raise ConfigError(
+            "store.require_pii_key is true but no key is set: export CRM_STREAM__STORE__PII_KEY "
+            "(>= 32 random characters, e.g. `openssl rand -hex 32`; keep it in your secret store)"
+        )
 
 
 def _validate_kafka_security(kafka: KafkaSettings) -> None:
     extra = {str(k).lower(): v for k, v in kafka.extra.items()}
     for name, prop in KAFKA_SECURITY_PROPERTIES.items():
         if getattr(kafka, name) and prop in extra:
-            raise ConfigError(f"kafka.{name} and kafka.extra.\"{prop}\" both set {prop}: keep one")
+            raise ConfigError(f'kafka.{name} and kafka.extra."{prop}" both set {prop}: keep one')
     protocol = (kafka.security_protocol or str(extra.get("security.protocol", ""))).upper()
     if protocol and protocol not in KAFKA_PROTOCOLS:
         raise ConfigError(f"kafka.security_protocol = {protocol!r} is not one of: {', '.join(KAFKA_PROTOCOLS)}")
@@ -493,14 +504,18 @@ def _validate_kafka_security(kafka: KafkaSettings) -> None:
         raise ConfigError(f"kafka.sasl_mechanism = {mechanism!r} is not one of: {', '.join(SASL_MECHANISMS)}")
     sasl = protocol.startswith("SASL_")
     if (kafka.sasl_mechanism or kafka.sasl_username or kafka.sasl_password) and not sasl:
-        raise ConfigError("kafka.sasl_* is set but kafka.security_protocol is not SASL_SSL (or SASL_PLAINTEXT): "
-                          "set kafka.security_protocol = \"SASL_SSL\"")
+        raise ConfigError(
+            "kafka.sasl_* is set but kafka.security_protocol is not SASL_SSL (or SASL_PLAINTEXT): "
+            'set kafka.security_protocol = "SASL_SSL"'
+        )
     if sasl and not mechanism:
         raise ConfigError(f"kafka.security_protocol = {protocol!r} needs kafka.sasl_mechanism (e.g. SCRAM-SHA-512)")
     if sasl and mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
         if not (kafka.sasl_username or extra.get("sasl.username")) or not (kafka.sasl_password or extra.get("sasl.password")):
-            raise ConfigError(f"kafka.sasl_mechanism = {mechanism!r} needs kafka.sasl_username and kafka.sasl_password "
-                              "(the password from the environment: CRM_STREAM__KAFKA__SASL_PASSWORD)")
+            raise ConfigError(
+                f"kafka.sasl_mechanism = {mechanism!r} needs kafka.sasl_username and kafka.sasl_password "
+                "(the password from the environment: CRM_STREAM__KAFKA__SASL_PASSWORD)"
+            )
     ssl_files = ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location")
     for name in ssl_files:
         path = getattr(kafka, name)

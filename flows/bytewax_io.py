@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from operators.effects import AuditWriter, EffectsWriter
-from operators.gc_pacing import GC_PACER
-from operators.io import Outputs, PartitionReader, Raw, Reader, Store
-from operators.metrics import EngineMetrics
+from crm_stream.operators.io.effects import AuditWriter, EffectsWriter
+from crm_stream.operators.io.interface import Outputs, PartitionReader, Raw, Reader, Store
+from crm_stream.operators.io.metrics import EngineMetrics
+from crm_stream.operators.stages.gc_pacing import GC_PACER
 
 IDLE_BACKOFF = timedelta(milliseconds=20)
 
@@ -51,7 +52,7 @@ class _ReaderPartition(StatefulSourcePartition[list[Raw], Any]):
             return [batch]
         if self.part.done():
             raise StopIteration()
-        self._awake = datetime.now(timezone.utc) + IDLE_BACKOFF
+        self._awake = datetime.now(UTC) + IDLE_BACKOFF
         return []
 
     def next_awake(self) -> datetime | None:
@@ -64,20 +65,25 @@ class _ReaderPartition(StatefulSourcePartition[list[Raw], Any]):
         self.part.close()
 
 
-
-
 class EffectsSink(DynamicSink[list]):
     """One writer per worker; each gets its own outputs (and shares the store provider)."""
 
-    def __init__(self, outputs_factory: Callable[[int], Outputs], store_provider: Callable[[], Store],
-                 metrics: EngineMetrics | None = None, audit: AuditWriter | None = None) -> None:
+    def __init__(
+        self,
+        outputs_factory: Callable[[int], Outputs],
+        store_provider: Callable[[], Store],
+        metrics: EngineMetrics | None = None,
+        audit: AuditWriter | None = None,
+    ) -> None:
         self.outputs_factory = outputs_factory
         self.store_provider = store_provider
         self.metrics = metrics
         self.audit = audit
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _EffectsPartition:
-        return _EffectsPartition(EffectsWriter(self.outputs_factory(worker_index), self.store_provider(), self.metrics, self.audit))
+        return _EffectsPartition(
+            EffectsWriter(self.outputs_factory(worker_index), self.store_provider(), self.metrics, self.audit)
+        )
 
 
 class _EffectsPartition(StatelessSinkPartition[list]):

@@ -9,8 +9,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from config import settings as config
-from operators import jsonutil, log_redaction
+from crm_stream.config import settings as config
+from crm_stream.operators.io import jsonutil
+from crm_stream.operators.privacy import log_redaction
 
 EXIT_USAGE = 2
 
@@ -43,22 +44,30 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the engine (no config: the embedded demo shop)",
-                         description="Run the engine. With no --config: a simulated shop flows through the dataflow into an "
-                         "in-process store, and alerts and profile changes are printed live. With --config (see "
-                         "config/production.toml): Kafka in, Redis as the store, Kafka out.")
+    run = sub.add_parser(
+        "run",
+        help="run the engine (no config: the embedded demo shop)",
+        description="Run the engine. With no --config: a simulated shop flows through the dataflow into an "
+        "in-process store, and alerts and profile changes are printed live. With --config (see "
+        "config/production.toml): Kafka in, Redis as the store, Kafka out.",
+    )
     run.add_argument("--config", help="TOML settings file (environment overrides still apply)")
     run.add_argument("--workers", type=int, default=1, help="worker threads in this process")
     run.add_argument("--process-id", type=int, help="this process's index in a cluster (with --addresses)")
     run.add_argument("--addresses", help="host:port of every process in the cluster, comma-separated, same order everywhere")
     run.add_argument("--quiet", action="store_true", help="do not print profile changes (alerts and rejects still print)")
-    run.add_argument("--console", action="store_true", help="also serve the agents' web console (alerts live, profiles, feedback)")
+    run.add_argument(
+        "--console", action="store_true", help="also serve the agents' web console (alerts live, profiles, feedback)"
+    )
     run.add_argument("--console-port", type=int, help="port of the console (default: console.port, 8080)")
     run.set_defaults(func=_cmd_run)
 
-    rep = sub.add_parser("replay", help="run the same dataflow on a JSON-lines file, in event time",
-                         description="Replay a file of contract events through the engine, with no Kafka or Redis. "
-                         "Outputs are byte-identical run after run.")
+    rep = sub.add_parser(
+        "replay",
+        help="run the same dataflow on a JSON-lines file, in event time",
+        description="Replay a file of contract events through the engine, with no Kafka or Redis. "
+        "Outputs are byte-identical run after run.",
+    )
     rep.add_argument("events", help="JSON-lines file of input events, in time order")
     rep.add_argument("--alerts-out", required=True, help="where to write every alert and trigger")
     rep.add_argument("--profiles-out", required=True, help="where to write one profile per known customer")
@@ -78,10 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--config", help="TOML settings file")
     sim.set_defaults(func=_cmd_simulate)
 
-    ev = sub.add_parser("evaluate", help="progressive (test-then-train) metrics of the online models vs baselines on a file",
-                        description="Run a JSON-lines file of contract events through the engine's logic with the online "
-                        "churn and next-purchase models learning in event time; every prediction is scored when its "
-                        "label arrives, before the model learns from it, beside simple baselines scored on the same predictions.")
+    ev = sub.add_parser(
+        "evaluate",
+        help="progressive (test-then-train) metrics of the online models vs baselines on a file",
+        description="Run a JSON-lines file of contract events through the engine's logic with the online "
+        "churn and next-purchase models learning in event time; every prediction is scored when its "
+        "label arrives, before the model learns from it, beside simple baselines scored on the same predictions.",
+    )
     ev.add_argument("events", help="JSON-lines file of input events, in time order (e.g. from `crm-stream simulate`)")
     ev.add_argument("--churn-horizon-days", type=float, help="churn horizon N in days (default from config)")
     ev.add_argument("--seed", type=int, default=0)
@@ -95,27 +107,38 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--actor", help="who is reading, for the audit record (default: audit.actor, else the OS user)")
     prof.set_defaults(func=_cmd_profile)
 
-    exp = sub.add_parser("export-customer", help="print everything held on a customer as JSON (right of access)",
-                         description="Print, as one JSON object, everything the engine's store holds on a customer: the "
-                         "full stored profile, the derived view, visitor links, pending timers, held marketing triggers "
-                         "and model features waiting for labels. The access is recorded to the audit stream first.")
+    exp = sub.add_parser(
+        "export-customer",
+        help="print everything held on a customer as JSON (right of access)",
+        description="Print, as one JSON object, everything the engine's store holds on a customer: the "
+        "full stored profile, the derived view, visitor links, pending timers, held marketing triggers "
+        "and model features waiting for labels. The access is recorded to the audit stream first.",
+    )
     exp.add_argument("customer_id")
     exp.add_argument("--config", help="TOML settings file whose [store] points at Redis (default: config/production.toml)")
     exp.add_argument("--actor", help="who asks, for the audit record (default: audit.actor, else the OS user)")
     exp.set_defaults(func=_cmd_export_customer)
 
-    con = sub.add_parser("console", help="serve the agents' web console: live service alerts, profiles, feedback, claims",
-                         description="Follow the service-alert topic and serve the agents' console and its JSON API "
-                         "(flows/console/). Profiles and claims come from Redis; feedback goes to the control topic; "
-                         "agents sign in with the passwords hashed in [console.password_hashes].")
-    con.add_argument("--config", help="TOML settings file with Kafka, a Redis [store] and [console] (default: config/production.toml)")
+    con = sub.add_parser(
+        "console",
+        help="serve the agents' web console: live service alerts, profiles, feedback, claims",
+        description="Follow the service-alert topic and serve the agents' console and its JSON API "
+        "(flows/console/). Profiles and claims come from Redis; feedback goes to the control topic; "
+        "agents sign in with the passwords hashed in [console.password_hashes].",
+    )
+    con.add_argument(
+        "--config", help="TOML settings file with Kafka, a Redis [store] and [console] (default: config/production.toml)"
+    )
     con.add_argument("--host", help="address to listen on (default: console.host)")
     con.add_argument("--port", type=int, help="port to listen on (default: console.port)")
     con.set_defaults(func=_cmd_console)
 
-    cpw = sub.add_parser("console-password", help="hash an agent's console password for [console.password_hashes]",
-                         description="Reads the password (prompted, or one line on standard input) and prints the "
-                         "TOML line to put under [console.password_hashes].")
+    cpw = sub.add_parser(
+        "console-password",
+        help="hash an agent's console password for [console.password_hashes]",
+        description="Reads the password (prompted, or one line on standard input) and prints the "
+        "TOML line to put under [console.password_hashes].",
+    )
     cpw.add_argument("agent", help="the agent's name (letters, digits, _ . @ -)")
     cpw.set_defaults(func=_cmd_console_password)
     return parser
@@ -129,7 +152,7 @@ def _settings(args: argparse.Namespace, fallback: Path | None = None) -> config.
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from flows.runtime import RunOptions, run
+    from crm_stream.flows.runtime import RunOptions, run
 
     settings = _settings(args)
     addresses = args.addresses.split(",") if args.addresses else None
@@ -138,25 +161,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
     demo = settings.source.kind == "simulator" and settings.sink.kind == "terminal"
     if demo:
         s = settings.simulator
-        print(f"crm-stream demo: a simulated shop of {s.customers} customers over {s.days} days, "
-              f"{'as fast as possible' if not s.rate else f'{s.rate:g} events/s'}; store: {settings.store.kind}; "
-              f"{settings.engine.shards} shards. Ctrl-C stops.\n", flush=True)
+        print(
+            f"crm-stream demo: a simulated shop of {s.customers} customers over {s.days} days, "
+            f"{'as fast as possible' if not s.rate else f'{s.rate:g} events/s'}; store: {settings.store.kind}; "
+            f"{settings.engine.shards} shards. Ctrl-C stops.\n",
+            flush=True,
+        )
     console = None
     if args.console:
-        from flows.console.backends import EmbeddedConsole
+        from crm_stream.flows.console.backends import EmbeddedConsole
 
         console = EmbeddedConsole(settings, settings.console.host, args.console_port or settings.console.port)
         console.start()
         login = f"; sign in as demo / {console.demo_password}" if console.demo_password else ""
         print(f"agent console: {console.url}{login}\n", flush=True)
     started = time.monotonic()
-    result = run(settings, RunOptions(args.workers, args.process_id, addresses, emit_changes=demo and not args.quiet),
-                 **(console.run_kwargs() if console else {}))
+    result = run(
+        settings,
+        RunOptions(args.workers, args.process_id, addresses, emit_changes=demo and not args.quiet),
+        **(console.run_kwargs() if console else {}),
+    )
     elapsed = time.monotonic() - started
     as_of = result.router.max_ts  # segments as of the stream's event time at the end, not each customer's last event
     segments = Counter(shard.segment(p, as_of) for shard in result.shards.values() for p in shard.held_profiles())
-    print(f"\n{result.router.decoded} events in {elapsed:.1f}s ({result.router.decoded / max(elapsed, 1e-9):,.0f}/s), "
-          f"{result.router.dead} rejected to the dead-letter output; {sum(segments.values())} customer profiles by segment:")
+    print(
+        f"\n{result.router.decoded} events in {elapsed:.1f}s ({result.router.decoded / max(elapsed, 1e-9):,.0f}/s), "
+        f"{result.router.dead} rejected to the dead-letter output; {sum(segments.values())} customer profiles by segment:"
+    )
     for segment, count in sorted(segments.items(), key=lambda kv: -kv[1]):
         print(f"  {segment:<11} {count}")
     suppressed = sum((shard.suppressed for shard in result.shards.values()), Counter())
@@ -169,18 +200,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from flows.runtime import replay
+    from crm_stream.flows.runtime import replay
 
     settings = _settings(args)
-    summary = replay(settings, args.events, alerts_out=args.alerts_out, profiles_out=args.profiles_out,
-                     deadletter_out=args.deadletter_out, churn_horizon_days=args.churn_horizon_days)
-    print(f"replayed {summary.events + summary.dead} records: {summary.events} events, {summary.dead} rejected, "
-          f"{summary.alerts} alerts, {summary.profiles} profiles", file=sys.stderr)
+    summary = replay(
+        settings,
+        args.events,
+        alerts_out=args.alerts_out,
+        profiles_out=args.profiles_out,
+        deadletter_out=args.deadletter_out,
+        churn_horizon_days=args.churn_horizon_days,
+    )
+    print(
+        f"replayed {summary.events + summary.dead} records: {summary.events} events, {summary.dead} rejected, "
+        f"{summary.alerts} alerts, {summary.profiles} profiles",
+        file=sys.stderr,
+    )
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from models.evaluate import evaluate_file
+    from crm_stream.operators.stages.evaluate import evaluate_file
 
     result = evaluate_file(args.events, args.churn_horizon_days, args.seed, settings=_settings(args))
     if args.json:
@@ -194,13 +234,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from operators.simulator import Shop
+    from crm_stream.operators.events.simulator import Shop
 
     settings = _settings(args)
-    overrides = {k: v for k, v in {"customers": args.customers, "days": args.days, "seed": args.seed, "bad_rate": args.bad_rate}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {"customers": args.customers, "days": args.days, "seed": args.seed, "bad_rate": args.bad_rate}.items()
+        if v is not None
+    }
     shop = Shop(replace(settings.simulator, **overrides), currency_rates=settings.currency_rates)
     if args.to_kafka:
-        from operators.kafka_io import ensure_topics, produce_records
+        from crm_stream.operators.io.kafka import ensure_topics, produce_records
 
         topics = settings.kafka.topics
         ensure_topics(settings.kafka)
@@ -215,14 +259,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from operators.console_profiles import customer_view
-    from operators.keys import KeySpace
-    from operators.stores import StoreUnavailable, open_store
+    from crm_stream.flows.console.profiles import customer_view
+    from crm_stream.operators.io.keys import KeySpace
+    from crm_stream.operators.io.stores import StoreUnavailable, open_store
 
     settings = _settings(args, config.CONFIG_DIR / "production.toml")
     if settings.store.kind not in ("redis", "redis-cluster"):
-        raise config.ConfigError("profile reads Redis, but store.kind is 'memory' (the demo's store lives inside "
-                                 "`crm-stream run`): use a config whose [store] kind is 'redis'")
+        raise config.ConfigError(
+            "profile reads Redis, but store.kind is 'memory' (the demo's store lives inside "
+            "`crm-stream run`): use a config whose [store] kind is 'redis'"
+        )
     keys = KeySpace.of(settings.store)
     store = open_store(settings.store, interactive=True)
     try:
@@ -232,8 +278,11 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         return 1
     if view is None:
         _audited(settings, args, "profile_read", {"found": False})
-        print(f"crm-stream: no profile for customer {args.customer_id!r} in {config._mask_url(settings.store.url)} "
-              f"(key {keys.profile(args.customer_id)})", file=sys.stderr)
+        print(
+            f"crm-stream: no profile for customer {args.customer_id!r} in {config._mask_url(settings.store.url)} "
+            f"(key {keys.profile(args.customer_id)})",
+            file=sys.stderr,
+        )
         return 1
     if not _audited(settings, args, "profile_read", {"found": True}):
         return 1
@@ -243,7 +292,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 def _audited(settings: config.Settings, args: argparse.Namespace, action: str, detail: dict) -> bool:
     """Record an access to a customer's data before showing it; False (and why, on stderr) if it cannot be recorded."""
-    from operators.audit import AuditLog, AuditUnavailable, default_actor
+    from crm_stream.operators.privacy.audit import AuditLog, AuditUnavailable, default_actor
 
     audit = AuditLog(settings)
     try:
@@ -257,23 +306,29 @@ def _audited(settings: config.Settings, args: argparse.Namespace, action: str, d
 
 
 def _cmd_export_customer(args: argparse.Namespace) -> int:
-    from operators.access import export_customer
-    from operators.keys import KeySpace
-    from operators.stores import StoreUnavailable, open_store
+    from crm_stream.operators.io.keys import KeySpace
+    from crm_stream.operators.io.stores import StoreUnavailable, open_store
+    from crm_stream.operators.privacy.access import export_customer
 
     settings = _settings(args, config.CONFIG_DIR / "production.toml")
     if settings.store.kind == "memory":
-        raise config.ConfigError("export-customer reads Redis, but store.kind is 'memory' (the demo's store lives inside "
-                                 "`crm-stream run`): use a config whose [store] kind is 'redis'")
+        raise config.ConfigError(
+            "export-customer reads Redis, but store.kind is 'memory' (the demo's store lives inside "
+            "`crm-stream run`): use a config whose [store] kind is 'redis'"
+        )
     store = open_store(settings.store, interactive=True)
     try:
         export = export_customer(store, KeySpace.of(settings.store), settings, args.customer_id)
     except StoreUnavailable as exc:
         print(f"crm-stream: {exc}", file=sys.stderr)
         return 1
-    held = {"profile": export["profile"] is not None, "visitor_links": len(export["visitor_links"]),
-            "timers": len(export["timers"]["index"]), "scheduled_triggers": len(export["scheduled_triggers"]),
-            "pending_predictions": len(export["pending_predictions"])}
+    held = {
+        "profile": export["profile"] is not None,
+        "visitor_links": len(export["visitor_links"]),
+        "timers": len(export["timers"]["index"]),
+        "scheduled_triggers": len(export["scheduled_triggers"]),
+        "pending_predictions": len(export["pending_predictions"]),
+    }
     if not _audited(settings, args, "export", held):
         return 1
     sys.stdout.write(jsonutil.dumps(export).decode() + "\n")
@@ -281,14 +336,18 @@ def _cmd_export_customer(args: argparse.Namespace) -> int:
 
 
 def _cmd_console(args: argparse.Namespace) -> int:
-    from flows.console.backends import ConsoleServer, kafka_backend
+    from crm_stream.flows.console.backends import ConsoleServer, kafka_backend
 
     settings = _settings(args, config.CONFIG_DIR / "production.toml")
     backend, feed = kafka_backend(settings)
     server = ConsoleServer(backend, args.host or settings.console.host, args.port or settings.console.port)
     feed.start()
-    print(f"crm-stream console: following {settings.kafka.topics.service_alerts} on {settings.kafka.bootstrap_servers}; "
-          f"serving http://{server.server.config.host}:{server.server.config.port}/ (Ctrl-C stops)", file=sys.stderr, flush=True)
+    print(
+        f"crm-stream console: following {settings.kafka.topics.service_alerts} on {settings.kafka.bootstrap_servers}; "
+        f"serving http://{server.server.config.host}:{server.server.config.port}/ (Ctrl-C stops)",
+        file=sys.stderr,
+        flush=True,
+    )
     server.run()
     return 0
 
@@ -296,7 +355,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
 def _cmd_console_password(args: argparse.Namespace) -> int:
     import getpass
 
-    from operators.console_auth import AGENT_NAME, hash_password
+    from crm_stream.flows.console.auth import AGENT_NAME, hash_password
 
     if not AGENT_NAME.match(args.agent):
         raise config.ConfigError(f"agent name {args.agent!r} may use only letters, digits and _ . @ - (at most 64)")

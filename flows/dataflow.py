@@ -7,7 +7,7 @@
 Shards are a fixed number of Bytewax keys (``engine.shards``), each a
 ``stateful_batch`` holding plain dicts: Bytewax spreads shards over workers,
 and moves lists per shard rather than single events. Durable state lives in
-the store (operators/stores.py); Bytewax recovery only keeps source positions
+the store (operators/io/stores.py); Bytewax recovery only keeps source positions
 per epoch. See the README's "State, time and guarantees".
 """
 
@@ -15,27 +15,28 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 
-from config.settings import Settings
-from flows.bytewax_io import EffectsSink, ReaderSource
-from operators.effects import INGESTED, AuditWriter
-from operators.identity import IdentityShard
-from operators.io import Outputs, Reader, Store
-from operators.keys import KeySpace
-from operators.router import DEAD, Router, shard_key
-from operators.schema import Decoder
-from operators.rules.return_spike import ReturnWatch
-from operators.learning import SharedModels
-from operators.metrics import INGESTED_AT, EngineMetrics
-from operators.segments import ThresholdBoard
-from operators.shard import ProfileShard
+from crm_stream.config.settings import Settings
+from crm_stream.flows.bytewax_io import EffectsSink, ReaderSource
+from crm_stream.operators.events.router import DEAD, Router, shard_key
+from crm_stream.operators.events.schema import Decoder
+from crm_stream.operators.io.effects import INGESTED, AuditWriter
+from crm_stream.operators.io.interface import Outputs, Reader, Store
+from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.io.metrics import INGESTED_AT, EngineMetrics
+from crm_stream.operators.profile.segments import ThresholdBoard
+from crm_stream.operators.rules.return_spike import ReturnWatch
+from crm_stream.operators.stages.identity import IdentityShard
+from crm_stream.operators.stages.learning import SharedModels
+from crm_stream.operators.stages.shard import ProfileShard
 
 ROUTE, EFFECTS = "route", "effects"
 
@@ -87,7 +88,7 @@ def build_flow(
 ) -> Dataflow:
     """Wire the engine.
 
-    ``reader`` is one of ours (operators/io.py) or any Bytewax source whose items are lists of ``Raw``
+    ``reader`` is one of ours (operators/io/interface.py) or any Bytewax source whose items are lists of ``Raw``
     records (tests use Bytewax's ``TestingSource``). ``shard_registry``, when given, collects the
     profile shards (replay reads them at the end). ``stop``, once set, ends our readers' input as if it
     were exhausted: the dataflow drains, writes everything, snapshots the models, and returns (SIGTERM).
@@ -97,9 +98,14 @@ def build_flow(
     keys = KeySpace.of(settings.store)
     board = board or ThresholdBoard(settings.segments)
     returns = ReturnWatch()  # product-level refund rates, shared by the shards of this process
-    models = _Once(lambda: SharedModels(store_provider(), keys, settings.models, e.churn_horizon_days))  # online models, shared likewise
-    router = router or Router(Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes), e.shards,
-                              redact_deadletters=settings.privacy.redact_deadletters)
+    models = _Once(
+        lambda: SharedModels(store_provider(), keys, settings.models, e.churn_horizon_days)
+    )  # online models, shared likewise
+    router = router or Router(
+        Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes),
+        e.shards,
+        redact_deadletters=settings.privacy.redact_deadletters,
+    )
 
     def identity_builder(resume: Any) -> _IdentityLogic:
         return _IdentityLogic(IdentityShard(store_provider(), keys, e.shards, e.anonymous_max_events))
@@ -120,8 +126,9 @@ def build_flow(
     profiles = op.stateful_batch(
         "profiles",
         op.map("tag_shard", to_profiles, lambda kv: (kv[0], (kv[0], kv[1]))),
-        lambda resume: _LazyProfileLogic(settings, store_provider, keys, emit_changes, shard_registry, board, returns, models,
-                                         mark_ingest=metrics is not None),
+        lambda resume: _LazyProfileLogic(
+            settings, store_provider, keys, emit_changes, shard_registry, board, returns, models, mark_ingest=metrics is not None
+        ),
     )
     profile_effects = op.map("profile_effects", profiles, lambda kv: kv[1])
     effects = op.merge("all_effects", dead, visitor_effects, profile_effects)
@@ -165,9 +172,18 @@ class _Once:
 class _LazyProfileLogic(StatefulBatchLogic):
     """Builds its ``ProfileShard`` on the first batch, when the shard's key is known."""
 
-    def __init__(self, settings: Settings, store_provider: Callable[[], Store], keys: KeySpace, emit_changes: bool,
-                 registry: dict[int, ProfileShard] | None, board: ThresholdBoard, returns: ReturnWatch,
-                 models: _Once, mark_ingest: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store_provider: Callable[[], Store],
+        keys: KeySpace,
+        emit_changes: bool,
+        registry: dict[int, ProfileShard] | None,
+        board: ThresholdBoard,
+        returns: ReturnWatch,
+        models: _Once,
+        mark_ingest: bool = False,
+    ) -> None:
         self.settings = settings
         self.store_provider = store_provider
         self.keys = keys
@@ -179,11 +195,21 @@ class _LazyProfileLogic(StatefulBatchLogic):
         self.mark_ingest = mark_ingest
         self.shard: ProfileShard | None = None
 
-    def on_batch(self, values: list[tuple[str, tuple[list[dict[str, Any]], dict[str, int] | None]]]) -> tuple[Iterable[Any], bool]:
+    def on_batch(
+        self, values: list[tuple[str, tuple[list[dict[str, Any]], dict[str, int] | None]]]
+    ) -> tuple[Iterable[Any], bool]:
         if self.shard is None:
             number = int(values[0][0][1:])
-            self.shard = ProfileShard(number, self.settings, self.store_provider(), self.keys, emit_changes=self.emit_changes,
-                                      board=self.board, returns=self.returns, models=self.models())
+            self.shard = ProfileShard(
+                number,
+                self.settings,
+                self.store_provider(),
+                self.keys,
+                emit_changes=self.emit_changes,
+                board=self.board,
+                returns=self.returns,
+                models=self.models(),
+            )
             if self.registry is not None:
                 self.registry[number] = self.shard
         events = values[0][1][0] if len(values) == 1 else [e for _, (evs, _) in values for e in evs]
@@ -199,7 +225,7 @@ class _LazyProfileLogic(StatefulBatchLogic):
         # clock back (timers of a caught-up stream must still fire). What fires is decided in event time.
         if self.shard is None:
             return None
-        return datetime.now(timezone.utc) + timedelta(seconds=self.settings.engine.idle_partition_s / 2)
+        return datetime.now(UTC) + timedelta(seconds=self.settings.engine.idle_partition_s / 2)
 
     def on_notify(self) -> tuple[Iterable[Any], bool]:
         effects = self.shard.process([], None) if self.shard is not None else []

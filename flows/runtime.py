@@ -1,7 +1,7 @@
 """Turning settings into a running engine: pick the reader, outputs and store, then run.
 
 The only module that decides *which* implementations run; everything it
-picks implements the small interfaces of operators/io.py.
+picks implements the small interfaces of operators/io/interface.py.
 """
 
 from __future__ import annotations
@@ -9,28 +9,29 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from config.settings import Settings
-from flows.dataflow import build_flow, epoch_interval
-from flows.shutdown import GracefulStop
-from operators import jsonutil
-from operators.audit import AuditLog
-from operators.gc_pacing import engine_gc, paced_gc
-from operators.files_io import CollectingOutputs, FileOutputs, FileReader, TerminalOutputs
-from operators.io import DEADLETTER, MARKETING, SERVICE, Outputs, Reader, Store
-from operators.keys import KeySpace
-from operators.metrics import EngineMetrics
-from operators.profile import stored_profile
-from operators.router import Router
-from operators.schema import Decoder
-from operators.segments import merge_stats
-from operators.shard import ProfileShard
-from operators.stores import MemoryStore, open_store
-from operators.views import contract_view
+from crm_stream.config.settings import Settings
+from crm_stream.flows.dataflow import build_flow, epoch_interval
+from crm_stream.flows.shutdown import GracefulStop
+from crm_stream.operators.events.router import Router
+from crm_stream.operators.events.schema import Decoder
+from crm_stream.operators.io import jsonutil
+from crm_stream.operators.io.files import CollectingOutputs, FileOutputs, FileReader, TerminalOutputs
+from crm_stream.operators.io.interface import DEADLETTER, MARKETING, SERVICE, Outputs, Reader, Store
+from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.io.metrics import EngineMetrics
+from crm_stream.operators.io.stores import MemoryStore, open_store
+from crm_stream.operators.privacy.audit import AuditLog
+from crm_stream.operators.profile.segments import merge_stats
+from crm_stream.operators.profile.state import stored_profile
+from crm_stream.operators.profile.views import contract_view
+from crm_stream.operators.stages.gc_pacing import engine_gc, paced_gc
+from crm_stream.operators.stages.shard import ProfileShard
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,10 @@ def make_reader(settings: Settings) -> Reader:
     if kind == "file":
         return FileReader(settings.source.path, batch)
     if kind == "kafka":
-        from operators.kafka_io import KafkaReader
+        from crm_stream.operators.io.kafka import KafkaReader
 
         return KafkaReader(settings.kafka, settings.kafka.topics.inputs(), batch)
-    from operators.simulator import SimulatorReader
+    from crm_stream.operators.events.simulator import SimulatorReader
 
     return SimulatorReader(settings.simulator, currency_rates=settings.currency_rates, batch_size=batch)
 
@@ -62,7 +63,7 @@ def make_reader(settings: Settings) -> Reader:
 def make_outputs_factory(settings: Settings) -> Callable[[int], Outputs]:
     kind = settings.sink.kind
     if kind == "kafka":
-        from operators.kafka_io import KafkaOutputs
+        from crm_stream.operators.io.kafka import KafkaOutputs
 
         return lambda worker: KafkaOutputs(settings.kafka)
     if kind == "file":
@@ -107,8 +108,14 @@ class RunResult:
     shards: dict[int, ProfileShard] = field(default_factory=dict)
 
 
-def run(settings: Settings, options: RunOptions | None = None, *, reader: Reader | None = None,
-        outputs_factory: Callable[[int], Outputs] | None = None, store: Store | None = None) -> RunResult:
+def run(
+    settings: Settings,
+    options: RunOptions | None = None,
+    *,
+    reader: Reader | None = None,
+    outputs_factory: Callable[[int], Outputs] | None = None,
+    store: Store | None = None,
+) -> RunResult:
     """Run the engine until its input ends (never, for Kafka). Blocks."""
     from bytewax.run import cli_main
 
@@ -125,7 +132,7 @@ def run(settings: Settings, options: RunOptions | None = None, *, reader: Reader
         metrics.watch_lag(reader.lags)
     stop = GracefulStop()
     if settings.metrics.port:
-        from flows.health import serve
+        from crm_stream.flows.health import serve
 
         server = serve(metrics, settings.metrics.port, ready=lambda: metrics.last_batch is not None, host=settings.metrics.host)
         log.info("metrics and health on http://%s:%s/metrics, /healthz, /readyz", *server.server_address[:2])
@@ -154,8 +161,12 @@ def run(settings: Settings, options: RunOptions | None = None, *, reader: Reader
     if stop.requested:  # drained: everything read is written, so the positions can be committed
         committed = reader.commit_positions() if hasattr(reader, "commit_positions") else 0
         version = next((s.models.report()["version"] for s in shards.values()), 0)
-        log.warning("SIGTERM: drained; state written, models snapshotted at model version %d, %d partition position(s) "
-                    "committed; exiting", version, committed)
+        log.warning(
+            "SIGTERM: drained; state written, models snapshotted at model version %d, %d partition position(s) "
+            "committed; exiting",
+            version,
+            committed,
+        )
     return RunResult(router, shared(), shards)
 
 
@@ -186,15 +197,28 @@ class ReplaySummary:
     profiles: int
 
 
-def replay(settings: Settings, events_path: str | Path, *, alerts_out: str | Path, profiles_out: str | Path,
-           deadletter_out: str | Path | None = None, churn_horizon_days: float | None = None) -> ReplaySummary:
+def replay(
+    settings: Settings,
+    events_path: str | Path,
+    *,
+    alerts_out: str | Path,
+    profiles_out: str | Path,
+    deadletter_out: str | Path | None = None,
+    churn_horizon_days: float | None = None,
+) -> ReplaySummary:
     """The contract's replay: the same dataflow on a file, in event time, in memory, byte-for-byte repeatable."""
     with paced_gc():
         return _replay(settings, events_path, alerts_out, profiles_out, deadletter_out, churn_horizon_days)
 
 
-def _replay(settings: Settings, events_path: str | Path, alerts_out: str | Path, profiles_out: str | Path,
-            deadletter_out: str | Path | None, churn_horizon_days: float | None) -> ReplaySummary:
+def _replay(
+    settings: Settings,
+    events_path: str | Path,
+    alerts_out: str | Path,
+    profiles_out: str | Path,
+    deadletter_out: str | Path | None,
+    churn_horizon_days: float | None,
+) -> ReplaySummary:
     from bytewax.testing import run_main
 
     store = MemoryStore()
@@ -229,8 +253,15 @@ def _replay(settings: Settings, events_path: str | Path, alerts_out: str | Path,
     return ReplaySummary(router.decoded, router.dead, len(alerts), profiles)
 
 
-def write_profiles(settings: Settings, store: Store, keys: KeySpace, shards: dict[int, ProfileShard],
-                   path: str | Path, as_of: int, horizon_days: float | None) -> int:
+def write_profiles(
+    settings: Settings,
+    store: Store,
+    keys: KeySpace,
+    shards: dict[int, ProfileShard],
+    path: str | Path,
+    as_of: int,
+    horizon_days: float | None,
+) -> int:
     count = 0
     thresholds = merge_stats([shard.stats for _, shard in sorted(shards.items())]).thresholds(settings.segments)
     models = next(iter(shards.values())).models if shards else None
@@ -238,9 +269,12 @@ def write_profiles(settings: Settings, store: Store, keys: KeySpace, shards: dic
 
     def predictor(profile: dict[str, Any], at: int, gap: float) -> tuple[float, float]:
         return models.churn_risk(profile, at, gap), models.next_purchase_in_days(profile, at, gap)  # type: ignore[union-attr,return-value]
+
     with open(path, "wb") as fh:
-        for key, blob in store.scan(keys.profile_prefix):
-            view = contract_view(stored_profile(store.decode(blob)), as_of, thresholds, settings, horizon_days, predictor if served else None)
+        for _key, blob in store.scan(keys.profile_prefix):
+            view = contract_view(
+                stored_profile(store.decode(blob)), as_of, thresholds, settings, horizon_days, predictor if served else None
+            )
             fh.write(jsonutil.dumps_line(view))
             count += 1
     return count

@@ -55,6 +55,8 @@ class GracefulStop:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
-        log.warning("SIGTERM: finishing the batches in flight, writing state, snapshotting models, committing offsets "
-                    "(send SIGTERM again to stop at once)")
+        log.warning(
+            "SIGTERM: finishing the batches in flight, writing state, snapshotting models, committing offsets "
+            "(send SIGTERM again to stop at once)"
+        )
         self.event.set()

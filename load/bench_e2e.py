@@ -50,7 +50,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +58,12 @@ import orjson
 import redis
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
-from config.settings import KafkaSettings
+from crm_stream.config.settings import KafkaSettings
+from crm_stream.operators.events.simulator import ANGRY
+from crm_stream.operators.io.kafka import _CONSUMER_DEFAULTS, ensure_topics
 from load import bench_spine as spine
 from load.generator import EventGenerator
 from load.proc import CpuShare, cpu_seconds, memory_kib
-from operators.kafka_io import _CONSUMER_DEFAULTS, ensure_topics
-from operators.simulator import ANGRY
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -95,7 +95,9 @@ class Store:
         return self.client.mget_nonatomic(keys) if self.cluster else self.client.mget(keys)
 
     def applied(self) -> int:
-        return sum(orjson.loads(b).get("applied", 0) for b in self.mget([f"{spine.KEY_PREFIX}:shard:{n}" for n in range(SHARDS)]) if b)
+        return sum(
+            orjson.loads(b).get("applied", 0) for b in self.mget([f"{spine.KEY_PREFIX}:shard:{n}" for n in range(SHARDS)]) if b
+        )
 
     def used_memory(self) -> int:
         if self.cluster is None:
@@ -131,8 +133,11 @@ class EngineCluster:
         for i in range(processes):
             cluster = ["--process-id", str(i), "--addresses", addresses] if processes > 1 else []
             with open(log_dir / f"engine-{processes}p-{i}.log", "ab") as out:
-                self.procs.append(subprocess.Popen(CLI + ["--log-level", "INFO", "run", *cluster], env=env, cwd=ROOT,
-                                                   stdout=out, stderr=subprocess.STDOUT))
+                self.procs.append(
+                    subprocess.Popen(
+                        CLI + ["--log-level", "INFO", "run", *cluster], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+                    )
+                )
 
     @property
     def pids(self) -> dict[str, int]:
@@ -161,7 +166,9 @@ class EngineCluster:
             proc.wait(timeout=30)
 
 
-def throughput_phase(engines: EngineCluster, store: Store, expected: int, timeout_s: float, others: dict[str, int]) -> dict[str, Any]:
+def throughput_phase(
+    engines: EngineCluster, store: Store, expected: int, timeout_s: float, others: dict[str, int]
+) -> dict[str, Any]:
     """Time the P processes until every produced event is applied; the rate is taken from the first applied event."""
     started = time.perf_counter()
     first_t: float | None = None
@@ -186,23 +193,44 @@ def throughput_phase(engines: EngineCluster, store: Store, expected: int, timeou
     end = time.perf_counter()
     span = end - (first_t or end)
     return {
-        "expected": expected, "applied": applied, "timed_out": timed_out, "startup_s": round((first_t or end) - started, 2),
-        "seconds": round(span, 2), "events_per_s": (applied - first_applied) / span if span > 0 else 0.0,
+        "expected": expected,
+        "applied": applied,
+        "timed_out": timed_out,
+        "startup_s": round((first_t or end) - started, 2),
+        "seconds": round(span, 2),
+        "events_per_s": (applied - first_applied) / span if span > 0 else 0.0,
         "events_per_s_including_startup": applied / (end - started),
         "engine_cpu_cores": round((engines.cpu_seconds() - cpu_first) / span, 2) if span > 0 else None,
         "cpu_cores": share.stop() if share else {},
-        "peak_rss_kib": engines.peak_rss_kib(), "rss_kib_at_first_applied": rss_at_first,
+        "peak_rss_kib": engines.peak_rss_kib(),
+        "rss_kib_at_first_applied": rss_at_first,
     }
 
 
-def alert_latency_phase(kafka: KafkaSettings, store: Store, engines: EngineCluster, gen: EventGenerator, applied_before: int,
-                        rate: float, seconds: float, others: dict[str, int], probe_every_s: float = 0.010,
-                        drain_s: float = 20.0) -> dict[str, Any]:
+def alert_latency_phase(
+    kafka: KafkaSettings,
+    store: Store,
+    engines: EngineCluster,
+    gen: EventGenerator,
+    applied_before: int,
+    rate: float,
+    seconds: float,
+    others: dict[str, int],
+    probe_every_s: float = 0.010,
+    drain_s: float = 20.0,
+) -> dict[str, Any]:
     """Paced load with angry-message probes; latency = produce -> the probe's alert consumed from the service-alerts topic."""
     topics = kafka.topics
     topic_of = {role: getattr(topics, role) for role in ("clickstream", "purchases", "support", "control")}
-    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "linger.ms": 5, "acks": "all",
-                         "compression.type": "lz4", "enable.idempotence": False})
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "linger.ms": 5,
+            "acks": "all",
+            "compression.type": "lz4",
+            "enable.idempotence": False,
+        }
+    )
     run_id = uuid.uuid4().hex[:6]
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
@@ -257,8 +285,9 @@ def alert_latency_phase(kafka: KafkaSettings, store: Store, engines: EngineClust
         if now >= next_probe:
             customer = f"probe-{run_id}-{probes}"
             stamp = time.time() * 1000
-            role, key, value = gen.support_message_for(customer, PROBE_TEXTS[probes % len(PROBE_TEXTS)],
-                                                        extra={PROBE_FIELD: round(stamp)})
+            role, key, value = gen.support_message_for(
+                customer, PROBE_TEXTS[probes % len(PROBE_TEXTS)], extra={PROBE_FIELD: round(stamp)}
+            )
             with lock:
                 sent_at[customer] = time.perf_counter()
                 alert_stamps[customer] = stamp
@@ -287,20 +316,43 @@ def alert_latency_phase(kafka: KafkaSettings, store: Store, engines: EngineClust
         missing = len(sent_at)
     ms = sorted(1000 * x for x in latencies)
     return {
-        "rate_target": rate, "seconds": round(paced_s, 2), "events": sent, "achieved_rate": round(sent / paced_s),
-        "probes": probes, "alerts_seen": len(ms), "probes_missing": missing, "service_alerts_read": alerts_read[0],
-        "latency_ms": {"p50": spine._pct(ms, 50), "p95": spine._pct(ms, 95), "p99": spine._pct(ms, 99),
-                       "max": round(ms[-1], 1) if ms else None, "mean": round(statistics.fmean(ms), 1) if ms else None},
+        "rate_target": rate,
+        "seconds": round(paced_s, 2),
+        "events": sent,
+        "achieved_rate": round(sent / paced_s),
+        "probes": probes,
+        "alerts_seen": len(ms),
+        "probes_missing": missing,
+        "service_alerts_read": alerts_read[0],
+        "latency_ms": {
+            "p50": spine._pct(ms, 50),
+            "p95": spine._pct(ms, 95),
+            "p99": spine._pct(ms, 99),
+            "max": round(ms[-1], 1) if ms else None,
+            "mean": round(statistics.fmean(ms), 1) if ms else None,
+        },
         "latency_ms_from_event_stamp": {"p50": spine._pct(sorted(stamped_ms), 50), "p99": spine._pct(sorted(stamped_ms), 99)},
-        "kept_up": applied >= expected, "applied_after": applied, "expected_after": expected,
-        "engine_cpu_cores": round(engine_cores, 2), "cpu_cores": cpu_cores,
+        "kept_up": applied >= expected,
+        "applied_after": applied,
+        "expected_after": expected,
+        "engine_cpu_cores": round(engine_cores, 2),
+        "cpu_cores": cpu_cores,
     }
 
 
-def run_processes(processes: int, kafka: KafkaSettings, store: Store, work: Path, args: argparse.Namespace, events: int,
-                  customers: int, gen: EventGenerator, others: dict[str, int]) -> dict[str, Any]:
-    from flows.runtime import _recovery
-    from config import settings as config
+def run_processes(
+    processes: int,
+    kafka: KafkaSettings,
+    store: Store,
+    work: Path,
+    args: argparse.Namespace,
+    events: int,
+    customers: int,
+    gen: EventGenerator,
+    others: dict[str, int],
+) -> dict[str, Any]:
+    from crm_stream.config import settings as config
+    from crm_stream.flows.runtime import _recovery
     from tests.integration.engine_process import engine_env
 
     store.flush()
@@ -308,8 +360,11 @@ def run_processes(processes: int, kafka: KafkaSettings, store: Store, work: Path
     recovery = work / f"recovery-{processes}p"
     _recovery(config.load(None, env={"CRM_STREAM__RECOVERY__DIR": str(recovery)}))  # created once, before P processes race to
     # Production's epoch; a group of its own, so no run resumes from another's committed positions.
-    overrides = {"CRM_STREAM__ENGINE__EPOCH_INTERVAL_MS": "500", "CRM_STREAM__STORE__KIND": args.store,
-                 "CRM_STREAM__KAFKA__GROUP_ID": f"{kafka.group_id}.{processes}p"}
+    overrides = {
+        "CRM_STREAM__ENGINE__EPOCH_INTERVAL_MS": "500",
+        "CRM_STREAM__STORE__KIND": args.store,
+        "CRM_STREAM__KAFKA__GROUP_ID": f"{kafka.group_id}.{processes}p",
+    }
     overrides.update(item.split("=", 1) for item in args.engine_env)
     env = engine_env(kafka, store.url, recovery, **overrides)
     log(f"{processes} process(es): draining {events:,} events")
@@ -319,9 +374,12 @@ def run_processes(processes: int, kafka: KafkaSettings, store: Store, work: Path
         result["throughput"] = tp = throughput_phase(engines, store, events, args.engine_timeout, {**others, **store.pids})
         redis_after = store.used_memory()
         result["memory"] = {
-            "customers": customers, "engine_peak_rss_mib": round(tp["peak_rss_kib"] / 1024, 1),
+            "customers": customers,
+            "engine_peak_rss_mib": round(tp["peak_rss_kib"] / 1024, 1),
             "engine_bytes_per_customer": round(tp["peak_rss_kib"] * 1024 / customers),
-            "engine_bytes_per_customer_over_startup": round((tp["peak_rss_kib"] - tp["rss_kib_at_first_applied"]) * 1024 / customers),
+            "engine_bytes_per_customer_over_startup": round(
+                (tp["peak_rss_kib"] - tp["rss_kib_at_first_applied"]) * 1024 / customers
+            ),
             "redis_used_mib": round((redis_after - redis_before) / 2**20, 1),
             "redis_bytes_per_customer": round((redis_after - redis_before) / customers),
         }
@@ -330,8 +388,9 @@ def run_processes(processes: int, kafka: KafkaSettings, store: Store, work: Path
         result["outputs_after_throughput"] = spine.topic_counts(kafka, [t.service_alerts, t.marketing_triggers, t.deadletter])
         if args.latency_seconds > 0 and not tp["timed_out"]:
             log(f"{processes} process(es): {args.rate:,.0f} ev/s for {args.latency_seconds:.0f}s with alert probes")
-            result["latency"] = lat = alert_latency_phase(kafka, store, engines, gen, tp["applied"], args.rate, args.latency_seconds,
-                                                          {**others, **store.pids})
+            result["latency"] = lat = alert_latency_phase(
+                kafka, store, engines, gen, tp["applied"], args.rate, args.latency_seconds, {**others, **store.pids}
+            )
             log(f"{processes} process(es): event -> alert p50 {lat['latency_ms']['p50']} ms, p99 {lat['latency_ms']['p99']} ms")
     finally:
         engines.kill()
@@ -348,7 +407,8 @@ def render(r: dict[str, Any]) -> str:
     runs = r.get("runs", [])
     one = next((x["throughput"]["events_per_s"] for x in runs if x["processes"] == 1 and "throughput" in x), None)
     lines = [
-        "", f"crm-stream end-to-end benchmark  {r['started_at']}",
+        "",
+        f"crm-stream end-to-end benchmark  {r['started_at']}",
         f"machine: {m['nproc']} cores ({m['cpu_model']}), {m['mem_total_gib']} GiB; Python {r['versions']['python']}, "
         f"bytewax {r['versions']['bytewax']}, {r['versions']['redis_server']}; store: {r['config']['store']}",
         f"command: {r['command']}",
@@ -363,50 +423,69 @@ def render(r: dict[str, Any]) -> str:
     def ratio(x: float | None, base: float | None) -> str:
         return f"{x / base:>8.2f}x" if x and base else f"{'-':>9}"
 
-    for name, rate, phase in (("bare stack (consume + orjson.loads)", bare, r.get("bare_stack")),
-                              ("naive per-event Redis loop", naive, r.get("naive_redis"))):
+    for name, rate, phase in (
+        ("bare stack (consume + orjson.loads)", bare, r.get("bare_stack")),
+        ("naive per-event Redis loop", naive, r.get("naive_redis")),
+    ):
         if not rate:
             continue  # --no-baselines
         c = (phase or {}).get("cpu_cores") or {}
-        lines.append(f"{name:<42}{rate or 0:>10,.0f}{ratio(rate, bare)}{ratio(rate, naive):>10}{'':>11}{'':>10}"
-                     + (f"   - / {c.get('other_processes_cores', 0):.2f} / {c.get('cores', '?')}" if c else ""))
+        lines.append(
+            f"{name:<42}{rate or 0:>10,.0f}{ratio(rate, bare)}{ratio(rate, naive):>10}{'':>11}{'':>10}"
+            + (f"   - / {c.get('other_processes_cores', 0):.2f} / {c.get('cores', '?')}" if c else "")
+        )
     for x in runs:
         tp = x.get("throughput")
         if not tp:
             continue
         p, rate = x["processes"], tp["events_per_s"]
         c = tp.get("cpu_cores") or {}
-        lines.append(f"{f'engine, {p} process' + ('es' if p > 1 else ''):<42}{rate:>10,.0f}{ratio(rate, bare)}{ratio(rate, naive):>10}"
-                     f"{ratio(rate, one):>11}{rate / p:>10,.0f}   {tp.get('engine_cpu_cores') or 0:.2f} / "
-                     f"{c.get('other_processes_cores', 0):.2f} / {c.get('cores', '?')}" + ("  TIMED OUT" if tp["timed_out"] else ""))
+        lines.append(
+            f"{f'engine, {p} process' + ('es' if p > 1 else ''):<42}{rate:>10,.0f}{ratio(rate, bare)}{ratio(rate, naive):>10}"
+            f"{ratio(rate, one):>11}{rate / p:>10,.0f}   {tp.get('engine_cpu_cores') or 0:.2f} / "
+            f"{c.get('other_processes_cores', 0):.2f} / {c.get('cores', '?')}" + ("  TIMED OUT" if tp["timed_out"] else "")
+        )
     lat_rows = [x for x in runs if x.get("latency")]
     if lat_rows:
-        lines += ["", f"latency, event produced -> angry_customer alert read from the service-alerts topic, at "
-                      f"{r['config']['rate']:,.0f} ev/s (probe every 10 ms):",
-                  f"{'':<16}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}{'alerts/probes':>15}{'kept up':>9}{'engine cores':>14}"]
+        lines += [
+            "",
+            f"latency, event produced -> angry_customer alert read from the service-alerts topic, at "
+            f"{r['config']['rate']:,.0f} ev/s (probe every 10 ms):",
+            f"{'':<16}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}{'alerts/probes':>15}{'kept up':>9}{'engine cores':>14}",
+        ]
         for x in lat_rows:
             lat = x["latency"]
             L = lat["latency_ms"]
-            lines.append(f"{str(x['processes']) + ' process' + ('es' if x['processes'] > 1 else ''):<16}"
-                         + "".join(f"{(L[k] if L[k] is not None else float('nan')):>9.1f}" for k in ("p50", "p95", "p99", "max"))
-                         + f"{str(lat['alerts_seen']) + '/' + str(lat['probes']):>15}{'yes' if lat['kept_up'] else 'NO':>9}"
-                         f"{lat['engine_cpu_cores']:>14.2f}")
+            lines.append(
+                f"{str(x['processes']) + ' process' + ('es' if x['processes'] > 1 else ''):<16}"
+                + "".join(f"{(L[k] if L[k] is not None else float('nan')):>9.1f}" for k in ("p50", "p95", "p99", "max"))
+                + f"{str(lat['alerts_seen']) + '/' + str(lat['probes']):>15}{'yes' if lat['kept_up'] else 'NO':>9}"
+                f"{lat['engine_cpu_cores']:>14.2f}"
+            )
     mem_rows = [x for x in runs if x.get("memory")]
     if mem_rows:
         lines += ["", "memory per customer (peak RSS of all processes / distinct customers; Redis used_memory growth):"]
         for x in mem_rows:
             mm = x["memory"]
-            lines.append(f"  {x['processes']} process(es): engine {mm['engine_bytes_per_customer']:,} B "
-                         f"({mm['engine_bytes_per_customer_over_startup']:,} over start-up; peak {mm['engine_peak_rss_mib']:,.0f} MiB), "
-                         f"Redis {mm['redis_bytes_per_customer']:,} B")
+            lines.append(
+                f"  {x['processes']} process(es): engine {mm['engine_bytes_per_customer']:,} B "
+                f"({mm['engine_bytes_per_customer_over_startup']:,} over start-up; peak {mm['engine_peak_rss_mib']:,.0f} MiB), "
+                f"Redis {mm['redis_bytes_per_customer']:,} B"
+            )
     if one:
         best = max((x["throughput"]["events_per_s"] / x["processes"] for x in runs if "throughput" in x), default=0)
         p99s = [x["latency"]["latency_ms"]["p99"] for x in lat_rows if x["latency"]["latency_ms"]["p99"] is not None]
-        lines += ["", f"targets: >= {TARGET_PER_PROCESS:,} ev/s per process: {'MET' if one >= TARGET_PER_PROCESS else 'NOT MET'} "
-                      f"(1 process {one:,.0f} = {one / TARGET_PER_PROCESS:.0%}; best per process {best:,.0f}); "
-                      f"p99 event->alert < {TARGET_P99_MS:.0f} ms at {r['config']['rate']:,.0f} ev/s: "
-                      + (("MET" if max(p99s) < TARGET_P99_MS else "NOT MET") + f" (p99 {', '.join(f'{v:,.0f}' for v in p99s)} ms)"
-                         if p99s else "not measured")]
+        lines += [
+            "",
+            f"targets: >= {TARGET_PER_PROCESS:,} ev/s per process: {'MET' if one >= TARGET_PER_PROCESS else 'NOT MET'} "
+            f"(1 process {one:,.0f} = {one / TARGET_PER_PROCESS:.0%}; best per process {best:,.0f}); "
+            f"p99 event->alert < {TARGET_P99_MS:.0f} ms at {r['config']['rate']:,.0f} ev/s: "
+            + (
+                ("MET" if max(p99s) < TARGET_P99_MS else "NOT MET") + f" (p99 {', '.join(f'{v:,.0f}' for v in p99s)} ms)"
+                if p99s
+                else "not measured"
+            ),
+        ]
     if r.get("errors"):
         lines += ["", "errors:"] + [f"  {e}" for e in r["errors"]]
     lines.append(f"\nresults: {r.get('results_file', '-')}")
@@ -422,15 +501,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--customers", type=int, default=1_000_000, help="customer ids to draw from (default 1,000,000)")
     p.add_argument("--quick", action="store_true", help="100,000 events, 8 s latency phases, short naive loop")
     p.add_argument("--processes", default="1,2", help="engine process counts to measure, e.g. 1,2,4 (default 1,2)")
-    p.add_argument("--partitions", type=int, default=4, help="partitions per input topic (default 4; >= the largest process count)")
-    p.add_argument("--store", choices=("redis", "redis-cluster"), default="redis", help="redis: one redis-server; redis-cluster: 3 nodes")
+    p.add_argument(
+        "--partitions", type=int, default=4, help="partitions per input topic (default 4; >= the largest process count)"
+    )
+    p.add_argument(
+        "--store", choices=("redis", "redis-cluster"), default="redis", help="redis: one redis-server; redis-cluster: 3 nodes"
+    )
     p.add_argument("--rate", type=float, default=10_000, help="events/s of the paced latency phases (default 10,000)")
     p.add_argument("--latency-seconds", type=float, help="length of each latency phase (default 15; --quick 8; 0: skip)")
     p.add_argument("--engine-timeout", type=float, default=600.0, help="limit for each throughput phase (default 600 s)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--no-baselines", action="store_true", help="skip the bare-stack and naive-loop phases")
-    p.add_argument("--engine-env", action="append", default=[], metavar="NAME=VALUE",
-                   help="extra engine environment, e.g. CRM_STREAM__MODELS__TRAIN_FRACTION=0.1 (repeatable)")
+    p.add_argument(
+        "--engine-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra engine environment, e.g. CRM_STREAM__MODELS__TRAIN_FRACTION=0.1 (repeatable)",
+    )
     p.add_argument("--out", help="results file (default load/results/e2e-<date>[-quick].json)")
     args = p.parse_args(argv)
     args.events = args.events or (100_000 if args.quick else 500_000)
@@ -451,18 +539,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from config import settings as config
+    from crm_stream.config import settings as config
     from load.servers import running_servers
     from tests.integration.conftest import make_kafka_settings, redis_binary
 
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     out_path = Path(args.out) if args.out else RESULTS / f"e2e-{started_at:%Y-%m-%d}{'-quick' if args.quick else ''}.json"
     results: dict[str, Any] = {
         **spine.run_header("load.bench_e2e", argv, started_at),
-        "config": {"events": args.events, "customers": args.customers, "processes": args.process_counts, "partitions": args.partitions,
-                   "store": args.store, "rate": args.rate, "latency_seconds": args.latency_seconds, "seed": args.seed,
-                   "engine_env": args.engine_env, "mix": "clickstream-heavy (load.generator.TYPE_WEIGHTS)"},
-        "runs": [], "errors": [],
+        "config": {
+            "events": args.events,
+            "customers": args.customers,
+            "processes": args.process_counts,
+            "partitions": args.partitions,
+            "store": args.store,
+            "rate": args.rate,
+            "latency_seconds": args.latency_seconds,
+            "seed": args.seed,
+            "engine_env": args.engine_env,
+            "mix": "clickstream-heavy (load.generator.TYPE_WEIGHTS)",
+        },
+        "runs": [],
+        "errors": [],
     }
     settings = config.load(None, env={})
     work = Path(tempfile.mkdtemp(prefix="crm-bench-e2e-"))
@@ -486,8 +584,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_baselines:
                 results["bare_stack"] = spine.bare_stack(kafka, args.events, 120, others)
                 log(f"bare stack {results['bare_stack']['events_per_s']:,.0f}/s")
-                results["naive_redis"] = spine.naive_loop(kafka, redis_server.url, 10_000 if args.quick else 30_000,
-                                                          8.0 if args.quick else 20.0, others)
+                results["naive_redis"] = spine.naive_loop(
+                    kafka, redis_server.url, 10_000 if args.quick else 30_000, 8.0 if args.quick else 20.0, others
+                )
                 log(f"naive loop {results['naive_redis']['events_per_s']:,.0f}/s")
             if args.store == "redis-cluster":
                 from tests.integration.redis_cluster import RedisCluster
@@ -500,7 +599,9 @@ def main(argv: list[str] | None = None) -> int:
             in_topics = args.events  # each run starts from the beginning: the backlog plus earlier runs' paced load
             for processes in args.process_counts:
                 try:
-                    run = run_processes(processes, kafka, store, work, args, in_topics, gen.distinct_customers + probes, gen, others)
+                    run = run_processes(
+                        processes, kafka, store, work, args, in_topics, gen.distinct_customers + probes, gen, others
+                    )
                     results["runs"].append(run)
                     lat = run.get("latency") or {}
                     in_topics += lat.get("events", 0) + lat.get("probes", 0)
@@ -515,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if cluster is not None:
             cluster.stop()
-    results["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["results_file"] = str(out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT) else out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")

@@ -23,17 +23,17 @@ from typing import Any
 
 import orjson
 
-from config import settings as config
+from crm_stream.config import settings as config
+from crm_stream.operators.events.router import DEAD, Router
+from crm_stream.operators.events.schema import Decoder
+from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.io.stores import MemoryStore
+from crm_stream.operators.profile.segments import ThresholdBoard
+from crm_stream.operators.rules.return_spike import ReturnWatch
+from crm_stream.operators.stages.identity import IdentityShard
+from crm_stream.operators.stages.learning import SharedModels
+from crm_stream.operators.stages.shard import ProfileShard
 from load.generator import EventGenerator
-from operators.identity import IdentityShard
-from operators.keys import KeySpace
-from operators.learning import SharedModels
-from operators.router import DEAD, Router
-from operators.rules.return_spike import ReturnWatch
-from operators.schema import Decoder
-from operators.segments import ThresholdBoard
-from operators.shard import ProfileShard
-from operators.stores import MemoryStore
 
 
 class EncodingStore(MemoryStore):
@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     settings = config.load(None, env={})
-    settings = settings.replace(models=dataclasses.replace(settings.models, train_fraction=args.train_fraction,
-                                                           enabled=not args.no_models))
+    settings = settings.replace(
+        models=dataclasses.replace(settings.models, train_fraction=args.train_fraction, enabled=not args.no_models)
+    )
     gen = EventGenerator(args.customers, seed=7)
     records = gen.batch(args.events)
     topics = sorted({topic for topic, _, _ in records})
@@ -124,12 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - started
     n = len(raws)
     logic = sum(v for k, v in t.items() if k != "bare orjson.loads")
-    print(f"{n:,} events, {gen.distinct_customers:,} distinct customers, batch {args.batch}, models "
-          f"{'off' if args.no_models else f'train {args.train_fraction:g}'}; {total:.1f}s")
+    print(
+        f"{n:,} events, {gen.distinct_customers:,} distinct customers, batch {args.batch}, models "
+        f"{'off' if args.no_models else f'train {args.train_fraction:g}'}; {total:.1f}s"
+    )
     for name, seconds in t.items():
         print(f"  {name:<28} {seconds / n * 1e6:7.2f} us/event")
-    print(f"  {'logic in all':<28} {logic / n * 1e6:7.2f} us/event = ceiling {n / logic:,.0f} events/s on one core "
-          f"({logic / t['bare orjson.loads']:.0f}x the bare decode)")
+    print(
+        f"  {'logic in all':<28} {logic / n * 1e6:7.2f} us/event = ceiling {n / logic:,.0f} events/s on one core "
+        f"({logic / t['bare orjson.loads']:.0f}x the bare decode)"
+    )
     return 0
 
 

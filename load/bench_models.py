@@ -4,8 +4,8 @@
     python -m load.bench_models --customers 400     # ~200 k events (~1 min)
     python -m load.bench_models --events FILE.jsonl # an existing file of contract events
 
-It simulates a shop (operators/simulator.py) unless given a file, then runs
-``models.evaluate.evaluate_file`` twice on the same events: without models
+It simulates a shop (operators/events/simulator.py) unless given a file, then runs
+``operators.stages.evaluate.evaluate_file`` twice on the same events: without models
 and with them (the engine's logic without Bytewax in both), and reports:
 
 1. the progressive (test-then-train) metrics of the models and the baselines
@@ -33,13 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from config.settings import SimulatorSettings
-from models.evaluate import evaluate_file
-from models.evaluation import ProgressiveValidation, format_table
-from models.hub import ModelHub
-from operators.jsonutil import loads
-from operators.simulator import Shop
-from operators.timeutil import parse_ts
+from crm_stream.config.settings import SimulatorSettings
+from crm_stream.models.evaluation import ProgressiveValidation, format_table
+from crm_stream.models.hub import ModelHub
+from crm_stream.operators.events.simulator import Shop
+from crm_stream.operators.events.timeutil import parse_ts
+from crm_stream.operators.io.jsonutil import loads
+from crm_stream.operators.stages.evaluate import evaluate_file
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -60,8 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.events:
             started = time.perf_counter()
             counts = Shop(SimulatorSettings(customers=args.customers, days=args.days, seed=args.seed)).write_files(path)
-            simulated = {"customers": args.customers, "days": args.days, "seed": args.seed, "counts": counts,
-                         "seconds": round(time.perf_counter() - started, 1)}
+            simulated = {
+                "customers": args.customers,
+                "days": args.days,
+                "seed": args.seed,
+                "counts": counts,
+                "seconds": round(time.perf_counter() - started, 1),
+            }
             print(f"simulated {counts['records']} records in {simulated['seconds']} s", flush=True)
 
         off = evaluate_file(path, args.horizon_days, seed=1, with_models=False)
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     costs = _hub_costs(hub, shards)
     print(json.dumps(costs, indent=1))
     result = {
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python -m load.bench_models", *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "processor": platform.processor()},
         "simulated": simulated,
@@ -96,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         "costs": costs,
         "table": table,
     }
-    out = Path(args.out) if args.out else RESULTS / f"models-{dt.date.today().isoformat()}{'' if args.customers == 2000 else f'-{args.customers}'}.json"
+    out = (
+        Path(args.out)
+        if args.out
+        else RESULTS / f"models-{dt.date.today().isoformat()}{'' if args.customers == 2000 else f'-{args.customers}'}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(f"wrote {out}")

@@ -13,7 +13,7 @@ What it measures, in this order:
 1. **generator**: ``load.generator`` events/s (it must not be the bottleneck),
    after checking that the first 1000 events decode cleanly.
 2. **produce**: N events to the 4 input topics (4 partitions each) with
-   ``operators.kafka_io.produce_records``; the engine then reads a backlog.
+   ``operators.io.interface.kafka.produce_records``; the engine then reads a backlog.
 3. **bare stack**: a confluent-kafka consumer per partition (assign, as
    ``KafkaReader`` does) + ``orjson.loads`` of every value: the ceiling any
    Python engine on this stack has. Timed from the first record.
@@ -72,7 +72,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +80,11 @@ import orjson
 import redis
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
 
-from config.settings import KafkaSettings
+from crm_stream.config.settings import KafkaSettings
+from crm_stream.operators.events.schema import DeadLetter, Decoder, Origin
+from crm_stream.operators.io.kafka import _CONSUMER_DEFAULTS, ensure_topics, produce_records
 from load.generator import EventGenerator
 from load.proc import CpuShare, cpu_seconds, machine, memory_kib, thread_cpu_seconds
-from operators.kafka_io import _CONSUMER_DEFAULTS, ensure_topics, produce_records
-from operators.schema import DeadLetter, Decoder, Origin
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -130,7 +130,9 @@ def generate(gen: EventGenerator, n: int, events_path: Path) -> tuple[list[tuple
             fh.write(b"\n".join(value for _, _, value in records[start : start + 100_000]) + b"\n")
     sizes = [len(v) for _, _, v in records[:: max(1, n // 100_000)]]
     return records, {
-        "events": n, "seconds": elapsed, "events_per_s": n / elapsed,
+        "events": n,
+        "seconds": elapsed,
+        "events_per_s": n / elapsed,
         "mean_event_bytes": round(statistics.fmean(sizes), 1),
         "distinct_customers": gen.distinct_customers,
         "type_mix": {k: round(v / n, 4) for k, v in sorted(gen.type_counts().items(), key=lambda kv: -kv[1])},
@@ -186,11 +188,18 @@ def bare_stack(kafka: KafkaSettings, expected: int, timeout_s: float, others: di
     finally:
         for consumer in consumers:
             consumer.close()
-    return {"events": count, "seconds": elapsed, "events_per_s": count / elapsed,
-            "cpu_s": time.process_time() - cpu_before, "cpu_cores": share.stop()}
+    return {
+        "events": count,
+        "seconds": elapsed,
+        "events_per_s": count / elapsed,
+        "cpu_s": time.process_time() - cpu_before,
+        "cpu_cores": share.stop(),
+    }
 
 
-def naive_loop(kafka: KafkaSettings, redis_url: str, max_events: int, max_seconds: float, others: dict[str, int]) -> dict[str, Any]:
+def naive_loop(
+    kafka: KafkaSettings, redis_url: str, max_events: int, max_seconds: float, others: dict[str, int]
+) -> dict[str, Any]:
     """Per event: GET the profile blob, update counters, SET it back. Redis db 1, flushed afterwards."""
     client = redis.Redis.from_url(redis_url.rsplit("/", 1)[0] + "/1")
     consumers = _partition_consumers(kafka, f"bench-naive-{uuid.uuid4().hex[:8]}")
@@ -213,7 +222,9 @@ def naive_loop(kafka: KafkaSettings, redis_url: str, max_events: int, max_second
                     event = loads(m.value())
                     key = f"naive:profile:{event['customer_id']}"
                     blob = client.get(key)
-                    profile = loads(blob) if blob else {"events": 0, "types": {}, "frequency": 0, "monetary": 0.0, "interests": {}}
+                    profile = (
+                        loads(blob) if blob else {"events": 0, "types": {}, "frequency": 0, "monetary": 0.0, "interests": {}}
+                    )
                     profile["events"] += 1
                     profile["last_ts"] = event["ts"]
                     profile["types"][event["type"]] = profile["types"].get(event["type"], 0) + 1
@@ -238,8 +249,13 @@ def naive_loop(kafka: KafkaSettings, redis_url: str, max_events: int, max_second
         client.close()
     if not count:
         raise BenchError("naive loop: no records arrived")
-    return {"events": count, "seconds": elapsed, "events_per_s": count / elapsed, "round_trips_per_event": 2,
-            "cpu_cores": share.stop()}
+    return {
+        "events": count,
+        "seconds": elapsed,
+        "events_per_s": count / elapsed,
+        "round_trips_per_event": 2,
+        "cpu_cores": share.stop(),
+    }
 
 
 def topic_counts(kafka: KafkaSettings, topics: list[str]) -> dict[str, int]:
@@ -269,9 +285,24 @@ class PySpy:
         self.out = out
         # --idle keeps samples of threads that wait (socket reads, flushes): wall time, not only CPU time.
         self.process = subprocess.Popen(
-            [str(binary), "record", "--pid", str(pid), "-d", str(seconds), "-r", "100", "-f", "raw", "--nonblocking", "-o", str(out)]
+            [
+                str(binary),
+                "record",
+                "--pid",
+                str(pid),
+                "-d",
+                str(seconds),
+                "-r",
+                "100",
+                "-f",
+                "raw",
+                "--nonblocking",
+                "-o",
+                str(out),
+            ]
             + (["--idle"] if idle else []),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         self.started = time.perf_counter()
 
@@ -305,7 +336,7 @@ def summarise_profile(path: Path, top: int = 20) -> dict[str, Any]:
         own[frames[-1]] += count
         for frame in set(frames):
             inclusive[frame] += count
-    as_share = lambda counter: [(name, round(100 * c / max(total, 1), 1)) for name, c in counter.most_common(top)]  # noqa: E731
+    as_share = lambda counter: [(name, round(100 * c / max(total, 1), 1)) for name, c in counter.most_common(top)]
     return {"samples": total, "self_pct": as_share(own), "inclusive_pct": as_share(inclusive)}
 
 
@@ -317,8 +348,16 @@ def _frame(text: str) -> str:
     return f"{name} ({'/'.join(parts[-2:]) if parts else where})"
 
 
-def engine_phase(env: dict[str, str], log_path: Path, client: redis.Redis, expected: int, timeout_s: float,
-                 others: dict[str, int], profile_s: int, profile_out: Path) -> tuple[Any, dict[str, Any]]:
+def engine_phase(
+    env: dict[str, str],
+    log_path: Path,
+    client: redis.Redis,
+    expected: int,
+    timeout_s: float,
+    others: dict[str, int],
+    profile_s: int,
+    profile_out: Path,
+) -> tuple[Any, dict[str, Any]]:
     """Start the engine and time it until ``applied`` reaches ``expected``; returns the still-running engine."""
     from tests.integration.engine_process import Engine
 
@@ -337,7 +376,9 @@ def engine_phase(env: dict[str, str], log_path: Path, client: redis.Redis, expec
     applied, timed_out = 0, False
     while True:
         if engine.proc.poll() is not None:
-            raise BenchError(f"the engine exited with {engine.proc.returncode} after {time.perf_counter() - started:.1f}s: {engine.log_tail()}")
+            raise BenchError(
+                f"the engine exited with {engine.proc.returncode} after {time.perf_counter() - started:.1f}s: {engine.log_tail()}"
+            )
         applied = applied_total(client)
         now = time.perf_counter()
         if first_t is None and applied > 0:
@@ -364,15 +405,21 @@ def engine_phase(env: dict[str, str], log_path: Path, client: redis.Redis, expec
     threads = {name: round(100 * (seconds - threads_first.get(name, 0.0)) / span, 1) for name, seconds in threads_end.items()}
     memory = memory_kib(pid)
     result: dict[str, Any] = {
-        "expected": expected, "applied": applied, "timed_out": timed_out,
+        "expected": expected,
+        "applied": applied,
+        "timed_out": timed_out,
         "startup_s": round((first_t or end) - started, 2),
         "seconds_after_first_applied": round(end - (first_t or end), 2),
         "seconds_including_startup": round(end - started, 2),
         "events_per_s": (applied - first_applied) / (end - first_t) if first_t and end > first_t else 0.0,
         "events_per_s_including_startup": applied / (end - started),
-        "peak_rss_kib": memory.get("VmHWM", 0), "rss_kib_end": memory.get("VmRSS", 0), "rss_kib_at_first_applied": rss_at_first,
-        "cpu_pct_of_one_core": {name: round(100 * (cpu_end[name] - cpu_first.get(name, 0.0)) / max(end - (first_t or end), 1e-9), 1)
-                                for name in cpu_end},
+        "peak_rss_kib": memory.get("VmHWM", 0),
+        "rss_kib_end": memory.get("VmRSS", 0),
+        "rss_kib_at_first_applied": rss_at_first,
+        "cpu_pct_of_one_core": {
+            name: round(100 * (cpu_end[name] - cpu_first.get(name, 0.0)) / max(end - (first_t or end), 1e-9), 1)
+            for name in cpu_end
+        },
         "cpu_cores": share.stop() if share else {},
         "engine_threads_pct_of_one_core": dict(sorted(threads.items(), key=lambda kv: -kv[1])),
         "timeline_s_applied_rss_kib": [(round(t, 1), a, r) for t, a, r in timeline],
@@ -382,15 +429,33 @@ def engine_phase(env: dict[str, str], log_path: Path, client: redis.Redis, expec
     return engine, result
 
 
-def latency_phase(kafka: KafkaSettings, client: redis.Redis, gen: EventGenerator, engine_pid: int, applied_before: int,
-                  rate: float, seconds: float, others: dict[str, int], profile_out: Path | None = None,
-                  probe_every_s: float = 0.010, poll_every_s: float = 0.005, drain_s: float = 20.0) -> dict[str, Any]:
+def latency_phase(
+    kafka: KafkaSettings,
+    client: redis.Redis,
+    gen: EventGenerator,
+    engine_pid: int,
+    applied_before: int,
+    rate: float,
+    seconds: float,
+    others: dict[str, int],
+    profile_out: Path | None = None,
+    probe_every_s: float = 0.010,
+    poll_every_s: float = 0.005,
+    drain_s: float = 20.0,
+) -> dict[str, Any]:
     """Paced load into the running engine, with timed probes: produce -> profile visible in Redis."""
     topics = kafka.topics
     topic_of = {role: getattr(topics, role) for role in ("clickstream", "purchases", "support", "control")}
     # A typical low-latency tracker/producer: small linger, lz4, acks from all replicas.
-    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers, "linger.ms": 5, "acks": "all",
-                         "compression.type": "lz4", "enable.idempotence": False})
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka.bootstrap_servers,
+            "linger.ms": 5,
+            "acks": "all",
+            "compression.type": "lz4",
+            "enable.idempotence": False,
+        }
+    )
     run_id = uuid.uuid4().hex[:6]
     pending: dict[str, float] = {}
     latencies: list[float] = []
@@ -503,13 +568,30 @@ def latency_phase(kafka: KafkaSettings, client: redis.Redis, gen: EventGenerator
     ms = sorted(1000 * x for x in latencies)
     stalls = _stalls(timeline)
     return {
-        "rate_target": rate, "seconds": round(paced_s, 2), "events": sent, "achieved_rate": round(sent / paced_s),
-        "probes": probes, "probes_seen": len(ms), "probes_missing": missing,
-        "latency_ms": {"p50": _pct(ms, 50), "p95": _pct(ms, 95), "p99": _pct(ms, 99), "max": round(ms[-1], 1) if ms else None,
-                       "mean": round(statistics.fmean(ms), 1) if ms else None},
-        "produce_to_consumable_ms": {"p50": _pct(kms, 50), "p95": _pct(kms, 95), "p99": _pct(kms, 99),
-                                     "max": round(kms[-1], 1) if kms else None, "probes_seen": len(kms)},
-        "kept_up": applied >= expected, "applied_after": applied, "expected_after": expected,
+        "rate_target": rate,
+        "seconds": round(paced_s, 2),
+        "events": sent,
+        "achieved_rate": round(sent / paced_s),
+        "probes": probes,
+        "probes_seen": len(ms),
+        "probes_missing": missing,
+        "latency_ms": {
+            "p50": _pct(ms, 50),
+            "p95": _pct(ms, 95),
+            "p99": _pct(ms, 99),
+            "max": round(ms[-1], 1) if ms else None,
+            "mean": round(statistics.fmean(ms), 1) if ms else None,
+        },
+        "produce_to_consumable_ms": {
+            "p50": _pct(kms, 50),
+            "p95": _pct(kms, 95),
+            "p99": _pct(kms, 99),
+            "max": round(kms[-1], 1) if kms else None,
+            "probes_seen": len(kms),
+        },
+        "kept_up": applied >= expected,
+        "applied_after": applied,
+        "expected_after": expected,
         "cpu_pct_of_one_core": {name: round(100 * (cpu_after[name] - cpu_before[name]) / paced_s, 1) for name in cpu_after},
         "cpu_cores": cpu_cores,
         "stalls": stalls,
@@ -534,8 +616,11 @@ def _stalls(timeline: list[tuple[float, int, float]], min_s: float = 0.3) -> dic
             found.append((timeline[i][0] - timeline[0][0], length, (timeline[j][2] - timeline[i][2]) / length))
         i = max(j, i + 1)
     longest = sorted(found, key=lambda f: -f[1])[:5]
-    return {"count_over_0_3s": len(found), "total_s": round(sum(f[1] for f in found), 2),
-            "longest": [{"at_s": round(a, 2), "seconds": round(b, 2), "engine_cores_busy": round(c, 2)} for a, b, c in longest]}
+    return {
+        "count_over_0_3s": len(found),
+        "total_s": round(sum(f[1] for f in found), 2),
+        "longest": [{"at_s": round(a, 2), "seconds": round(b, 2), "engine_cores_busy": round(c, 2)} for a, b, c in longest],
+    }
 
 
 def _url_of(client: redis.Redis) -> str:
@@ -579,8 +664,11 @@ def profile_blob_sizes(client: redis.Redis, sample: int = 2000) -> dict[str, Any
         pipe.memory_usage(key)
     values = pipe.execute()
     lengths, usage = values[0::2], [v for v in values[1::2] if v]
-    return {"sampled": len(keys), "mean_blob_bytes": round(statistics.fmean(lengths)),
-            "mean_memory_usage_bytes": round(statistics.fmean(usage)) if usage else None}
+    return {
+        "sampled": len(keys),
+        "mean_blob_bytes": round(statistics.fmean(lengths)),
+        "mean_memory_usage_bytes": round(statistics.fmean(usage)) if usage else None,
+    }
 
 
 def replay_phase(events_path: Path, out_dir: Path, expected: int, timeout_s: float) -> dict[str, Any]:
@@ -624,7 +712,13 @@ def _ratio(x: float | None, base: float | None) -> str:
 def render(results: dict[str, Any]) -> str:
     r = results
     m = r["machine"]
-    gen, bare, naive, eng, rep = r.get("generator"), r.get("bare_stack"), r.get("naive_redis"), r.get("engine_kafka_redis"), r.get("engine_embedded")
+    gen, bare, naive, eng, rep = (
+        r.get("generator"),
+        r.get("bare_stack"),
+        r.get("naive_redis"),
+        r.get("engine_kafka_redis"),
+        r.get("engine_embedded"),
+    )
     lines = [
         "",
         f"crm-stream spine benchmark  {r['started_at']}",
@@ -649,8 +743,11 @@ def render(results: dict[str, Any]) -> str:
     ]
     for name, rate, phase in rows:
         cores = (phase or {}).get("cpu_cores") or {}
-        busy = (f"   {cores['machine_busy_cores'] - cores['other_processes_cores']:.2f} / {cores['other_processes_cores']:.2f}"
-                if cores else "")
+        busy = (
+            f"   {cores['machine_busy_cores'] - cores['other_processes_cores']:.2f} / {cores['other_processes_cores']:.2f}"
+            if cores
+            else ""
+        )
         lines.append(f"{name:<44}{_rate(rate)}{_ratio(rate, bare_rate)}{_ratio(rate, naive_rate)}{busy}")
     lines += [
         f"{'(generator ' + format(gen['events_per_s'], ',.0f') + ' ev/s; produce to Tansu ' + format(r['produce']['events_per_s'], ',.0f') + ' ev/s)':<44}",
@@ -664,8 +761,10 @@ def render(results: dict[str, Any]) -> str:
             + ("  [TIMED OUT before all events were applied]" if eng["timed_out"] else ""),
             f"engine start-up {eng['startup_s']:.1f}s; then {eng['applied']:,} applied in {eng['seconds_after_first_applied']:.1f}s; "
             "CPU (% of one core): " + ", ".join(f"{k} {v:.0f}%" for k, v in eng["cpu_pct_of_one_core"].items()),
-            "engine threads (% of one core): " + ", ".join(f"{k} {v:.0f}%" for k, v in eng.get("engine_threads_pct_of_one_core", {}).items() if v >= 1),
-            "engine outputs: " + ", ".join(f"{k.split('.')[-2] if k.count('.') > 1 else k} {v:,}" for k, v in eng.get("outputs", {}).items()),
+            "engine threads (% of one core): "
+            + ", ".join(f"{k} {v:.0f}%" for k, v in eng.get("engine_threads_pct_of_one_core", {}).items() if v >= 1),
+            "engine outputs: "
+            + ", ".join(f"{k.split('.')[-2] if k.count('.') > 1 else k} {v:,}" for k, v in eng.get("outputs", {}).items()),
         ]
     lat = r.get("latency")
     if lat:
@@ -678,7 +777,10 @@ def render(results: dict[str, Any]) -> str:
             f"  of which Kafka (produce -> consumable by a reader like the engine's): p50 {K['p50']} ms   p95 {K['p95']} ms   "
             f"p99 {K['p99']} ms   max {K['max']} ms",
             f"  stalls (applied flat >= 0.3 s): {lat['stalls']['count_over_0_3s']}, {lat['stalls']['total_s']} s in all; longest: "
-            + ", ".join(f"{x['seconds']} s at {x['at_s']} s (engine {x['engine_cores_busy']:.0%} busy)" for x in lat["stalls"]["longest"][:3]),
+            + ", ".join(
+                f"{x['seconds']} s at {x['at_s']} s (engine {x['engine_cores_busy']:.0%} busy)"
+                for x in lat["stalls"]["longest"][:3]
+            ),
             "  CPU (% of one core): " + ", ".join(f"{k} {v:.0f}%" for k, v in lat["cpu_pct_of_one_core"].items()),
         ]
     mem = r.get("memory")
@@ -691,19 +793,31 @@ def render(results: dict[str, Any]) -> str:
             + (f" (profile blob mean {mem['profile_blob']['mean_blob_bytes']} B)" if mem.get("profile_blob") else ""),
         ]
         if rep:
-            lines.append(f"replay peak RSS {rep['peak_rss_kib'] / 1024:,.0f} MiB = {rep['peak_rss_kib'] * 1024 / mem['customers']:,.0f} B/customer (in-memory store)")
-    for title, prof in (("throughput phase, CPU samples", (eng or {}).get("profile")),
-                        ("latency phase, wall-time samples (waiting included)", (lat or {}).get("profile_wall_time"))):
+            lines.append(
+                f"replay peak RSS {rep['peak_rss_kib'] / 1024:,.0f} MiB = {rep['peak_rss_kib'] * 1024 / mem['customers']:,.0f} B/customer (in-memory store)"
+            )
+    for title, prof in (
+        ("throughput phase, CPU samples", (eng or {}).get("profile")),
+        ("latency phase, wall-time samples (waiting included)", (lat or {}).get("profile_wall_time")),
+    ):
         if prof and "self_pct" in prof:
             lines += ["", f"py-spy, engine, {title}: {prof['samples']} samples over {prof['seconds']}s; top self time"]
             lines += [f"  {pct:5.1f}%  {name}" for name, pct in prof["self_pct"][:15]]
             lines += ["top inclusive time"]
             lines += [f"  {pct:5.1f}%  {name}" for name, pct in prof["inclusive_pct"][:15]]
-    others = max((((r.get(k) or {}).get("cpu_cores") or {}).get("other_processes_cores", 0.0)
-                  for k in ("bare_stack", "naive_redis", "engine_kafka_redis", "latency", "engine_embedded")), default=0.0)
+    others = max(
+        (
+            ((r.get(k) or {}).get("cpu_cores") or {}).get("other_processes_cores", 0.0)
+            for k in ("bare_stack", "naive_redis", "engine_kafka_redis", "latency", "engine_embedded")
+        ),
+        default=0.0,
+    )
     if others >= 0.25:
-        lines += ["", f"WARNING: other processes used up to {others:.2f} of the {m['nproc']} cores during a phase (see the last column): "
-                      "that phase's figures are low; compare ratios within a phase or re-run on a quiet machine"]
+        lines += [
+            "",
+            f"WARNING: other processes used up to {others:.2f} of the {m['nproc']} cores during a phase (see the last column): "
+            "that phase's figures are low; compare ratios within a phase or re-run on a quiet machine",
+        ]
     if r.get("errors"):
         lines += ["", "errors:"] + [f"  {e}" for e in r["errors"]]
     lines.append(f"\nresults: {r.get('results_file', '-')}")
@@ -720,34 +834,52 @@ def check_engine_env(p: argparse.ArgumentParser, items: list[str]) -> None:
 def run_header(module: str, argv: list[str] | None, started_at: datetime) -> dict[str, Any]:
     """What every results file starts with: when, the exact command, the machine, versions and the engine code."""
     command = " ".join([f"python -m {module}", shlex.join(sys.argv[1:] if argv is None else argv)]).strip()
-    return {"started_at": started_at.isoformat(timespec="seconds"), "command": command, "machine": machine(),
-            "versions": versions(), "code": code_fingerprint(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "command": command,
+        "machine": machine(),
+        "versions": versions(),
+        "code": code_fingerprint(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def code_fingerprint() -> dict[str, Any]:
     """Which engine was measured: a hash of its source (the tree changes between commits, and between runs)."""
     digest = hashlib.sha256()
-    files = sorted(p for d in ("operators", "flows", "models", "config") for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".toml"))
+    files = sorted(
+        p for d in ("operators", "flows", "models", "config") for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".toml")
+    )
     for path in files:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
     newest = max((p.stat().st_mtime for p in files), default=0.0)
-    return {"sha256": digest.hexdigest(), "files": len(files),
-            "newest_change": datetime.fromtimestamp(newest, timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "sha256": digest.hexdigest(),
+        "files": len(files),
+        "newest_change": datetime.fromtimestamp(newest, UTC).isoformat(timespec="seconds"),
+    }
 
 
 def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
     import bytewax  # noqa: F401
     import confluent_kafka
-    from importlib.metadata import version
 
     try:
         server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, timeout=10).stdout.split()
         redis_server = next((w for w in server if w.startswith("v=")), "v=?").replace("v=", "redis-server ")
     except (OSError, subprocess.SubprocessError):
         redis_server = "redis-server ?"
-    return {"python": sys.version.split()[0], "bytewax": version("bytewax"), "confluent_kafka": version("confluent-kafka"),
-            "librdkafka": confluent_kafka.libversion()[0], "redis_py": version("redis"), "orjson": version("orjson"),
-            "redis_server": redis_server}
+    return {
+        "python": sys.version.split()[0],
+        "bytewax": version("bytewax"),
+        "confluent_kafka": version("confluent-kafka"),
+        "librdkafka": confluent_kafka.libversion()[0],
+        "redis_py": version("redis"),
+        "orjson": version("orjson"),
+        "redis_server": redis_server,
+    }
 
 
 # ----------------------------------------------------------------------------- main
@@ -766,12 +898,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-seconds", type=float, help="length of the paced phase (default 15; --quick 8)")
     p.add_argument("--engine-timeout", type=float, help="limit for the engine to apply every event (default 420 s; --quick 150)")
     p.add_argument("--replay-timeout", type=float, help="limit for the replay (default 420 s; --quick 150)")
-    p.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the engine for this long during the throughput phase")
-    p.add_argument("--profile-latency", action="store_true",
-                   help="py-spy the engine (wall time: waiting included) during the paced latency phase")
+    p.add_argument(
+        "--profile", type=int, default=0, metavar="SECONDS", help="py-spy the engine for this long during the throughput phase"
+    )
+    p.add_argument(
+        "--profile-latency",
+        action="store_true",
+        help="py-spy the engine (wall time: waiting included) during the paced latency phase",
+    )
     p.add_argument("--no-replay", action="store_true", help="skip the embedded replay phase")
-    p.add_argument("--engine-env", action="append", default=[], metavar="NAME=VALUE",
-                   help="extra environment for the engine, e.g. CRM_STREAM__ENGINE__BATCH_SIZE=5000 (repeatable; for experiments)")
+    p.add_argument(
+        "--engine-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the engine, e.g. CRM_STREAM__ENGINE__BATCH_SIZE=5000 (repeatable; for experiments)",
+    )
     p.add_argument("--out", help="results file (default load/results/spine-<date>[-quick].json)")
     args = p.parse_args(argv)
     quick = args.quick
@@ -791,21 +933,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from config import settings as config
+    from crm_stream.config import settings as config
     from load.servers import running_servers
     from tests.integration.conftest import make_kafka_settings
     from tests.integration.engine_process import engine_env
 
-    started_at = datetime.now(timezone.utc)
+    started_at = datetime.now(UTC)
     suffix = "-quick" if args.quick else ""
     out_path = Path(args.out) if args.out else RESULTS / f"spine-{started_at:%Y-%m-%d}{suffix}.json"
     results: dict[str, Any] = {
         **run_header("load.bench_spine", argv, started_at),
-        "config": {"events": args.events, "customers": args.customers, "distribution": args.distribution, "seed": args.seed,
-                   "naive_events": args.naive_events, "naive_seconds": args.naive_seconds, "rate": args.rate,
-                   "latency_seconds": args.latency_seconds, "partitions_per_topic": PARTITIONS,
-                   "engine": "crm-stream run: kafka source, redis store, kafka sink, recovery on, epoch 500 ms, 16 shards, batch 1000",
-                   "engine_env": args.engine_env},
+        "config": {
+            "events": args.events,
+            "customers": args.customers,
+            "distribution": args.distribution,
+            "seed": args.seed,
+            "naive_events": args.naive_events,
+            "naive_seconds": args.naive_seconds,
+            "rate": args.rate,
+            "latency_seconds": args.latency_seconds,
+            "partitions_per_topic": PARTITIONS,
+            "engine": "crm-stream run: kafka source, redis store, kafka sink, recovery on, epoch 500 ms, 16 shards, batch 1000",
+            "engine_env": args.engine_env,
+        },
         "errors": [],
     }
     settings = config.load(None, env={})
@@ -820,8 +970,10 @@ def main(argv: list[str] | None = None) -> int:
     gen = EventGenerator(args.customers, seed=args.seed, distribution=args.distribution)
     events_path = work / "events.jsonl"
     records, results["generator"] = generate(gen, args.events, events_path)
-    log(f"generated {args.events:,} events at {results['generator']['events_per_s']:,.0f}/s "
-        f"({results['generator']['distinct_customers']:,} distinct customers)")
+    log(
+        f"generated {args.events:,} events at {results['generator']['events_per_s']:,.0f}/s "
+        f"({results['generator']['distinct_customers']:,} distinct customers)"
+    )
 
     engine = None
     try:
@@ -848,10 +1000,13 @@ def main(argv: list[str] | None = None) -> int:
             profile_out = out_path.with_name(out_path.stem + "-pyspy.txt.tmp")
             log("engine: starting crm-stream run (Kafka + Redis)")
             engine, results["engine_kafka_redis"] = engine_phase(
-                env, work / "engine.log", client, args.events, args.engine_timeout, others, args.profile, profile_out)
+                env, work / "engine.log", client, args.events, args.engine_timeout, others, args.profile, profile_out
+            )
             eng = results["engine_kafka_redis"]
-            log(f"engine {eng['events_per_s']:,.0f}/s after a {eng['startup_s']:.1f}s start-up"
-                + (" (TIMED OUT)" if eng["timed_out"] else ""))
+            log(
+                f"engine {eng['events_per_s']:,.0f}/s after a {eng['startup_s']:.1f}s start-up"
+                + (" (TIMED OUT)" if eng["timed_out"] else "")
+            )
             redis_after = redis_memory(client)
             t = kafka.topics
             eng["outputs"] = topic_counts(kafka, [t.service_alerts, t.marketing_triggers, t.deadletter])
@@ -860,18 +1015,24 @@ def main(argv: list[str] | None = None) -> int:
                 "customers": customers,
                 "engine_peak_rss_mib": eng["peak_rss_kib"] / 1024,
                 "engine_bytes_per_customer": eng["peak_rss_kib"] * 1024 / customers,
-                "engine_bytes_per_customer_over_baseline": (eng["peak_rss_kib"] - eng["rss_kib_at_first_applied"]) * 1024 / customers,
-                "redis_before": redis_before, "redis_after": redis_after,
+                "engine_bytes_per_customer_over_baseline": (eng["peak_rss_kib"] - eng["rss_kib_at_first_applied"])
+                * 1024
+                / customers,
+                "redis_before": redis_before,
+                "redis_after": redis_after,
                 "redis_used_mib": (redis_after["used_memory"] - redis_before["used_memory"]) / 2**20,
                 "redis_bytes_per_customer": (redis_after["used_memory"] - redis_before["used_memory"]) / customers,
                 "profile_blob": profile_blob_sizes(client),
             }
             if eng["timed_out"]:
-                results["errors"].append(f"engine applied only {eng['applied']:,} of {args.events:,} events within {args.engine_timeout:.0f}s")
+                results["errors"].append(
+                    f"engine applied only {eng['applied']:,} of {args.events:,} events within {args.engine_timeout:.0f}s"
+                )
             log(f"latency: {args.rate:,.0f} ev/s for {args.latency_seconds:.0f}s with probes")
             latency_profile = out_path.with_name(out_path.stem + "-latency-pyspy.txt.tmp") if args.profile_latency else None
-            results["latency"] = latency_phase(kafka, client, gen, engine.proc.pid, eng["applied"], args.rate, args.latency_seconds,
-                                               others, latency_profile)
+            results["latency"] = latency_phase(
+                kafka, client, gen, engine.proc.pid, eng["applied"], args.rate, args.latency_seconds, others, latency_profile
+            )
             results["engine_kafka_redis"]["peak_rss_kib_after_latency"] = memory_kib(engine.proc.pid).get("VmHWM", 0)
             results["latency"]["outputs_after"] = topic_counts(kafka, [t.service_alerts, t.marketing_triggers, t.deadletter])
             engine.kill(signal.SIGKILL)
@@ -892,7 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
             results["errors"].append(str(exc))
             log(f"error: {exc}")
 
-    results["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     results["results_file"] = str(out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT) else out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")

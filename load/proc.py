@@ -54,8 +54,12 @@ def machine() -> dict[str, object]:
             mem_kib = int(fh.readline().split()[1])
     except OSError:
         pass
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu_count": os.cpu_count(), "cpu_model": model,
-            "mem_total_gib": round(mem_kib / 2**20, 1)}
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "mem_total_gib": round(mem_kib / 2**20, 1),
+    }
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -90,9 +94,12 @@ class CpuShare:
         ours = {name: (cpu_seconds(pid) - self._procs[name]) / wall for name, pid in self.pids.items()}
         ours.update({name: seconds / wall for name, seconds in (known or {}).items()})
         machine_busy = (busy1 - busy0) / wall
-        return {"machine_busy_cores": round(machine_busy, 2), "cores": cores,
-                **{f"{name}_cores": round(v, 2) for name, v in ours.items()},
-                "other_processes_cores": round(max(0.0, machine_busy - sum(ours.values())), 2)}
+        return {
+            "machine_busy_cores": round(machine_busy, 2),
+            "cores": cores,
+            **{f"{name}_cores": round(v, 2) for name, v in ours.items()},
+            "other_processes_cores": round(max(0.0, machine_busy - sum(ours.values())), 2),
+        }
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:

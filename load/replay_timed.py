@@ -27,8 +27,8 @@ def main(argv: list[str]) -> int:
         return 2
     events, out_dir = Path(argv[0]), Path(argv[1])
     started = time.perf_counter()
-    from config import settings as config
-    import flows.runtime as runtime
+    import crm_stream.flows.runtime as runtime
+    from crm_stream.config import settings as config
 
     marks: dict[str, float] = {}
     write_profiles = runtime.write_profiles
@@ -43,18 +43,30 @@ def main(argv: list[str]) -> int:
     runtime.write_profiles = timed_write_profiles
     settings = config.load(None)
     imported = time.perf_counter()
-    summary = runtime.replay(settings, events, alerts_out=out_dir / "alerts.jsonl", profiles_out=out_dir / "profiles.jsonl",
-                             deadletter_out=out_dir / "dead.jsonl")
+    summary = runtime.replay(
+        settings,
+        events,
+        alerts_out=out_dir / "alerts.jsonl",
+        profiles_out=out_dir / "profiles.jsonl",
+        deadletter_out=out_dir / "dead.jsonl",
+    )
     done = time.perf_counter()
-    print(orjson.dumps({
-        "events": summary.events, "dead": summary.dead, "alerts": summary.alerts, "profiles": summary.profiles,
-        "import_s": imported - started,
-        "dataflow_s": marks["dataflow_done"] - imported,
-        "write_profiles_s": marks["profiles_done"] - marks["dataflow_done"],
-        "total_s": done - imported,
-        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
-    }).decode())
+    print(
+        orjson.dumps(
+            {
+                "events": summary.events,
+                "dead": summary.dead,
+                "alerts": summary.alerts,
+                "profiles": summary.profiles,
+                "import_s": imported - started,
+                "dataflow_s": marks["dataflow_done"] - imported,
+                "write_profiles_s": marks["profiles_done"] - marks["dataflow_done"],
+                "total_s": done - imported,
+                "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+            }
+        ).decode()
+    )
     return 0
 
 

@@ -2,7 +2,7 @@
 
     python -m load.score_alerts [--customers 300] [--days 180] [--seed 7]
 
-Simulates the shop (operators/simulator.py), replays its events through the
+Simulates the shop (operators/events/simulator.py), replays its events through the
 engine (the contract's replay, i.e. the live dataflow), and matches alerts to
 the situations the simulator decided to create:
 
@@ -27,16 +27,17 @@ from __future__ import annotations
 import argparse
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from config import settings as config
-from flows.runtime import replay
-from operators import jsonutil
-from operators.simulator import Shop
-from operators.timeutil import MS_PER_DAY, parse_ts
+from crm_stream.config import settings as config
+from crm_stream.flows.runtime import replay
+from crm_stream.operators.events.simulator import Shop
+from crm_stream.operators.events.timeutil import MS_PER_DAY, parse_ts
+from crm_stream.operators.io import jsonutil
 
 DAY = MS_PER_DAY
 Matcher = Callable[[dict[str, Any], dict[str, Any]], bool]
@@ -44,16 +45,30 @@ Matcher = Callable[[dict[str, Any], dict[str, Any]], bool]
 # truth situations each alert kind is judged against, and when an alert matches one
 MATCHERS: dict[str, tuple[tuple[str, ...], Matcher]] = {
     "angry_customer": (("angry_customer",), lambda a, t: a["payload"].get("ticket_id") == t.get("ticket_id")),
-    "abandoned_interest": (("abandoned_interest",), lambda a, t: a["payload"].get("category") == t.get("category")
-                           and t["_ts"] <= a["_ts"] <= t["_ts"] + 30 * DAY),
+    "abandoned_interest": (
+        ("abandoned_interest",),
+        lambda a, t: a["payload"].get("category") == t.get("category") and t["_ts"] <= a["_ts"] <= t["_ts"] + 30 * DAY,
+    ),
     "churn_risk": (("churn",), lambda a, t: t["_ts"] <= a["_ts"] <= t["_ts"] + 120 * DAY),
     "win_back": (("churn", "win_back"), lambda a, t: t["_ts"] - 30 * DAY <= a["_ts"] <= t["_ts"] + 120 * DAY),
-    "replenishment": (("replenishment",), lambda a, t: a["payload"].get("category") == t.get("category")
-                      and abs(a["_ts"] - t["_ts"]) <= 7 * DAY),
-    "return_spike": (("return_spike",), lambda a, t: a["payload"].get("product_id") == t.get("product_id") and a["_ts"] >= t["_ts"]),
-    "segment_change": (("churn", "valuable"), lambda a, t: (
-        a["payload"].get("to") in ("at_risk", "lost") and t["situation"] == "churn" and t["_ts"] <= a["_ts"]
-        or a["payload"].get("to") == "high_value" and t["situation"] == "valuable")),
+    "replenishment": (
+        ("replenishment",),
+        lambda a, t: a["payload"].get("category") == t.get("category") and abs(a["_ts"] - t["_ts"]) <= 7 * DAY,
+    ),
+    "return_spike": (
+        ("return_spike",),
+        lambda a, t: a["payload"].get("product_id") == t.get("product_id") and a["_ts"] >= t["_ts"],
+    ),
+    "segment_change": (
+        ("churn", "valuable"),
+        lambda a, t: (
+            a["payload"].get("to") in ("at_risk", "lost")
+            and t["situation"] == "churn"
+            and t["_ts"] <= a["_ts"]
+            or a["payload"].get("to") == "high_value"
+            and t["situation"] == "valuable"
+        ),
+    ),
 }
 VALUABLE_PERSONAS = ("loyal", "replenishment")
 
@@ -114,8 +129,12 @@ def run(customers: int, days: int, seed: int, settings: config.Settings | None =
 
 def render(result: dict[str, Any]) -> str:
     fmt = lambda v: "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
-    lines = [f"Alert rules vs the simulator's ground truth ({result['customers']} customers, {result['days']} days, seed {result['seed']})",
-             "", "| kind | alerts | situations | precision | recall |", "|---|---|---|---|---|"]
+    lines = [
+        f"Alert rules vs the simulator's ground truth ({result['customers']} customers, {result['days']} days, seed {result['seed']})",
+        "",
+        "| kind | alerts | situations | precision | recall |",
+        "|---|---|---|---|---|",
+    ]
     for kind, row in result["table"].items():
         lines.append(f"| {kind} | {row['alerts']} | {fmt(row['situations'])} | {fmt(row['precision'])} | {fmt(row['recall'])} |")
     return "\n".join(lines)

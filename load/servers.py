@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 from tests.integration.conftest import RedisServer, TansuBroker, free_port, redis_binary, tansu_binary
 

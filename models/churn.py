@@ -21,11 +21,12 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from river import compose, linear_model, optim
 
-from models.components import StandardClip, learn_scaled, predict_proba_scaled
+from crm_stream.models.components import StandardClip, learn_scaled, predict_proba_scaled
 
 NAME = "churn"
 

@@ -28,7 +28,8 @@ bin (0.02 in logit).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from river import metrics, stats, utils
 
@@ -190,8 +191,10 @@ class ProgressiveValidation:
             },
             "category": {
                 "scored": self.category_scored,
-                **{name: (hits / self.category_scored if self.category_scored else 0.0)
-                   for name, hits in self.category_hits.items()},
+                **{
+                    name: (hits / self.category_scored if self.category_scored else 0.0)
+                    for name, hits in self.category_hits.items()
+                },
             },
         }
 
@@ -204,8 +207,10 @@ def format_table(report: dict[str, Any]) -> str:
     rows.append(f"  {'source':<10} {'AUC':>7} {'Brier':>7} {'logloss':>8} | {'rAUC':>7} {'rBrier':>7} {'rlogloss':>8}")
     for name in CHURN_SOURCES:
         s = churn[name]
-        rows.append(f"  {name:<10} {s['auc']:>7.4f} {s['brier']:>7.4f} {s['log_loss']:>8.4f} | "
-                    f"{s['rolling_auc']:>7.4f} {s['rolling_brier']:>7.4f} {s['rolling_log_loss']:>8.4f}")
+        rows.append(
+            f"  {name:<10} {s['auc']:>7.4f} {s['brier']:>7.4f} {s['log_loss']:>8.4f} | "
+            f"{s['rolling_auc']:>7.4f} {s['rolling_brier']:>7.4f} {s['rolling_log_loss']:>8.4f}"
+        )
     days = report["next_purchase"]
     rows.append(f"next purchase: {days['observed']} observed gaps, {days['censored']} censored")
     rows.append(f"  {'source':<10} {'MAE':>7} {'rMAE':>7} {'MAE+cens':>9}")
@@ -213,6 +218,8 @@ def format_table(report: dict[str, Any]) -> str:
         s = days[name]
         rows.append(f"  {name:<10} {s['mae']:>7.2f} {s['rolling_mae']:>7.2f} {s['mae_with_censored']:>9.2f}")
     category = report["category"]
-    rows.append(f"next category: {category['scored']} purchases scored; hit rate "
-                + ", ".join(f"{name} {category[name]:.1%}" for name in CATEGORY_SOURCES))
+    rows.append(
+        f"next category: {category['scored']} purchases scored; hit rate "
+        + ", ".join(f"{name} {category[name]:.1%}" for name in CATEGORY_SOURCES)
+    )
     return "\n".join(rows)

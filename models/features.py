@@ -2,7 +2,7 @@
 
 Everything here reads the profile *as of* ``as_of_ms`` and nothing else, so a
 feature vector computed at time t uses only what was known at t (the profile
-is folded in event time; see operators/profile.py). Every value is a finite
+is folded in event time; see operators/profile/state.py). Every value is a finite
 float: missing facts (no purchase yet, no survey) become a neutral value plus
 a ``has_...`` indicator, heavy-tailed counts are ``log1p``-ed, ratios are
 clipped, so one odd customer cannot blow up a linear model's weights.
@@ -19,7 +19,7 @@ Every feature is as of a prediction point, which is an event of the customer's
 (models/labels.py), so "days since last seen" would always be 0 in training:
 it is left out rather than learned as a constant and extrapolated at serving.
 
->>> from operators.profile import new_profile
+>>> from operators.profile.state import new_profile
 >>> p = new_profile("c1", 0)
 >>> x = features(p, 3 * 86_400_000, population_gap_days=20.0)
 >>> x["is_prospect"], x["recency_days"], len(x) == len(FEATURE_NAMES)
@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from models import rhythm
+from crm_stream.models import rhythm
 
 MS_PER_DAY = 86_400_000
 MAX_DAYS = 3650.0  # ten years: anything older says no more than that
@@ -116,8 +117,9 @@ def feature_vector(
     interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS,
 ) -> list[float]:
     """The features in ``FEATURE_NAMES`` order: what pending buffers store (compact, no keys)."""
-    return feature_vector_and_rhythm(profile, as_of_ms, population_gap_days, horizon_days=horizon_days,
-                                     interest_half_life_days=interest_half_life_days)[0]
+    return feature_vector_and_rhythm(
+        profile, as_of_ms, population_gap_days, horizon_days=horizon_days, interest_half_life_days=interest_half_life_days
+    )[0]
 
 
 def rhythm_inputs_match(as_of_ms: int, last_purchase_at: int | None, population_gap_days: float) -> bool:
@@ -252,9 +254,18 @@ def features(
     interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS,
 ) -> dict[str, float]:
     """Named features of ``profile`` as of ``as_of_ms`` (see ``FEATURE_NAMES``); all finite floats."""
-    return dict(zip(FEATURE_NAMES, feature_vector(
-        profile, as_of_ms, population_gap_days, horizon_days=horizon_days, interest_half_life_days=interest_half_life_days,
-    )))
+    return dict(
+        zip(
+            FEATURE_NAMES,
+            feature_vector(
+                profile,
+                as_of_ms,
+                population_gap_days,
+                horizon_days=horizon_days,
+                interest_half_life_days=interest_half_life_days,
+            ),
+        )
+    )
 
 
 def as_dict(vector: Any) -> dict[str, float]:

@@ -75,13 +75,21 @@ from __future__ import annotations
 import bisect
 import pickle
 import struct
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
-from models import churn, next_purchase, rhythm
-from models.evaluation import ProgressiveValidation
-from models.features import (DEFAULT_INTEREST_HALF_LIFE_DAYS, FEATURE_NAMES, MS_PER_DAY, as_dict, feature_vector,
-                             feature_vector_and_rhythm, rhythm_inputs_match)
-from models.labels import CENSORED, CHURN, NEXT_PURCHASE, PendingPredictions, Resolved
+from crm_stream.models import churn, next_purchase, rhythm
+from crm_stream.models.evaluation import ProgressiveValidation
+from crm_stream.models.features import (
+    DEFAULT_INTEREST_HALF_LIFE_DAYS,
+    FEATURE_NAMES,
+    MS_PER_DAY,
+    as_dict,
+    feature_vector,
+    feature_vector_and_rhythm,
+    rhythm_inputs_match,
+)
+from crm_stream.models.labels import CENSORED, CHURN, NEXT_PURCHASE, PendingPredictions, Resolved
 
 FORMAT_VERSION = 1
 _GAP_DUE = FEATURE_NAMES.index("gap_due_days")
@@ -110,7 +118,7 @@ def recency_churn_score(days_since_last_purchase: float | None, horizon_days: fl
 class ModelHub:
     """Churn and next-purchase models fed in event time (see the module doc).
 
-    >>> from operators.profile import ProfileRules, apply, new_profile
+    >>> from operators.profile.state import ProfileRules, apply, new_profile
     >>> rules, day = ProfileRules(14, 72, 64), 86_400_000
     >>> hub = ModelHub(horizon_days=30, seed=1)
     >>> profile = new_profile("c1", 0)
@@ -128,9 +136,18 @@ class ModelHub:
     0.41
     """
 
-    def __init__(self, horizon_days: float = 30.0, seed: int = 0, *, censor_days: float | None = None,
-                 max_pending_per_customer: int = 8, min_spacing_days: float = 3.0, warmup_labels: int = 200,
-                 window: int = 10_000, interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS) -> None:
+    def __init__(
+        self,
+        horizon_days: float = 30.0,
+        seed: int = 0,
+        *,
+        censor_days: float | None = None,
+        max_pending_per_customer: int = 8,
+        min_spacing_days: float = 3.0,
+        warmup_labels: int = 200,
+        window: int = 10_000,
+        interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS,
+    ) -> None:
         """``censor_days`` defaults to ``max(4 * horizon_days, 90)``: long enough to see a slow buyer's gap."""
         self.horizon_days = float(horizon_days)
         self.seed = seed
@@ -139,8 +156,9 @@ class ModelHub:
         self.interest_half_life_days = interest_half_life_days
         self.churn_model = churn.build(seed)
         self.days_model = next_purchase.build(seed)
-        self.pending = PendingPredictions(self.horizon_days, self.censor_days, max_per_customer=max_pending_per_customer,
-                                          min_spacing_days=min_spacing_days)
+        self.pending = PendingPredictions(
+            self.horizon_days, self.censor_days, max_per_customer=max_pending_per_customer, min_spacing_days=min_spacing_days
+        )
         self.evaluation = ProgressiveValidation(window)
         self.churn_learned = [0, 0]  # labels learned: [bought (0), churned (1)]
         self.days_learned = 0
@@ -151,8 +169,9 @@ class ModelHub:
 
     # -- the stream ----------------------------------------------------------------------------
 
-    def on_event(self, profile_after: Mapping[str, Any], event: Mapping[str, Any], as_of_ms: int,
-                 population_gap_days: float) -> None:
+    def on_event(
+        self, profile_after: Mapping[str, Any], event: Mapping[str, Any], as_of_ms: int, population_gap_days: float
+    ) -> None:
         """Call after the engine applied ``event`` to the profile (not for redeliveries)."""
         customer_id = profile_after["customer_id"]
         purchase = event["type"] == "purchase" and _recorded_purchase(profile_after, event)
@@ -263,14 +282,16 @@ class ModelHub:
                 "start with a fresh ModelHub (it re-learns from the stream) or run the version that wrote it"
             )
         hub = cls.__new__(cls)
-        hub.__dict__.update(pickle.loads(blob[_HEADER.size:]))
+        hub.__dict__.update(pickle.loads(blob[_HEADER.size :]))
         return hub
 
     @staticmethod
     def peek(blob: bytes) -> tuple[int, int]:
         """(format version, model version) of a snapshot, without loading it."""
-        if len(blob) < _HEADER.size or blob[:len(_MAGIC)] != _MAGIC:
-            raise SnapshotError(f"not a model snapshot (starts with {bytes(blob[:8])!r}): expected one made by ModelHub.snapshot()")
+        if len(blob) < _HEADER.size or blob[: len(_MAGIC)] != _MAGIC:
+            raise SnapshotError(
+                f"not a model snapshot (starts with {bytes(blob[:8])!r}): expected one made by ModelHub.snapshot()"
+            )
         _, format_version, model_version = _HEADER.unpack_from(blob)
         return format_version, model_version
 
@@ -280,13 +301,22 @@ class ModelHub:
         return as_dict(self._vector(profile, as_of_ms, population_gap_days))
 
     def _vector(self, profile: Mapping[str, Any], as_of_ms: int, population_gap_days: float) -> list[float]:
-        return feature_vector(profile, as_of_ms, population_gap_days, horizon_days=self.horizon_days,
-                              interest_half_life_days=self.interest_half_life_days)
+        return feature_vector(
+            profile,
+            as_of_ms,
+            population_gap_days,
+            horizon_days=self.horizon_days,
+            interest_half_life_days=self.interest_half_life_days,
+        )
 
     def _record_point(self, customer_id: str, profile: Mapping[str, Any], as_of: int, population_gap_days: float) -> None:
         vector, churn_rhythm, days_rhythm = feature_vector_and_rhythm(
-            profile, as_of, population_gap_days, horizon_days=self.horizon_days,
-            interest_half_life_days=self.interest_half_life_days)
+            profile,
+            as_of,
+            population_gap_days,
+            horizon_days=self.horizon_days,
+            interest_half_life_days=self.interest_half_life_days,
+        )
         x = as_dict(vector)
         recency, frequency, gap = _rhythm_inputs(profile, as_of)
         if not rhythm_inputs_match(as_of, profile["last_purchase_at"], population_gap_days):
@@ -297,8 +327,12 @@ class ModelHub:
         days_model = next_purchase.predict(self.days_model, x)
         top = next_purchase.top_interest(profile, as_of, self.interest_half_life_days)
         payload = (
-            (churn_model, churn_model if churn_ready else churn_rhythm, churn_rhythm,
-             recency_churn_score(recency, self.horizon_days)),
+            (
+                churn_model,
+                churn_model if churn_ready else churn_rhythm,
+                churn_rhythm,
+                recency_churn_score(recency, self.horizon_days),
+            ),
             (days_model, days_model if days_ready else days_rhythm, days_rhythm, vector[_GAP_DUE]),
             (next_purchase.likely_category(profile, as_of, self.interest_half_life_days, top=top), top),
         )

@@ -54,7 +54,8 @@ from __future__ import annotations
 import bisect
 import heapq
 from array import array
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 MS_PER_DAY = 86_400_000
 
@@ -135,8 +136,9 @@ class PendingPredictions:
     [('next_purchase_censored', 90.0)]
     """
 
-    def __init__(self, horizon_days: float, censor_days: float, *, max_per_customer: int = 8,
-                 min_spacing_days: float = 3.0) -> None:
+    def __init__(
+        self, horizon_days: float, censor_days: float, *, max_per_customer: int = 8, min_spacing_days: float = 3.0
+    ) -> None:
         if not 0 < horizon_days <= censor_days:
             raise ValueError(f"need 0 < horizon_days <= censor_days, got {horizon_days} and {censor_days}")
         if max_per_customer < 1:

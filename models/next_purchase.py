@@ -28,11 +28,12 @@ True
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from river import compose, linear_model, optim
 
-from models.components import BaselineOffset, StandardClip
+from crm_stream.models.components import BaselineOffset, StandardClip
 
 NAME = "next_purchase"
 MAX_DAYS = 365.0
@@ -68,8 +69,9 @@ def learn(model: Any, x: Mapping[str, float], days: float) -> None:
 _UNKNOWN: Any = object()
 
 
-def likely_category(profile: Mapping[str, Any], as_of_ms: int, interest_half_life_days: float = 14.0, *,
-                    top: str | None = _UNKNOWN) -> str | None:
+def likely_category(
+    profile: Mapping[str, Any], as_of_ms: int, interest_half_life_days: float = 14.0, *, top: str | None = _UNKNOWN
+) -> str | None:
     """The category of the next purchase, by rule: most bought, else strongest interest (None if neither).
 
     ``top``: the result of ``top_interest(profile, as_of_ms, interest_half_life_days)`` when the caller

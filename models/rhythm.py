@@ -30,14 +30,22 @@ def alive_probability(frequency: int, days_since_last_purchase: float | None, ga
     return 1.0 if overdue <= 0 else math.exp(-0.5 * overdue)
 
 
-def churn_risk(frequency: int, gap_mean_days: float | None, days_since_last_purchase: float | None, horizon_days: float, population_gap_days: float) -> float:
+def churn_risk(
+    frequency: int,
+    gap_mean_days: float | None,
+    days_since_last_purchase: float | None,
+    horizon_days: float,
+    population_gap_days: float,
+) -> float:
     """P(no purchase in the next ``horizon_days``)."""
     gap = typical_gap_days(frequency, gap_mean_days, population_gap_days)
     alive = alive_probability(frequency, days_since_last_purchase, gap)
     return 1.0 - alive * (1.0 - math.exp(-horizon_days / gap))
 
 
-def next_purchase_in_days(frequency: int, gap_mean_days: float | None, days_since_last_purchase: float | None, population_gap_days: float) -> float:
+def next_purchase_in_days(
+    frequency: int, gap_mean_days: float | None, days_since_last_purchase: float | None, population_gap_days: float
+) -> float:
     """Expected days until the next purchase; long silences push it out."""
     gap = typical_gap_days(frequency, gap_mean_days, population_gap_days)
     alive = alive_probability(frequency, days_since_last_purchase, gap)
@@ -45,22 +53,32 @@ def next_purchase_in_days(frequency: int, gap_mean_days: float | None, days_sinc
     return min(MAX_DAYS, due / max(alive, 1e-3))
 
 
-def estimates(frequency: int, gap_mean_days: float | None, days_since_last_purchase: float | None, horizon_days: float,
-              population_gap_days: float) -> tuple[float, float]:
+def estimates(
+    frequency: int,
+    gap_mean_days: float | None,
+    days_since_last_purchase: float | None,
+    horizon_days: float,
+    population_gap_days: float,
+) -> tuple[float, float]:
     """``(churn_risk(...), next_purchase_in_days(...))`` with the same arguments, the shared steps computed once.
 
     The models' hot path needs both at every prediction point; the arithmetic is the two functions', so
     the results are identical to calling them.
     """
-    return estimates_for_gap(frequency, typical_gap_days(frequency, gap_mean_days, population_gap_days),
-                             days_since_last_purchase, horizon_days)
+    return estimates_for_gap(
+        frequency, typical_gap_days(frequency, gap_mean_days, population_gap_days), days_since_last_purchase, horizon_days
+    )
 
 
-def estimates_for_gap(frequency: int, gap_days: float, days_since_last_purchase: float | None,
-                      horizon_days: float) -> tuple[float, float]:
+def estimates_for_gap(
+    frequency: int, gap_days: float, days_since_last_purchase: float | None, horizon_days: float
+) -> tuple[float, float]:
     """``estimates`` given the ``typical_gap_days`` already (model features need the gap itself too)."""
     alive = alive_probability(frequency, days_since_last_purchase, gap_days)
     risk = 1.0 - alive * (1.0 - math.exp(-horizon_days / gap_days))
-    due = (gap_days - days_since_last_purchase if days_since_last_purchase is not None and days_since_last_purchase < gap_days
-           else gap_days)
+    due = (
+        gap_days - days_since_last_purchase
+        if days_since_last_purchase is not None and days_since_last_purchase < gap_days
+        else gap_days
+    )
     return risk, min(MAX_DAYS, due / max(alive, 1e-3))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from operators import jsonutil
+from crm_stream.operators.io import jsonutil
 
 _ids = itertools.count(1)
 DAY_MS = 86_400_000

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Protocol
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -33,16 +34,16 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from config.settings import Settings
-from operators import jsonutil
-from operators.audit import AuditLog, AuditUnavailable
-from operators.console_auth import Agents, SessionSigner
-from operators.console_claims import ClaimBook
-from operators.console_feed import PRIORITIES, AlertRing, FeedbackUnavailable, feedback_event
-from operators.console_profiles import customer_view
-from operators.io import Store
-from operators.keys import KeySpace
-from operators.stores import StoreUnavailable
+from crm_stream.config.settings import Settings
+from crm_stream.flows.console.auth import Agents, SessionSigner
+from crm_stream.flows.console.claims import ClaimBook
+from crm_stream.flows.console.feed import PRIORITIES, AlertRing, FeedbackUnavailable, feedback_event
+from crm_stream.flows.console.profiles import customer_view
+from crm_stream.operators.io import jsonutil
+from crm_stream.operators.io.interface import Store
+from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.io.stores import StoreUnavailable
+from crm_stream.operators.privacy.audit import AuditLog, AuditUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,10 @@ def build_app(backend: ConsoleBackend) -> Starlette:
     backend.ring.on_forget(lambda customer_id: broadcast.publish("forget", {"customer_id": customer_id}))
     backend.claims.listen(lambda claim: broadcast.publish("claim", claim))
     if not cfg.password_hashes:
-        log.warning("console: no agents in [console.password_hashes], so nobody can sign in: add one with "
-                    "`crm-stream console-password NAME`")
+        log.warning(
+            "console: no agents in [console.password_hashes], so nobody can sign in: add one with "
+            "`crm-stream console-password NAME`"
+        )
 
     def agent_of(request: Request) -> str | None:
         header = request.headers.get("authorization", "")
@@ -123,13 +126,14 @@ def build_app(backend: ConsoleBackend) -> Starlette:
         async def wrapper(request: Request) -> Response:
             agent = agent_of(request)
             if agent is None:
-                return _error(401, "sign in first: POST /session with {\"agent\": ..., \"password\": ...}")
+                return _error(401, 'sign in first: POST /session with {"agent": ..., "password": ...}')
             try:
                 return await handler(request, agent)
             except AuditUnavailable as exc:
                 return _error(503, f"not done, because it could not be audited: {exc}")
             except StoreUnavailable as exc:
                 return _error(503, str(exc))
+
         return wrapper
 
     async def body_of(request: Request) -> dict[str, Any] | None:
@@ -150,7 +154,7 @@ def build_app(backend: ConsoleBackend) -> Starlette:
     async def sign_in(request: Request) -> Response:
         body = await body_of(request)
         if body is None or not isinstance(body.get("agent"), str) or not isinstance(body.get("password"), str):
-            return _error(400, "send JSON {\"agent\": NAME, \"password\": PASSWORD} with Content-Type: application/json")
+            return _error(400, 'send JSON {"agent": NAME, "password": PASSWORD} with Content-Type: application/json')
         agent, password = body["agent"].strip(), body["password"]
         ok = await run_in_threadpool(agents.authenticate, agent, password)
         remote = request.client.host if request.client else None
@@ -162,8 +166,15 @@ def build_app(backend: ConsoleBackend) -> Starlette:
             return _error(401, "unknown agent or wrong password")
         token = sessions.issue(agent)
         response = JSONResponse({"agent": agent, "token": token})
-        response.set_cookie(COOKIE, token, max_age=int(sessions.ttl_s), httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https", path="/")
+        response.set_cookie(
+            COOKIE,
+            token,
+            max_age=int(sessions.ttl_s),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
         return response
 
     async def sign_out(request: Request) -> Response:
@@ -191,12 +202,24 @@ def build_app(backend: ConsoleBackend) -> Starlette:
             before = _int(request, "before", None)
         except ValueError as exc:
             return _error(400, str(exc))
-        entries, next_before = backend.ring.page(before=before, limit=limit, priority=q.get("priority") or None,
-                                                 kind=q.get("kind") or None, customer_id=q.get("customer_id") or None)
+        entries, next_before = backend.ring.page(
+            before=before,
+            limit=limit,
+            priority=q.get("priority") or None,
+            kind=q.get("kind") or None,
+            customer_id=q.get("customer_id") or None,
+        )
         customers = sorted({e["customer_id"] for e in entries})
         claims = await run_in_threadpool(backend.claims.holders, customers)
-        return JSONResponse({"alerts": entries, "next_before": next_before, "claims": claims,
-                             "kinds": backend.ring.kinds(), "priorities": list(PRIORITIES)})
+        return JSONResponse(
+            {
+                "alerts": entries,
+                "next_before": next_before,
+                "claims": claims,
+                "kinds": backend.ring.kinds(),
+                "priorities": list(PRIORITIES),
+            }
+        )
 
     @signed_in
     async def stream(request: Request, agent: str) -> Response:
@@ -219,13 +242,14 @@ def build_app(backend: ConsoleBackend) -> Starlette:
                 while True:
                     try:
                         yield await asyncio.wait_for(queue.get(), HEARTBEAT_S)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         yield b": ping\n\n"  # keeps proxies from closing an idle stream
             finally:
                 broadcast.streams.discard(subscription)
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
 
     @signed_in
     async def customer(request: Request, agent: str) -> Response:
@@ -252,7 +276,7 @@ def build_app(backend: ConsoleBackend) -> Starlette:
         body = await body_of(request)
         label = body.get("label") if body else None
         if label not in ("correct", "incorrect"):
-            return _error(400, "send JSON {\"label\": \"correct\"} or {\"label\": \"incorrect\"}")
+            return _error(400, 'send JSON {"label": "correct"} or {"label": "incorrect"}')
         event = feedback_event(alert, label, agent, backend.now_ms())
 
         def send() -> None:

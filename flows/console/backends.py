@@ -15,41 +15,55 @@ import threading
 import time
 from typing import Any
 
-from config.settings import ConfigError, Settings
-from flows.console.app import ConsoleBackend, build_app
-from operators.audit import AuditLog
-from operators.console_claims import MemoryClaims, RedisClaims
-from operators.console_feed import AlertRing, ControlInbox, KafkaAlertFeed, KafkaControl, wall_clock_ms
-from operators.io import Store
-from operators.keys import KeySpace
+from crm_stream.config.settings import ConfigError, Settings
+from crm_stream.flows.console.app import ConsoleBackend, build_app
+from crm_stream.flows.console.claims import MemoryClaims, RedisClaims
+from crm_stream.flows.console.feed import AlertRing, ControlInbox, KafkaAlertFeed, KafkaControl, wall_clock_ms
+from crm_stream.operators.io.interface import Store
+from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.privacy.audit import AuditLog
 
 log = logging.getLogger(__name__)
 
 
 def kafka_backend(settings: Settings) -> tuple[ConsoleBackend, KafkaAlertFeed]:
     """Kafka + Redis; returns the backend and its (not yet started) alert feed."""
-    from operators.stores import open_store, redis_connection_kwargs
+    from crm_stream.operators.io.stores import open_store, redis_connection_kwargs
 
     if settings.store.kind not in ("redis", "redis-cluster"):
-        raise ConfigError("the console reads profiles from Redis, but store.kind is 'memory': use a config whose "
-                          "[store] kind is 'redis' (e.g. config/production.toml), or `crm-stream run --console` for the demo")
+        raise ConfigError(
+            "the console reads profiles from Redis, but store.kind is 'memory': use a config whose "
+            "[store] kind is 'redis' (e.g. config/production.toml), or `crm-stream run --console` for the demo"
+        )
     cfg = settings.console
     ring = AlertRing(cfg.recent_alerts)
     feed = KafkaAlertFeed(settings.kafka, ring, backlog=cfg.backlog_alerts)
     store = open_store(settings.store, interactive=True)
-    claims = RedisClaims.from_url(settings.store.url, KeySpace.of(settings.store), cfg.claim_minutes * 60,
-                                  cluster=settings.store.kind == "redis-cluster",
-                                  connection=redis_connection_kwargs(settings.store))
+    claims = RedisClaims.from_url(
+        settings.store.url,
+        KeySpace.of(settings.store),
+        cfg.claim_minutes * 60,
+        cluster=settings.store.kind == "redis-cluster",
+        connection=redis_connection_kwargs(settings.store),
+    )
     control = KafkaControl(settings.kafka)
     audit = AuditLog(settings)
-    backend = ConsoleBackend(settings, ring, claims, store, control, audit, wall_clock_ms,
-                             closers=[store.close, claims.close, control.close, audit.close, feed.close])
+    backend = ConsoleBackend(
+        settings,
+        ring,
+        claims,
+        store,
+        control,
+        audit,
+        wall_clock_ms,
+        closers=[store.close, claims.close, control.close, audit.close, feed.close],
+    )
     return backend, feed
 
 
 def embedded_backend(settings: Settings, store: Store | None, inbox: ControlInbox, ring: AlertRing) -> ConsoleBackend:
     """Beside the engine in this process; ``store`` is its store (None: open the configured Redis)."""
-    from operators.stores import open_store
+    from crm_stream.operators.io.stores import open_store
 
     if store is None:
         store = open_store(settings.store, interactive=True)
@@ -71,8 +85,15 @@ class ConsoleServer:
         import uvicorn
 
         self.backend = backend
-        config = uvicorn.Config(build_app(backend), host=host, port=port, log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=2, lifespan="off")
+        config = uvicorn.Config(
+            build_app(backend),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+            lifespan="off",
+        )
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
@@ -102,8 +123,10 @@ class ConsoleServer:
         deadline = time.monotonic() + timeout_s
         while not self.server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the console could not listen on {self.server.config.host}:{self.server.config.port}: "
-                                   "is the port free? Pick another with --console-port")
+                raise RuntimeError(
+                    f"the console could not listen on {self.server.config.host}:{self.server.config.port}: "
+                    "is the port free? Pick another with --console-port"
+                )
             time.sleep(0.02)
 
     def stop(self) -> None:
@@ -126,8 +149,8 @@ class EmbeddedConsole:
         import dataclasses
         import secrets
 
-        from operators.console_auth import hash_password
-        from operators.stores import MemoryStore
+        from crm_stream.flows.console.auth import hash_password
+        from crm_stream.operators.io.stores import MemoryStore
 
         self.demo_password: str | None = None
         if not settings.console.password_hashes:
@@ -148,8 +171,8 @@ class EmbeddedConsole:
         return self.server.url
 
     def run_kwargs(self) -> dict[str, Any]:
-        from flows.runtime import make_outputs_factory, make_reader
-        from operators.console_feed import InboxReader, TeeOutputs
+        from crm_stream.flows.console.feed import InboxReader, TeeOutputs
+        from crm_stream.flows.runtime import make_outputs_factory, make_reader
 
         outputs_factory = make_outputs_factory(self.settings)
         return {

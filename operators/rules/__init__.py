@@ -10,23 +10,24 @@ A rule is a module with ``KIND`` and up to three pure functions of a
   is the deadline, ``ctx.event`` is None).
 
 Rules only propose; the shard deduplicates, governs marketing triggers
-(operators/governance.py) and emits. To add a rule: a module here with its
+(operators/policy/governance.py) and emits. To add a rule: a module here with its
 thresholds in ``config.settings.RuleSettings``, appended to ``RULES``, and a
 test with a small event sequence.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
-from config.settings import RuleSettings
-from operators.segments import Thresholds
+from crm_stream.config.settings import RuleSettings
+from crm_stream.operators.profile.segments import Thresholds
 
 
 class Candidate(NamedTuple):
-    destination: str  # operators.io.SERVICE or MARKETING
+    destination: str  # operators.io.interface.SERVICE or MARKETING
     alert: dict[str, Any]
 
 
@@ -59,7 +60,15 @@ class RuleContext:
 
 
 def _registry() -> list[ModuleType]:
-    from operators.rules import abandoned_interest, angry_customer, churn_risk, replenishment, return_spike, segment_change, win_back
+    from crm_stream.operators.rules import (
+        abandoned_interest,
+        angry_customer,
+        churn_risk,
+        replenishment,
+        return_spike,
+        segment_change,
+        win_back,
+    )
 
     return [angry_customer, abandoned_interest, churn_risk, win_back, replenishment, segment_change, return_spike]
 

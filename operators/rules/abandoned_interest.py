@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from operators.alerts import make_alert
-from operators.io import MARKETING
-from operators.rules import Candidate, RuleContext
-from operators.profile import EPISODE_GAP_MS
-from operators.timeutil import MS_PER_HOUR
+from crm_stream.operators.events.timeutil import MS_PER_HOUR
+from crm_stream.operators.io.interface import MARKETING
+from crm_stream.operators.profile.state import EPISODE_GAP_MS
+from crm_stream.operators.rules import Candidate, RuleContext
+from crm_stream.operators.rules.alerts import make_alert
 
 KIND = "abandoned_interest"
 
@@ -14,7 +14,7 @@ KIND = "abandoned_interest"
 def _cooled(ctx: RuleContext, category: str, last: int) -> bool:
     """No offer for the category within the cooldown before this episode's last look."""
     cooldown = ctx.cfg.abandoned_cooldown_days * 24 * MS_PER_HOUR
-    alerted = ctx.profile.get("alerted") or {}  # a read: no empty container materialised (operators/profile.py)
+    alerted = ctx.profile.get("alerted") or {}  # a read: no empty container materialised (operators/profile/state.py)
     return last - alerted.get(f"{KIND}:{category}", -cooldown) >= cooldown
 
 
@@ -28,7 +28,7 @@ def _ready(ctx: RuleContext) -> list[tuple[str, list[int]]]:
 
 
 def _closed(ctx: RuleContext) -> list[tuple[str, list[int]]]:
-    """Episodes a later look closed before their deadline (operators/profile.py ``_episode``), oldest first."""
+    """Episodes a later look closed before their deadline (operators/profile/state.py ``_episode``), oldest first."""
     closed = ctx.profile.get("closed_episodes")
     if not closed:
         return []
@@ -77,11 +77,27 @@ def _judge(ctx: RuleContext, category: str, episode: list[int], as_of: int) -> l
         return []  # they bought in the category before the deadline: nothing abandoned
     ctx.profile["alerted"][f"{KIND}:{category}"] = int(last + window)
     in_cart = sorted(pid for pid, item in ctx.profile["cart"].items() if item["category"] == category)
-    return [Candidate(MARKETING, make_alert(
-        KIND, ctx.customer_id, int(last + window), situation=f"{category}:{start}", priority="low",
-        score=min(1.0, signals / (2.0 * ctx.cfg.abandoned_min_signals)),
-        reasons=[f"{signals} looks at {category} (a view counts 1, a cart add 2)",
-                 f"no purchase in {category} within {ctx.cfg.abandoned_window_hours:g} h of the last look"]
+    return [
+        Candidate(
+            MARKETING,
+            make_alert(
+                KIND,
+                ctx.customer_id,
+                int(last + window),
+                situation=f"{category}:{start}",
+                priority="low",
+                score=min(1.0, signals / (2.0 * ctx.cfg.abandoned_min_signals)),
+                reasons=[
+                    f"{signals} looks at {category} (a view counts 1, a cart add 2)",
+                    f"no purchase in {category} within {ctx.cfg.abandoned_window_hours:g} h of the last look",
+                ]
                 + ([f"{len(in_cart)} {category} item(s) still in the cart"] if in_cart else []),
-        payload={"category": category, "offer": f"{category}-10pct", "products_in_cart": in_cart, "interest_since": start},
-    ))]
+                payload={
+                    "category": category,
+                    "offer": f"{category}-10pct",
+                    "products_in_cart": in_cart,
+                    "interest_since": start,
+                },
+            ),
+        )
+    ]

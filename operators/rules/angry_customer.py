@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from operators.alerts import make_alert
-from operators.io import SERVICE
-from operators.redact import redact
-from operators.rules import Candidate, RuleContext
-from operators.timeutil import MS_PER_HOUR
+from crm_stream.operators.events.timeutil import MS_PER_HOUR
+from crm_stream.operators.io.interface import SERVICE
+from crm_stream.operators.privacy.redact import redact
+from crm_stream.operators.rules import Candidate, RuleContext
+from crm_stream.operators.rules.alerts import make_alert
 
 KIND = "angry_customer"
 
@@ -29,15 +29,26 @@ def on_event(ctx: RuleContext) -> list[Candidate]:
         priority = "high"
     else:
         priority = "medium"
-    value_note = (f"high-value customer (lifetime {ctx.profile['monetary']:.2f})" if valuable
-                  else f"lifetime value {ctx.profile['monetary']:.2f}")
+    value_note = (
+        f"high-value customer (lifetime {ctx.profile['monetary']:.2f})"
+        if valuable
+        else f"lifetime value {ctx.profile['monetary']:.2f}"
+    )
     alert = make_alert(
-        KIND, ctx.customer_id, event["ts"],
+        KIND,
+        ctx.customer_id,
+        event["ts"],
         situation=f"{ticket}@{event['ts']}" if last is not None else ticket,
-        priority=priority, score=score,
+        priority=priority,
+        score=score,
         reasons=[f"anger score {score:.2f} (threshold {ctx.cfg.angry_threshold:.2f})", *reasons, value_note],
-        payload={"ticket_id": ticket, "channel": event.get("channel"), "segment": ctx.segment_after,
-                 "open_tickets": len(ctx.profile["tickets"]), "excerpt": excerpt(event["text"], ctx.cfg.angry_excerpt_chars)},
+        payload={
+            "ticket_id": ticket,
+            "channel": event.get("channel"),
+            "segment": ctx.segment_after,
+            "open_tickets": len(ctx.profile["tickets"]),
+            "excerpt": excerpt(event["text"], ctx.cfg.angry_excerpt_chars),
+        },
     )
     ctx.profile["alerted"][f"{KIND}:{ticket}"] = event["ts"]
     return [Candidate(SERVICE, alert)]

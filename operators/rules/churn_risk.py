@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from models import rhythm
-from operators.alerts import make_alert
-from operators.io import MARKETING, SERVICE
-from operators.rules import Candidate, RuleContext
-from operators.timeutil import MS_PER_DAY
+from crm_stream.models import rhythm
+from crm_stream.operators.events.timeutil import MS_PER_DAY
+from crm_stream.operators.io.interface import MARKETING, SERVICE
+from crm_stream.operators.rules import Candidate, RuleContext
+from crm_stream.operators.rules.alerts import make_alert
 
 KIND = "churn_risk"
 
@@ -37,19 +37,43 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
     # The model answers "no purchase within the horizon?", which is likely for anyone who buys less often
     # than that; a churn alert also needs the silence to be long against the customer's own rhythm.
     gap = rhythm.typical_gap_days(ctx.profile["frequency"], ctx.profile["gap_mean_days"], ctx.thresholds.population_gap_days)
-    lapse = rhythm.churn_risk(ctx.profile["frequency"], ctx.profile["gap_mean_days"], (ctx.now - last) / MS_PER_DAY,
-                              ctx.cfg_horizon_days, ctx.thresholds.population_gap_days)
+    lapse = rhythm.churn_risk(
+        ctx.profile["frequency"],
+        ctx.profile["gap_mean_days"],
+        (ctx.now - last) / MS_PER_DAY,
+        ctx.cfg_horizon_days,
+        ctx.thresholds.population_gap_days,
+    )
     if lapse < ctx.cfg.churn_threshold or risk < ctx.cfg.churn_model_floor:
         return []
     valuable = ctx.high_value()
     silent = (ctx.now - last) / MS_PER_DAY
-    reasons = [f"lapse risk {lapse:.2f} against their own rhythm (threshold {ctx.cfg.churn_threshold:.2f})",
-               f"churn model: {risk:.0%} chance of no purchase in {ctx.cfg_horizon_days:g} days",
-               f"no purchase for {silent:.0f} days, {silent / gap:.1f}x the usual gap of {gap:.0f} days"]
+    reasons = [
+        f"lapse risk {lapse:.2f} against their own rhythm (threshold {ctx.cfg.churn_threshold:.2f})",
+        f"churn model: {risk:.0%} chance of no purchase in {ctx.cfg_horizon_days:g} days",
+        f"no purchase for {silent:.0f} days, {silent / gap:.1f}x the usual gap of {gap:.0f} days",
+    ]
     if valuable:
         reasons.append(f"high-value customer (lifetime {ctx.profile['monetary']:.2f})")
-    return [Candidate(SERVICE if valuable else MARKETING, make_alert(
-        KIND, ctx.customer_id, ctx.now, situation=str(last), priority="high" if valuable else "medium", score=max(risk, lapse),
-        reasons=reasons, payload={"model_churn_risk": round(risk, 4), "lapse_risk": round(lapse, 4), "last_purchase_at": last, "days_silent": round(silent, 1), "segment": ctx.segment_after,
-                                  "offer": None if valuable else "we-miss-you"},
-    ))]
+    return [
+        Candidate(
+            SERVICE if valuable else MARKETING,
+            make_alert(
+                KIND,
+                ctx.customer_id,
+                ctx.now,
+                situation=str(last),
+                priority="high" if valuable else "medium",
+                score=max(risk, lapse),
+                reasons=reasons,
+                payload={
+                    "model_churn_risk": round(risk, 4),
+                    "lapse_risk": round(lapse, 4),
+                    "last_purchase_at": last,
+                    "days_silent": round(silent, 1),
+                    "segment": ctx.segment_after,
+                    "offer": None if valuable else "we-miss-you",
+                },
+            ),
+        )
+    ]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import statistics
 
-from operators.alerts import make_alert
-from operators.io import MARKETING
-from operators.rules import Candidate, RuleContext
-from operators.timeutil import MS_PER_DAY
+from crm_stream.operators.events.timeutil import MS_PER_DAY
+from crm_stream.operators.io.interface import MARKETING
+from crm_stream.operators.rules import Candidate, RuleContext
+from crm_stream.operators.rules.alerts import make_alert
 
 KIND = "replenishment"
 
@@ -63,9 +63,27 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
         if due - lead > ctx.now:
             continue
         last = max(t for t in ctx.profile["category_times"][category] if t <= ctx.now)
-        out.append(Candidate(MARKETING, make_alert(
-            KIND, ctx.customer_id, int(due - lead), situation=f"{category}:{last}", priority="low", score=1.0,
-            reasons=[f"buys {category} every {mean:.0f} days", f"next purchase due in {ctx.cfg.replenishment_lead_days:g} days"],
-            payload={"category": category, "cycle_days": round(mean, 1), "predicted_date_ms": due, "offer": f"{category}-reorder"},
-        )))
+        out.append(
+            Candidate(
+                MARKETING,
+                make_alert(
+                    KIND,
+                    ctx.customer_id,
+                    int(due - lead),
+                    situation=f"{category}:{last}",
+                    priority="low",
+                    score=1.0,
+                    reasons=[
+                        f"buys {category} every {mean:.0f} days",
+                        f"next purchase due in {ctx.cfg.replenishment_lead_days:g} days",
+                    ],
+                    payload={
+                        "category": category,
+                        "cycle_days": round(mean, 1),
+                        "predicted_date_ms": due,
+                        "offer": f"{category}-reorder",
+                    },
+                ),
+            )
+        )
     return out

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 
-from operators.alerts import make_alert
-from operators.io import SERVICE
-from operators.rules import Candidate, RuleContext
-from operators.timeutil import MS_PER_DAY
+from crm_stream.operators.events.timeutil import MS_PER_DAY
+from crm_stream.operators.io.interface import SERVICE
+from crm_stream.operators.rules import Candidate, RuleContext
+from crm_stream.operators.rules.alerts import make_alert
 
 KIND = "return_spike"
 BASELINE_HALF_LIFE_DAYS = 90.0
@@ -70,22 +70,39 @@ def on_event(ctx: RuleContext) -> list[Candidate]:
         return []
     order = ctx.profile["orders"].get(event["order_id"])
     out = []
-    for product_id in (order[1] if order else []):
+    for product_id in order[1] if order else []:
         rate = ctx.returns.refunded(product_id, event["ts"], window)
         recent = rate.refunded / max(rate.sold, 1.0)
-        baseline = (rate.base_refunded - rate.refunded + 1.0) / (rate.base_sold - rate.sold + 20.0)  # smoothed, excludes the window
+        baseline = (rate.base_refunded - rate.refunded + 1.0) / (
+            rate.base_sold - rate.sold + 20.0
+        )  # smoothed, excludes the window
         week = event["ts"] // (7 * MS_PER_DAY)
         if rate.refunded < ctx.cfg.return_spike_min_refunds or recent < ctx.cfg.return_spike_ratio * baseline:
             continue
         if ctx.returns.alerted_week.get(product_id) == week:
             continue
         ctx.returns.alerted_week[product_id] = week
-        out.append(Candidate(SERVICE, make_alert(
-            KIND, ctx.customer_id, event["ts"], situation=f"{product_id}:{week}", priority="high",
-            score=min(1.0, recent),
-            reasons=[f"{rate.refunded:.0f} refunds of {product_id} in ~{window:g} days: {recent:.0%} of sales",
-                     f"baseline refund rate {baseline:.0%}"],
-            payload={"product_id": product_id, "refund_rate": round(recent, 4), "baseline_rate": round(baseline, 4),
-                     "order_id": event["order_id"]},
-        )))
+        out.append(
+            Candidate(
+                SERVICE,
+                make_alert(
+                    KIND,
+                    ctx.customer_id,
+                    event["ts"],
+                    situation=f"{product_id}:{week}",
+                    priority="high",
+                    score=min(1.0, recent),
+                    reasons=[
+                        f"{rate.refunded:.0f} refunds of {product_id} in ~{window:g} days: {recent:.0%} of sales",
+                        f"baseline refund rate {baseline:.0%}",
+                    ],
+                    payload={
+                        "product_id": product_id,
+                        "refund_rate": round(recent, 4),
+                        "baseline_rate": round(baseline, 4),
+                        "order_id": event["order_id"],
+                    },
+                ),
+            )
+        )
     return out

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from operators.alerts import make_alert
-from operators.io import MARKETING
-from operators.rules import Candidate, RuleContext
+from crm_stream.operators.io.interface import MARKETING
+from crm_stream.operators.rules import Candidate, RuleContext
+from crm_stream.operators.rules.alerts import make_alert
 
 KIND = "segment_change"
 
@@ -16,8 +16,23 @@ def on_event(ctx: RuleContext) -> list[Candidate]:
     wanted = {s.strip() for s in ctx.cfg.segment_change_to.split(",")}
     if after not in wanted:
         return []
-    return [Candidate(MARKETING, make_alert(
-        KIND, ctx.customer_id, ctx.now, situation=f"{before}->{after}:{ctx.now}", priority="low", score=1.0,
-        reasons=[f"segment changed from {before} to {after}"],
-        payload={"from": before, "to": after, "frequency": ctx.profile["frequency"], "monetary": round(ctx.profile["monetary"], 2)},
-    ))]
+    return [
+        Candidate(
+            MARKETING,
+            make_alert(
+                KIND,
+                ctx.customer_id,
+                ctx.now,
+                situation=f"{before}->{after}:{ctx.now}",
+                priority="low",
+                score=1.0,
+                reasons=[f"segment changed from {before} to {after}"],
+                payload={
+                    "from": before,
+                    "to": after,
+                    "frequency": ctx.profile["frequency"],
+                    "monetary": round(ctx.profile["monetary"], 2),
+                },
+            ),
+        )
+    ]

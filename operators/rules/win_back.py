@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from operators.alerts import make_alert
-from operators.io import MARKETING
-from operators.rules import Candidate, RuleContext
-from operators.timeutil import MS_PER_DAY
+from crm_stream.operators.events.timeutil import MS_PER_DAY
+from crm_stream.operators.io.interface import MARKETING
+from crm_stream.operators.rules import Candidate, RuleContext
+from crm_stream.operators.rules.alerts import make_alert
 
 KIND = "win_back"
 
@@ -37,11 +37,24 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
         return []
     top = sorted(ctx.profile["category_purchases"].items(), key=lambda kv: (-kv[1][0], kv[0]))
     favourite = top[0][0] if top else None
-    return [Candidate(MARKETING, make_alert(
-        KIND, ctx.customer_id, ctx.now, situation=str(last), priority="medium",
-        score=min(1.0, frequency / 10),
-        reasons=[f"{frequency} purchases, none for {ctx.cfg.win_back_silence_days:g} days"]
+    return [
+        Candidate(
+            MARKETING,
+            make_alert(
+                KIND,
+                ctx.customer_id,
+                ctx.now,
+                situation=str(last),
+                priority="medium",
+                score=min(1.0, frequency / 10),
+                reasons=[f"{frequency} purchases, none for {ctx.cfg.win_back_silence_days:g} days"]
                 + ([f"favourite category: {favourite}"] if favourite else []),
-        payload={"last_purchase_at": last, "favourite_category": favourite, "lifetime_value": round(ctx.profile["monetary"], 2),
-                 "offer": "win-back"},
-    ))]
+                payload={
+                    "last_purchase_at": last,
+                    "favourite_category": favourite,
+                    "lifetime_value": round(ctx.profile["monetary"], 2),
+                    "offer": "win-back",
+                },
+            ),
+        )
+    ]

@@ -18,13 +18,13 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import redis
 
-from config.settings import KafkaSettings, TopicSettings
+from crm_stream.config.settings import KafkaSettings, TopicSettings
 
 HERE = Path(__file__).resolve().parent
 START_TIMEOUT_S = 15.0
@@ -80,14 +80,18 @@ class _Server:
         deadline = started + timeout_s
         while True:
             with open(self.log_path, "ab") as log_file:
-                self.process = subprocess.Popen(self.command(), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                self.process = subprocess.Popen(
+                    self.command(), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
             while time.monotonic() < deadline and self.process.poll() is None:
                 if _port_open(self.port) and self.ready():
                     return time.monotonic() - started
                 time.sleep(0.01)
             if self.process.poll() is None or time.monotonic() >= deadline:
                 self.stop()
-                raise RuntimeError(f"{self.name} on port {self.port} did not answer within {timeout_s:.0f}s; log: {self._log_tail()}")
+                raise RuntimeError(
+                    f"{self.name} on port {self.port} did not answer within {timeout_s:.0f}s; log: {self._log_tail()}"
+                )
             time.sleep(0.1)  # exited early, most likely the port is not free yet after a stop: try again
 
     def stop(self) -> None:
@@ -141,7 +145,16 @@ class TansuBroker(_Server):
 
     def command(self) -> list[str]:
         url = f"tcp://127.0.0.1:{self.port}"
-        return [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        return [
+            self.binary,
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
 
     @property
     def bootstrap(self) -> str:
@@ -161,7 +174,10 @@ class TansuBroker(_Server):
 def redis_binary() -> str:
     found = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None)
     if not found:
-        pytest.fail("redis-server is not installed: run `apt-get install -y redis-server` (integration tests need a real Redis)", pytrace=False)
+        pytest.fail(
+            "redis-server is not installed: run `apt-get install -y redis-server` (integration tests need a real Redis)",
+            pytrace=False,
+        )
     return found
 
 
@@ -237,7 +253,9 @@ def make_kafka_settings(bootstrap: str) -> KafkaSettings:
     suffix = uuid.uuid4().hex[:10]
     defaults = TopicSettings()
     topics = TopicSettings(**{name: f"{value}.{suffix}" for name, value in vars(defaults).items()})
-    return KafkaSettings(bootstrap_servers=bootstrap, group_id=f"crm-stream-test.{suffix}", session_timeout_ms=6000, topics=topics)
+    return KafkaSettings(
+        bootstrap_servers=bootstrap, group_id=f"crm-stream-test.{suffix}", session_timeout_ms=6000, topics=topics
+    )
 
 
 @pytest.fixture()

@@ -12,11 +12,11 @@ from pathlib import Path
 import orjson
 import redis
 
-from config.settings import KafkaSettings
-from operators.profile import stored_profile
+from crm_stream.config.settings import KafkaSettings
+from crm_stream.operators.profile.state import stored_profile
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "flows.cli"]
+CLI = [sys.executable, "-m", "crm_stream.flows.cli"]
 
 
 def engine_env(kafka: KafkaSettings, redis_url: str, recovery_dir: Path, **extra: str) -> dict[str, str]:
@@ -46,7 +46,9 @@ class Engine:
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(CLI + ["--log-level", "INFO", "run"], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            CLI + ["--log-level", "INFO", "run"], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:

@@ -52,8 +52,19 @@ class RedisCluster:
             for node in self.nodes:
                 node.start()
             created = subprocess.run(
-                [self.cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes), "--cluster-replicas", "0", "--cluster-yes"],
-                capture_output=True, text=True, timeout=timeout_s)
+                [
+                    self.cli,
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
             if created.returncode != 0:
                 raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-1500:]} {created.stderr[-1500:]}")
             self._wait_ok(timeout_s)

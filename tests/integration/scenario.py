@@ -14,14 +14,14 @@ import redis
 from bytewax.testing import run_main
 from prometheus_client.parser import text_string_to_metric_families
 
-from config import settings as config
-from config.settings import KafkaSettings
-from flows.dataflow import build_flow
-from operators.files_io import CollectingOutputs, FileReader
-from operators.io import MARKETING, SERVICE
-from operators.kafka_io import read_topic
-from operators.simulator import Shop
-from operators.stores import MemoryStore
+from crm_stream.config import settings as config
+from crm_stream.config.settings import KafkaSettings
+from crm_stream.flows.dataflow import build_flow
+from crm_stream.operators.events.simulator import Shop
+from crm_stream.operators.io.files import CollectingOutputs, FileReader
+from crm_stream.operators.io.interface import MARKETING, SERVICE
+from crm_stream.operators.io.kafka import read_topic
+from crm_stream.operators.io.stores import MemoryStore
 from tests.integration.conftest import RedisServer
 
 SIM = config.SimulatorSettings(customers=300, days=150, seed=5, bad_rate=0.005)
@@ -46,8 +46,13 @@ def expected_outcome(tmp_path: Path) -> Expected:
     path = tmp_path / "events.jsonl"
     counts = Shop(SIM).write_files(path)
     store, shards, outputs = MemoryStore(), {}, CollectingOutputs()
-    flow = build_flow(config.load(None, env=ENV), reader=FileReader(path), outputs_factory=lambda w: outputs,
-                      store_provider=lambda: store, shard_registry=shards)
+    flow = build_flow(
+        config.load(None, env=ENV),
+        reader=FileReader(path),
+        outputs_factory=lambda w: outputs,
+        store_provider=lambda: store,
+        shard_registry=shards,
+    )
     run_main(flow, epoch_interval=timedelta(seconds=10))
     profiles = {k.rsplit(":", 1)[1]: v for k, v in store.scan("crm:profile:")}
     alerts = {orjson.loads(v)["alert_id"] for d in (SERVICE, MARKETING) for v in outputs.records.get(d, [])}
@@ -60,8 +65,14 @@ def shop_records(kafka: KafkaSettings) -> list[tuple[str, str | None, bytes]]:
 
 def numbers(profile: dict[str, Any]) -> tuple:
     """What every event changes, counted: equal to the replay's only if each event was applied exactly once."""
-    return (profile["frequency"], round(profile["monetary"], 2), profile["events"], profile["type_counts"],
-            profile["refunds"], profile["tickets_opened"])
+    return (
+        profile["frequency"],
+        round(profile["monetary"], 2),
+        profile["events"],
+        profile["type_counts"],
+        profile["refunds"],
+        profile["tickets_opened"],
+    )
 
 
 def output_records(kafka: KafkaSettings, *topics: str) -> list[dict[str, Any]]:

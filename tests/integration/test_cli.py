@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import subprocess
 
-from operators.kafka_io import read_topic
+from crm_stream.operators.io.kafka import read_topic
 from tests.integration.engine_process import CLI, ROOT, engine_env
 
 
 def test_simulate_to_kafka_fills_the_input_topics(kafka_settings, redis_url, tmp_path):
     env = engine_env(kafka_settings, redis_url, tmp_path / "rec")
-    done = subprocess.run(CLI + ["simulate", "--to-kafka", "--customers", "20", "--days", "10"], env=env, cwd=ROOT,
-                          capture_output=True, timeout=120)
+    done = subprocess.run(
+        CLI + ["simulate", "--to-kafka", "--customers", "20", "--days", "10"], env=env, cwd=ROOT, capture_output=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     produced = int(done.stderr.split(b"produced ")[1].split()[0])
     topics = kafka_settings.topics

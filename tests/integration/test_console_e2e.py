@@ -15,17 +15,18 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from config import settings as config
-from operators import jsonutil
-from operators.console_auth import hash_password
-from operators.kafka_io import ensure_topics, produce_records, read_topic
-from operators.stores import RedisStore
+from crm_stream.config import settings as config
+from crm_stream.flows.console.auth import hash_password
+from crm_stream.operators.io import jsonutil
+from crm_stream.operators.io.kafka import ensure_topics, produce_records, read_topic
+from crm_stream.operators.io.stores import RedisStore
 from tests.events import event, lines, purchase, view
 from tests.integration.conftest import free_port
 from tests.integration.engine_process import CLI, ROOT
@@ -40,8 +41,11 @@ def _browser_paths() -> tuple[str, str]:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not chromium or not driver:
-        pytest.fail("chromium and chromedriver are needed: run `apt-get install -y chromium chromium-driver` "
-                    "(bash scripts/test does this when run as root)", pytrace=False)
+        pytest.fail(
+            "chromium and chromedriver are needed: run `apt-get install -y chromium chromium-driver` "
+            "(bash scripts/test does this when run as root)",
+            pytrace=False,
+        )
     return chromium, driver
 
 
@@ -54,9 +58,20 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never try to download a browser or driver
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1360,880", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'chromium'}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1360,880",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(driver_path, log_output=str(tmp_path / "chromedriver.log")), options=options)
     try:
@@ -69,15 +84,27 @@ def _engine_writes_profile(settings: config.Settings, redis_url: str, tmp_path: 
     """Run the customer's events through the engine's own dataflow into Redis; return the alert it raised."""
     from bytewax.testing import run_main
 
-    from flows.dataflow import build_flow
-    from operators.files_io import CollectingOutputs, FileReader
-    from operators.io import SERVICE
+    from crm_stream.flows.dataflow import build_flow
+    from crm_stream.operators.io.files import CollectingOutputs, FileReader
+    from crm_stream.operators.io.interface import SERVICE
 
-    events = [view(CUSTOMER, "coffee", day=0.0), purchase(CUSTOMER, 180.0, day=0.5), view(CUSTOMER, "tea", day=3.0),
-              purchase(CUSTOMER, 95.0, day=20.0), event("consent", CUSTOMER, marketing_email=True, day=20.1),
-              event("ticket_opened", CUSTOMER, ticket_id="t-77", subject="order not delivered", day=30.0),
-              event("support_message", CUSTOMER, ticket_id="t-77", direction="inbound", channel="email", day=30.1,
-                    text="WHERE IS MY ORDER??? This is the third time I'm asking, completely unacceptable!!!")]
+    events = [
+        view(CUSTOMER, "coffee", day=0.0),
+        purchase(CUSTOMER, 180.0, day=0.5),
+        view(CUSTOMER, "tea", day=3.0),
+        purchase(CUSTOMER, 95.0, day=20.0),
+        event("consent", CUSTOMER, marketing_email=True, day=20.1),
+        event("ticket_opened", CUSTOMER, ticket_id="t-77", subject="order not delivered", day=30.0),
+        event(
+            "support_message",
+            CUSTOMER,
+            ticket_id="t-77",
+            direction="inbound",
+            channel="email",
+            day=30.1,
+            text="WHERE IS MY ORDER??? This is the third time I'm asking, completely unacceptable!!!",
+        ),
+    ]
     path = tmp_path / "events.jsonl"
     path.write_bytes(lines(events))
     outputs, store = CollectingOutputs(), RedisStore(redis_url)
@@ -92,16 +119,48 @@ def _engine_writes_profile(settings: config.Settings, redis_url: str, tmp_path: 
 
 def _background_alerts() -> list[dict[str, Any]]:
     """A few alerts already on the topic when the console starts (it shows the recent backlog)."""
+
     def alert(n: int, kind: str, customer: str, priority: str, score: float, reasons: list[str]) -> dict[str, Any]:
-        return {"alert_id": f"{kind}-e2e{n}", "kind": kind, "customer_id": customer, "ts": f"2026-01-2{n + 7}T1{n}:15:00.000Z",
-                "priority": priority, "score": score, "reasons": reasons, "payload": {}}
+        return {
+            "alert_id": f"{kind}-e2e{n}",
+            "kind": kind,
+            "customer_id": customer,
+            "ts": f"2026-01-2{n + 7}T1{n}:15:00.000Z",
+            "priority": priority,
+            "score": score,
+            "reasons": reasons,
+            "payload": {},
+        }
+
     return [
-        alert(0, "return_spike", "c-e2e-107", "medium", 0.42, ["product p-toys-03 refunded 6 times in 14 days, 4.0x its baseline",
-                                                               "customer refunded it on 2026-01-29"]),
-        alert(1, "churn_risk", "c-e2e-031", "high", 0.81, ["no purchase for 48 days against a usual gap of 14 days",
-                                                           "churn model 0.77 (threshold 0.50)", "high-value customer (lifetime 1,240.00)"]),
-        alert(2, "angry_customer", "c-e2e-212", "urgent", 0.91, ["anger score 0.91 (threshold 0.60)", "2 exclamation marks",
-                                                                 "high-value customer (lifetime 2,310.40)"]),
+        alert(
+            0,
+            "return_spike",
+            "c-e2e-107",
+            "medium",
+            0.42,
+            ["product p-toys-03 refunded 6 times in 14 days, 4.0x its baseline", "customer refunded it on 2026-01-29"],
+        ),
+        alert(
+            1,
+            "churn_risk",
+            "c-e2e-031",
+            "high",
+            0.81,
+            [
+                "no purchase for 48 days against a usual gap of 14 days",
+                "churn model 0.77 (threshold 0.50)",
+                "high-value customer (lifetime 1,240.00)",
+            ],
+        ),
+        alert(
+            2,
+            "angry_customer",
+            "c-e2e-212",
+            "urgent",
+            0.91,
+            ["anger score 0.91 (threshold 0.60)", "2 exclamation marks", "high-value customer (lifetime 2,310.40)"],
+        ),
     ]
 
 
@@ -163,7 +222,9 @@ def test_console_shows_live_alerts_profiles_and_sends_feedback(kafka_settings, r
     from selenium.webdriver.support.ui import WebDriverWait
 
     prefix = f"e2e{kafka_settings.group_id[-10:]}"  # keys of this test only, in the shared Redis
-    engine_settings = config.load(None, env={}).replace(store=config.StoreSettings(kind="redis", url=redis_url, key_prefix=prefix))
+    engine_settings = config.load(None, env={}).replace(
+        store=config.StoreSettings(kind="redis", url=redis_url, key_prefix=prefix)
+    )
     alert = _engine_writes_profile(engine_settings, redis_url, tmp_path)
 
     ensure_topics(kafka_settings, partitions=2)
@@ -175,8 +236,9 @@ def test_console_shows_live_alerts_profiles_and_sends_feedback(kafka_settings, r
     _write_config(cfg, kafka_settings, redis_url, prefix, port, audit)
     base = f"http://127.0.0.1:{port}"
     with open(log, "wb") as log_file:
-        proc = subprocess.Popen(CLI + ["--log-level", "INFO", "console", "--config", str(cfg)], cwd=ROOT,
-                                stdout=log_file, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            CLI + ["--log-level", "INFO", "console", "--config", str(cfg)], cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT
+        )
     try:
         _wait_http(f"{base}/healthz", proc, log)
 
@@ -200,7 +262,8 @@ def test_console_shows_live_alerts_profiles_and_sends_feedback(kafka_settings, r
         selector = f'#alerts > li[data-alert-id="{alert["alert_id"]}"]'
         card = WebDriverWait(browser, APPEAR_WITHIN_S, poll_frequency=0.05).until(
             ec.presence_of_element_located((By.CSS_SELECTOR, selector)),
-            f"alert {alert['alert_id']} not on the page within {APPEAR_WITHIN_S}s of being produced")
+            f"alert {alert['alert_id']} not on the page within {APPEAR_WITHIN_S}s of being produced",
+        )
         appeared_s = time.monotonic() - produced
         assert browser.find_elements(By.CSS_SELECTOR, "#alerts > li")[0].get_attribute("data-alert-id") == alert["alert_id"]
         assert alert["reasons"][0] in card.text
@@ -212,7 +275,8 @@ def test_console_shows_live_alerts_profiles_and_sends_feedback(kafka_settings, r
         assert "support message" in profile.text  # recent activity by type
         reads = [jsonutil.loads(line) for line in audit.read_bytes().splitlines()]
         assert {"actor": "agent:alice", "action": "profile_read", "customer_id": CUSTOMER} in [
-            {k: r[k] for k in ("actor", "action", "customer_id")} for r in reads]
+            {k: r[k] for k in ("actor", "action", "customer_id")} for r in reads
+        ]
 
         # Claim it (visible to everyone), then say the alert was wrong.
         browser.find_element(By.ID, "btn-claim").click()
@@ -232,14 +296,19 @@ def test_console_shows_live_alerts_profiles_and_sends_feedback(kafka_settings, r
         assert len(feedback) == 1, f"expected one alert_feedback on {topics.control}, got {feedback}"
         event_ = feedback[0]
         assert {k: event_[k] for k in ("type", "alert_id", "label", "agent_id", "customer_id")} == {
-            "type": "alert_feedback", "alert_id": alert["alert_id"], "label": "incorrect", "agent_id": "alice",
-            "customer_id": CUSTOMER}
+            "type": "alert_feedback",
+            "alert_id": alert["alert_id"],
+            "label": "incorrect",
+            "agent_id": "alice",
+            "customer_id": CUSTOMER,
+        }
         assert event_["event_id"].startswith("fb-") and event_["ts"]
 
         # The customer is erased: the engine's tombstone on the alert topic takes their alert off the open page.
         produce_records(kafka_settings, [(topics.service_alerts, CUSTOMER, None)])
         WebDriverWait(browser, 10, poll_frequency=0.05).until(
-            ec.invisibility_of_element_located((By.CSS_SELECTOR, selector)), "the erased customer's alert stayed on the page")
+            ec.invisibility_of_element_located((By.CSS_SELECTOR, selector)), "the erased customer's alert stayed on the page"
+        )
         assert "erased" in browser.find_element(By.ID, "detail").text
         assert len(browser.find_elements(By.CSS_SELECTOR, "#alerts > li")) >= 3  # nobody else's went
         print(f"alert on the page {appeared_s * 1000:.0f} ms after it was produced")

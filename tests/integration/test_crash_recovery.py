@@ -10,12 +10,12 @@ import orjson
 import redis
 from bytewax.testing import run_main
 
-from config import settings as config
-from flows.dataflow import build_flow
-from operators.files_io import CollectingOutputs, FileReader
-from operators.kafka_io import ensure_topics, produce_records, read_topic
-from operators.simulator import Shop
-from operators.stores import MemoryStore
+from crm_stream.config import settings as config
+from crm_stream.flows.dataflow import build_flow
+from crm_stream.operators.events.simulator import Shop
+from crm_stream.operators.io.files import CollectingOutputs, FileReader
+from crm_stream.operators.io.kafka import ensure_topics, produce_records, read_topic
+from crm_stream.operators.io.stores import MemoryStore
 from tests.integration.engine_process import Engine, applied_events, engine_env, profiles_in_redis, wait_until_settled
 
 SIM = config.SimulatorSettings(customers=300, days=150, seed=5, bad_rate=0.005)
@@ -28,8 +28,13 @@ def _expected(tmp_path):
     path = tmp_path / "events.jsonl"
     counts = Shop(SIM).write_files(path)
     store, shards = MemoryStore(), {}
-    flow = build_flow(config.load(None, env=ENV), reader=FileReader(path), outputs_factory=lambda w: CollectingOutputs(),
-                      store_provider=lambda: store, shard_registry=shards)
+    flow = build_flow(
+        config.load(None, env=ENV),
+        reader=FileReader(path),
+        outputs_factory=lambda w: CollectingOutputs(),
+        store_provider=lambda: store,
+        shard_registry=shards,
+    )
     run_main(flow, epoch_interval=timedelta(seconds=10))
     profiles = {k.rsplit(":", 1)[1]: v for k, v in store.scan("crm:profile:")}
     return counts, sum(s.applied for s in shards.values()), profiles

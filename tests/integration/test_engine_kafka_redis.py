@@ -7,16 +7,15 @@ import time
 from datetime import timedelta
 
 import orjson
-
 from bytewax.testing import run_main
 
-from config import settings as config
-from flows.dataflow import build_flow
-from flows.runtime import replay
-from operators.files_io import CollectingOutputs, FileReader
-from operators.kafka_io import ensure_topics, produce_records, read_topic
-from operators.simulator import Shop
-from operators.stores import MemoryStore
+from crm_stream.config import settings as config
+from crm_stream.flows.dataflow import build_flow
+from crm_stream.flows.runtime import replay
+from crm_stream.operators.events.simulator import Shop
+from crm_stream.operators.io.files import CollectingOutputs, FileReader
+from crm_stream.operators.io.kafka import ensure_topics, produce_records, read_topic
+from crm_stream.operators.io.stores import MemoryStore
 from tests.integration.engine_process import CLI, ROOT, Engine, applied_events, engine_env, profiles_in_redis, wait_until_settled
 
 SIM = config.SimulatorSettings(customers=120, days=45, seed=11, bad_rate=0.01)
@@ -24,7 +23,13 @@ SIM = config.SimulatorSettings(customers=120, days=45, seed=11, bad_rate=0.01)
 
 def _comparable(profile: dict) -> tuple:
     """Fields that do not depend on the order in which partitions are interleaved."""
-    return (profile["frequency"], round(profile["monetary"], 2), profile["events"], profile["type_counts"], sorted(profile["anonymous_ids"]))
+    return (
+        profile["frequency"],
+        round(profile["monetary"], 2),
+        profile["events"],
+        profile["type_counts"],
+        sorted(profile["anonymous_ids"]),
+    )
 
 
 def _expected_by_replay(tmp_path):
@@ -72,8 +77,9 @@ def test_events_through_kafka_become_profiles_in_redis(kafka_settings, redis_url
         assert abs(len(live) - len(replayed)) <= 0.5 * len(replayed), (len(live), len(replayed))
 
         # The profile command reads what other services read.
-        shown = subprocess.run(CLI + ["profile", next(iter(sorted(redis_profiles)))], env=engine.env, cwd=ROOT,
-                               capture_output=True, timeout=60)
+        shown = subprocess.run(
+            CLI + ["profile", next(iter(sorted(redis_profiles)))], env=engine.env, cwd=ROOT, capture_output=True, timeout=60
+        )
         assert shown.returncode == 0, shown.stderr
         assert orjson.loads(shown.stdout)["customer_id"] == next(iter(sorted(redis_profiles)))
     finally:
@@ -85,7 +91,12 @@ def _assert_same_as_replay(tmp_path, redis_profiles):
     """The live engine and replay agree on every order-independent number of every profile."""
     settings = config.load(None, env={})
     store = MemoryStore()
-    flow = build_flow(settings, reader=FileReader(tmp_path / "events.jsonl"), outputs_factory=lambda w: CollectingOutputs(), store_provider=lambda: store)
+    flow = build_flow(
+        settings,
+        reader=FileReader(tmp_path / "events.jsonl"),
+        outputs_factory=lambda w: CollectingOutputs(),
+        store_provider=lambda: store,
+    )
     run_main(flow, epoch_interval=timedelta(seconds=10))
     expected = {k.rsplit(":", 1)[1]: v for k, v in store.scan("crm:profile:")}
     assert {c: _comparable(p) for c, p in redis_profiles.items()} == {c: _comparable(p) for c, p in expected.items()}
@@ -135,17 +146,21 @@ def _wait_for_topic(kafka, topics, count, timeout_s=30.0):
 
 # Governance caps count what was sent, so they couple rules: a trigger of a rule that reads shop-wide state (churn
 # model, segment lines, interest episodes) can crowd out a reminder. Lifted here so that the timer rules are compared alone.
-UNCAPPED = {"CRM_STREAM__GOVERNANCE__DAILY_CAP": "1000", "CRM_STREAM__GOVERNANCE__WEEKLY_CAP": "1000",
-            "CRM_STREAM__GOVERNANCE__LOW_FREQUENCY_WEEKLY_CAP": "1000"}
+UNCAPPED = {
+    "CRM_STREAM__GOVERNANCE__DAILY_CAP": "1000",
+    "CRM_STREAM__GOVERNANCE__WEEKLY_CAP": "1000",
+    "CRM_STREAM__GOVERNANCE__LOW_FREQUENCY_WEEKLY_CAP": "1000",
+}
 TIMER_RULES = ("replenishment", "win_back")
 
 
 def test_timer_rules_raise_the_same_alerts_live_as_in_replay(kafka_settings, redis_url, fresh_redis, tmp_path):
     """The 150-day shop through 3 partitions per topic: the purchases partitions are read far ahead of the
     clickstream, yet every reminder and win-back the final live watermark passed is raised, with replay's ids."""
-    from operators.schema import DeadLetter, Decoder, Origin
-    from operators.timeutil import MS_PER_HOUR, parse_ts
-    from tests.integration.scenario import ENV, SIM as SHOP, output_records
+    from crm_stream.operators.events.schema import DeadLetter, Decoder, Origin
+    from crm_stream.operators.events.timeutil import MS_PER_HOUR, parse_ts
+    from tests.integration.scenario import ENV, output_records
+    from tests.integration.scenario import SIM as SHOP
 
     env = {**ENV, **UNCAPPED}
     events = tmp_path / "events.jsonl"
@@ -170,7 +185,9 @@ def test_timer_rules_raise_the_same_alerts_live_as_in_replay(kafka_settings, red
             engine.assert_running()
             assert time.monotonic() < deadline, f"timers stopped short of hour {final_hour}: {engine.log_tail()}"
             time.sleep(0.5)
-        passed = (min(_fired_through(fresh_redis, settings.engine.shards)) + 1) * MS_PER_HOUR  # the final live watermark passed it
+        passed = (
+            min(_fired_through(fresh_redis, settings.engine.shards)) + 1
+        ) * MS_PER_HOUR  # the final live watermark passed it
 
         def fair(alerts, kinds=TIMER_RULES) -> set[str]:
             return {a["alert_id"] for a in alerts if a["kind"] in kinds and parse_ts(a.get("send_at") or a["ts"]) <= passed}

@@ -20,11 +20,11 @@ import orjson
 import redis
 from bytewax.testing import run_main
 
-from config import settings as config
-from flows.dataflow import build_flow
-from operators.files_io import CollectingOutputs, FileReader
-from operators.kafka_io import ensure_topics, produce_records, read_topic
-from operators.stores import MemoryStore
+from crm_stream.config import settings as config
+from crm_stream.flows.dataflow import build_flow
+from crm_stream.operators.io.files import CollectingOutputs, FileReader
+from crm_stream.operators.io.kafka import ensure_topics, produce_records, read_topic
+from crm_stream.operators.io.stores import MemoryStore
 from tests.integration.engine_process import Engine, applied_events, engine_env, profiles_in_redis, wait_until_settled
 
 MAX_BYTES = 20_000  # the engine's message limit in this test: oversized records are cheap to make
@@ -37,44 +37,76 @@ def _valid(rng: random.Random, n: int, wave: int) -> list[tuple[str, dict]]:
         customer = f"c-{rng.randrange(40)}"
         ts = T0 + (wave * n + i) * 60_000
         if i % 5 == 0:
-            out.append(("purchases", {"event_id": f"w{wave}-p{i}", "type": "purchase", "customer_id": customer, "ts": ts,
-                                      "order_id": f"o-{wave}-{i}", "amount": 10.0 + i % 7, "currency": "EUR"}))
+            out.append(
+                (
+                    "purchases",
+                    {
+                        "event_id": f"w{wave}-p{i}",
+                        "type": "purchase",
+                        "customer_id": customer,
+                        "ts": ts,
+                        "order_id": f"o-{wave}-{i}",
+                        "amount": 10.0 + i % 7,
+                        "currency": "EUR",
+                    },
+                )
+            )
         else:
-            out.append(("clickstream", {"event_id": f"w{wave}-v{i}", "type": "product_view", "customer_id": customer,
-                                        "ts": ts, "product_id": f"p{i % 9}", "category": "books"}))
+            out.append(
+                (
+                    "clickstream",
+                    {
+                        "event_id": f"w{wave}-v{i}",
+                        "type": "product_view",
+                        "customer_id": customer,
+                        "ts": ts,
+                        "product_id": f"p{i % 9}",
+                        "category": "books",
+                    },
+                )
+            )
     return out
 
 
 def _hostile(rng: random.Random, wave: int) -> list[bytes]:
     def ev(**fields: object) -> bytes:
-        base = {"event_id": f"bad-{wave}-{rng.random()}", "type": "purchase", "customer_id": "c-evil", "ts": T0,
-                "order_id": "o-evil", "amount": 1.0, "currency": "USD"}
+        base = {
+            "event_id": f"bad-{wave}-{rng.random()}",
+            "type": "purchase",
+            "customer_id": "c-evil",
+            "ts": T0,
+            "order_id": "o-evil",
+            "amount": 1.0,
+            "currency": "USD",
+        }
         return orjson.dumps({**base, **fields})
 
-    deep = b'{"event_id":"deep","type":"page_view","customer_id":"c-1","ts":1767225600000,"url":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    deep = (
+        b'{"event_id":"deep","type":"page_view","customer_id":"c-1","ts":1767225600000,"url":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    )
     records = [
-        b"x" * (MAX_BYTES + 1),                                              # oversized
+        b"x" * (MAX_BYTES + 1),  # oversized
         b'{"event_id": "big", "type": "page_view", "url": "' + b"u" * 50_000 + b'"}',
-        deep,                                                                # nesting beyond the parser's limit
-        b'{"event_id": "\xff\xfe", "type": "page_view"}',                    # invalid UTF-8
+        deep,  # nesting beyond the parser's limit
+        b'{"event_id": "\xff\xfe", "type": "page_view"}',  # invalid UTF-8
         b"\xc3\x28\xa0\xa1" * 50,
         b'{"event_id": "n", "type": "purchase", "customer_id": "c", "ts": 1767225600000, "order_id": "o", "amount": NaN, "currency": "USD"}',
         b'{"event_id": "i", "type": "purchase", "customer_id": "c", "ts": 1767225600000, "order_id": "o", "amount": Infinity, "currency": "USD"}',
-        ev(amount=1e308 * 10),                                               # orjson writes null for inf: a null amount
-        ev(amount=5e15),                                                     # absurd
+        ev(amount=1e308 * 10),  # orjson writes null for inf: a null amount
+        ev(amount=5e15),  # absurd
         ev(amount=-3),
-        ev(ts=-5),                                                           # before 1970
-        ev(ts="9999-12-31T23:59:59Z"),                                       # far future
-        ev(ts=T0 * 1000),                                                    # microseconds, not milliseconds
+        ev(ts=-5),  # before 1970
+        ev(ts="9999-12-31T23:59:59Z"),  # far future
+        ev(ts=T0 * 1000),  # microseconds, not milliseconds
         ev(ts="yesterday"),
-        ev(type="page_view", url="u" * 300_000),                             # a huge text (also oversized)
-        ev(type="page_view", url="u" * 5_000),                               # a text over its field's limit
+        ev(type="page_view", url="u" * 300_000),  # a huge text (also oversized)
+        ev(type="page_view", url="u" * 5_000),  # a text over its field's limit
         ev(type="no_such_type"),
         ev(customer_id=None),
         ev(items=[{"product_id": "p", "category": "c", "price": "free", "quantity": 1}]),
         b"[1, 2, 3]",
         b"",
-        bytes(rng.randrange(256) for _ in range(200)),                        # random bytes
+        bytes(rng.randrange(256) for _ in range(200)),  # random bytes
     ]
     return records
 
@@ -83,8 +115,15 @@ def _expected(valid: list[tuple[str, dict]], tmp_path: Path) -> dict[str, tuple]
     path = tmp_path / "valid.jsonl"
     path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for _, e in valid))
     store = MemoryStore()
-    run_main(build_flow(config.load(None, env={}), reader=FileReader(path), outputs_factory=lambda w: CollectingOutputs(),
-                        store_provider=lambda: store), epoch_interval=timedelta(seconds=10))
+    run_main(
+        build_flow(
+            config.load(None, env={}),
+            reader=FileReader(path),
+            outputs_factory=lambda w: CollectingOutputs(),
+            store_provider=lambda: store,
+        ),
+        epoch_interval=timedelta(seconds=10),
+    )
     return {k.rsplit(":", 1)[1]: _numbers(v) for k, v in store.scan("crm:profile:")}
 
 

@@ -11,9 +11,9 @@ from collections import defaultdict
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from config.settings import KafkaSettings
-from operators.io import DEADLETTER, MARKETING, SERVICE, Raw
-from operators.kafka_io import (
+from crm_stream.config.settings import KafkaSettings
+from crm_stream.operators.io.interface import DEADLETTER, MARKETING, SERVICE, Raw
+from crm_stream.operators.io.kafka import (
     DeliveryFailed,
     KafkaOutputs,
     KafkaPartitionReader,
@@ -159,7 +159,11 @@ def committed_offset(settings: KafkaSettings, topic: str, timeout_s: float = 5.0
 def test_outputs_deliver_each_destination_to_its_topic(kafka_settings: KafkaSettings) -> None:
     ensure_topics(kafka_settings, partitions=2)
     outputs = KafkaOutputs(kafka_settings)
-    expected = {SERVICE: kafka_settings.topics.service_alerts, MARKETING: kafka_settings.topics.marketing_triggers, DEADLETTER: kafka_settings.topics.deadletter}
+    expected = {
+        SERVICE: kafka_settings.topics.service_alerts,
+        MARKETING: kafka_settings.topics.marketing_triggers,
+        DEADLETTER: kafka_settings.topics.deadletter,
+    }
     for destination in expected:
         for i in range(20):
             outputs.send(destination, f"c{i}" if destination != DEADLETTER else None, f'{{"{destination}":{i}}}'.encode())

@@ -12,11 +12,21 @@ import signal
 import threading
 import time
 
-from operators.kafka_io import ensure_topics, produce_records
+from crm_stream.operators.io.kafka import ensure_topics, produce_records
 from tests.integration.conftest import free_port, make_kafka_settings, redis_binary
 from tests.integration.engine_process import Engine, applied_events, engine_env, profiles_in_redis, wait_until_settled
 from tests.integration.scenario import (
-    ENV, DurableRedis, alert_ids, expected_outcome, numbers, output_records, per_customer, scrape, shop_records, total, wait_for,
+    ENV,
+    DurableRedis,
+    alert_ids,
+    expected_outcome,
+    numbers,
+    output_records,
+    per_customer,
+    scrape,
+    shop_records,
+    total,
+    wait_for,
 )
 
 REDIS_DOWN_S = 30.0
@@ -119,8 +129,15 @@ def test_broker_restarted_mid_stream_catches_up_with_nothing_lost(private_broker
         engine.proc.send_signal(signal.SIGCONT)
         produce_records(kafka, records[half:])
         _settle_and_check(engine, client, kafka, expected)
-        wait_for(lambda: per_customer(alert_ids(kafka) | {r["alert_id"] for r in held if "alert_id" in r})
-                 >= per_customer(expected.alert_ids), 30, "the alerts", 1.0)
+        wait_for(
+            lambda: (
+                per_customer(alert_ids(kafka) | {r["alert_id"] for r in held if "alert_id" in r})
+                >= per_customer(expected.alert_ids)
+            ),
+            30,
+            "the alerts",
+            1.0,
+        )
     finally:
         engine.kill(signal.SIGTERM)
     outputs = held + output_records(kafka, topics.service_alerts, topics.marketing_triggers, topics.deadletter)

@@ -11,12 +11,12 @@ import orjson
 import redis
 from bytewax.testing import run_main
 
-from config import settings as config
-from flows.dataflow import build_flow
-from operators.files_io import CollectingOutputs, FileReader
-from operators.io import MARKETING
-from operators.kafka_io import ensure_topics, produce_records, read_topic
-from operators.stores import RedisStore
+from crm_stream.config import settings as config
+from crm_stream.flows.dataflow import build_flow
+from crm_stream.operators.io.files import CollectingOutputs, FileReader
+from crm_stream.operators.io.interface import MARKETING
+from crm_stream.operators.io.kafka import ensure_topics, produce_records, read_topic
+from crm_stream.operators.io.stores import RedisStore
 from tests.events import event, lines, purchase, view
 from tests.integration.engine_process import CLI, ROOT, Engine, engine_env
 
@@ -81,8 +81,9 @@ def _customer_events(cid: str, anonymous_id: str) -> list[tuple[str, dict]]:
 
 def _produce(kafka, items) -> None:
     topics = kafka.topics
-    produce_records(kafka, ((getattr(topics, role), ev.get("customer_id") or ev.get("anonymous_id"), orjson.dumps(ev))
-                            for role, ev in items))
+    produce_records(
+        kafka, ((getattr(topics, role), ev.get("customer_id") or ev.get("anonymous_id"), orjson.dumps(ev)) for role, ev in items)
+    )
 
 
 def _cli(env, *args):
@@ -100,7 +101,11 @@ def test_erasure_end_to_end_leaves_nothing_and_tombstones_the_outputs(kafka_sett
     engine.start()
     try:
         _wait(lambda: fresh_redis.get(f"crm:profile:{WHO}") and fresh_redis.get(f"crm:anon:{VISITOR}"), "the profile", engine)
-        _wait(lambda: WHO.encode() in (fresh_redis.get("crm:model:customer") or b""), "a model snapshot holding the customer", engine)
+        _wait(
+            lambda: WHO.encode() in (fresh_redis.get("crm:model:customer") or b""),
+            "a model snapshot holding the customer",
+            engine,
+        )
         assert len(_mentions(fresh_redis, WHO)) >= 4  # profile, visitor link, timer bucket(s), model snapshot: the test has teeth
 
         # Access: the export is what Redis holds, and it is audited.
@@ -108,7 +113,8 @@ def test_erasure_end_to_end_leaves_nothing_and_tombstones_the_outputs(kafka_sett
         assert exported["profile"] == orjson.loads(fresh_redis.get(f"crm:profile:{OTHER}"))
         assert exported["visitor_links"] == {"anon-keep-42b1": orjson.loads(fresh_redis.get("crm:anon:anon-keep-42b1"))}
         assert exported["timers"]["index"] and all(
-            orjson.loads(fresh_redis.get(key))[OTHER] == deadline for key, deadline in exported["timers"]["index"].items())
+            orjson.loads(fresh_redis.get(key))[OTHER] == deadline for key, deadline in exported["timers"]["index"].items()
+        )
         assert exported["view"]["frequency"] == 2 and exported["pending_predictions"]
         assert _cli(env, "profile", OTHER)["customer_id"] == OTHER
 
@@ -132,7 +138,9 @@ def test_erasure_end_to_end_leaves_nothing_and_tombstones_the_outputs(kafka_sett
     finally:
         engine.kill()
     records = [orjson.loads(line) for line in audit_path.read_bytes().splitlines()]
-    assert [(r["action"], r["actor"], r["customer_id"]) for r in records if r["action"] == "erasure"] == [("erasure", "engine", WHO)]
+    assert [(r["action"], r["actor"], r["customer_id"]) for r in records if r["action"] == "erasure"] == [
+        ("erasure", "engine", WHO)
+    ]
     assert ("export", "agent:dpo", OTHER) in [(r["action"], r["actor"], r["customer_id"]) for r in records]
     assert any(r["action"] == "profile_read" and r["customer_id"] == OTHER for r in records)
 
@@ -191,14 +199,18 @@ def test_an_opted_out_customer_receives_no_trigger_even_one_scheduled_earlier(re
     for who in (cid, twin):
         evs += [event("consent", who, marketing_email=True, day=0.5)]
         evs += [view(who, category="x", day=d + 20 / 24) for d in range(3)]  # usually active at 20:00 UTC
-        evs += [event("add_to_cart", who, product_id="p-cam", category="cameras", price=10.0, quantity=1,
-                      day=10 + 1 / 24 + i * 0.001) for i in range(5)]
+        evs += [
+            event("add_to_cart", who, product_id="p-cam", category="cameras", price=10.0, quantity=1, day=10 + 1 / 24 + i * 0.001)
+            for i in range(5)
+        ]
     evs.append(view("someone-else", day=12 + 2 / 24))  # the stream's clock passes the window: the trigger is held for ~20:00
     source = _Appended(tmp_path / "events.jsonl")
     assert not _run(settings, source.add(evs), store).records.get(MARKETING)
     held = orjson.loads(fresh_redis.get(f"crm:profile:{cid}"))["scheduled"]
     assert held, "the trigger should be scheduled (held in the profile in Redis) before the opt-out"
-    outputs = _run(settings, source.add([event("consent", cid, marketing_email=False, day=12 + 3 / 24), view("someone-else", day=15)]), store)
+    outputs = _run(
+        settings, source.add([event("consent", cid, marketing_email=False, day=12 + 3 / 24), view("someone-else", day=15)]), store
+    )
     sent = [orjson.loads(v) for v in outputs.records.get(MARKETING, [])]
     assert [t["customer_id"] for t in sent] == [twin]
     assert orjson.loads(fresh_redis.get(f"crm:profile:{cid}"))["scheduled"] == {}

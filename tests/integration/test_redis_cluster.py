@@ -7,21 +7,21 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import pytest
 from bytewax.testing import run_main
 from redis.cluster import RedisCluster as ClusterClient
 
-from config import settings as config
-from flows.dataflow import build_flow
-from operators.files_io import CollectingOutputs, FileReader
-from operators.kafka_io import ensure_topics, produce_records
-from operators.simulator import Shop
-from operators.stores import MemoryStore, RedisClusterStore, open_store
+from crm_stream.config import settings as config
+from crm_stream.flows.dataflow import build_flow
+from crm_stream.operators.events.simulator import Shop
+from crm_stream.operators.io.files import CollectingOutputs, FileReader
+from crm_stream.operators.io.kafka import ensure_topics, produce_records
+from crm_stream.operators.io.stores import MemoryStore, RedisClusterStore, open_store
 from tests.integration.conftest import free_port, redis_binary
 from tests.integration.engine_process import CLI, ROOT, engine_env
 from tests.integration.redis_cluster import RedisCluster
@@ -43,7 +43,11 @@ def test_cluster_store_reads_writes_and_scans_across_slots(redis_cluster):
     settings = config.load(None, env={"CRM_STREAM__STORE__KIND": "redis-cluster", "CRM_STREAM__STORE__URL": redis_cluster.url})
     store = open_store(settings.store)
     assert isinstance(store, RedisClusterStore)
-    puts = {f"crm:profile:c{i}": b"p%d" % i for i in range(500)} | {"crm:shard:3": b"s", "crm:timers:3:7": b"t", "crm:anon:a1": b"a"}
+    puts = {f"crm:profile:c{i}": b"p%d" % i for i in range(500)} | {
+        "crm:shard:3": b"s",
+        "crm:timers:3:7": b"t",
+        "crm:anon:a1": b"a",
+    }
     store.write(puts)
     assert store.get_many(list(puts)) == list(puts.values())
     store.write({"crm:profile:c1": b"new"}, ["crm:profile:c2", "crm:timers:3:7"])
@@ -70,23 +74,40 @@ def test_a_failed_step_leaves_only_the_earlier_steps_written(redis_cluster, monk
     with pytest.raises(RuntimeError):
         store.write({"crm:shard:1": b"s", "crm:profile:c1": b"p", "crm:timers:1:5": b"t", "crm:anon:a": b"a"}, ["crm:timers:1:9"])
     assert calls == [["crm:timers:1:5"], ["crm:profile:c1"], ["crm:anon:a", "crm:shard:1", "crm:timers:1:9"]]
-    assert store.get_many(["crm:timers:1:5", "crm:profile:c1", "crm:shard:1", "crm:anon:a", "crm:timers:1:9"]) == [b"t", b"p", None, None, b"old"]
+    assert store.get_many(["crm:timers:1:5", "crm:profile:c1", "crm:shard:1", "crm:anon:a", "crm:timers:1:9"]) == [
+        b"t",
+        b"p",
+        None,
+        None,
+        b"old",
+    ]
     store.close()
 
 
 def _expected(path: Path) -> tuple[int, dict[str, dict]]:
     Shop(SIM).write_files(path)
     store, shards = MemoryStore(), {}
-    flow = build_flow(config.load(None, env={"CRM_STREAM__ENGINE__ANONYMOUS_MAX_EVENTS": "100000"}), reader=FileReader(path),
-                      outputs_factory=lambda w: CollectingOutputs(), store_provider=lambda: store, shard_registry=shards)
+    flow = build_flow(
+        config.load(None, env={"CRM_STREAM__ENGINE__ANONYMOUS_MAX_EVENTS": "100000"}),
+        reader=FileReader(path),
+        outputs_factory=lambda w: CollectingOutputs(),
+        store_provider=lambda: store,
+        shard_registry=shards,
+    )
     run_main(flow, epoch_interval=timedelta(seconds=10))
     return sum(s.applied for s in shards.values()), {k.rsplit(":", 1)[1]: v for k, v in store.scan("crm:profile:")}
 
 
 def _numbers(p: dict) -> tuple:
     """Order-independent numbers (a sparse profile may omit a field at its default)."""
-    return (p.get("frequency", 0), round(p.get("monetary", 0.0), 2), p.get("events", 0), p.get("type_counts", {}),
-            p.get("refunds", 0), p.get("tickets_opened", 0))
+    return (
+        p.get("frequency", 0),
+        round(p.get("monetary", 0.0), 2),
+        p.get("events", 0),
+        p.get("type_counts", {}),
+        p.get("refunds", 0),
+        p.get("tickets_opened", 0),
+    )
 
 
 def _applied(client: ClusterClient) -> int:
@@ -99,8 +120,15 @@ def _start_cluster(env: dict[str, str], log_dir: Path, processes: int = 2) -> li
     procs = []
     for i in range(processes):
         log = open(log_dir / f"engine-{i}.log", "ab")
-        procs.append(subprocess.Popen(CLI + ["--log-level", "INFO", "run", "--process-id", str(i), "--addresses", addresses],
-                                      env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                CLI + ["--log-level", "INFO", "run", "--process-id", str(i), "--addresses", addresses],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
     return procs
 
 
@@ -132,7 +160,7 @@ def test_two_engine_processes_on_redis_cluster_kill_9_and_restart_apply_every_ev
     produce_records(kafka_settings, ((getattr(topics, role), key, v) for role, key, v in Shop(SIM).records()))
     recovery = tmp_path / "recovery"
     env = engine_env(kafka_settings, redis_cluster.url, recovery, **ENV)
-    from flows.runtime import _recovery  # the recovery store must exist before two processes race to create it
+    from crm_stream.flows.runtime import _recovery  # the recovery store must exist before two processes race to create it
 
     _recovery(config.load(None, env={"CRM_STREAM__RECOVERY__DIR": str(recovery)}))
     client = ClusterClient.from_url(redis_cluster.url)

@@ -8,18 +8,18 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import redis
 
-from config import settings as config
-from config.settings import KafkaSettings, StoreSettings
-from operators import jsonutil
-from operators.keys import KeySpace
-from operators.log_redaction import RedactingFilter
-from operators.stores import StoreAccessDenied, open_store
+from crm_stream.config import settings as config
+from crm_stream.config.settings import KafkaSettings, StoreSettings
+from crm_stream.operators.io import jsonutil
+from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.io.stores import StoreAccessDenied, open_store
+from crm_stream.operators.privacy.log_redaction import RedactingFilter
 from tests.events import event, lines, purchase
 from tests.integration.conftest import _Server, free_port, redis_binary
 from tests.integration.engine_process import CLI, ROOT
@@ -36,12 +36,44 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def make_certs(where: Path) -> dict[str, Path]:
     """A throwaway CA and a server certificate for 127.0.0.1 / localhost, signed by it."""
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-             "-subj", "/CN=crm-stream test CA", cwd=where)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=where)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=crm-stream test CA",
+        cwd=where,
+    )
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=where
+    )
     (where / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt",
-             "-days", "2", "-extfile", "san.ext", cwd=where)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        cwd=where,
+    )
     return {name: where / name for name in ("ca.crt", "server.crt", "server.key")}
 
 
@@ -64,8 +96,16 @@ class TlsRedis(_Server):
         ]  # fmt: skip
 
     def client(self, **kw: object) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, ssl=True, ssl_ca_certs=str(self.certs["ca.crt"]),
-                           username=USER, password=PASSWORD, socket_timeout=2, **kw)  # type: ignore[arg-type]
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            ssl=True,
+            ssl_ca_certs=str(self.certs["ca.crt"]),
+            username=USER,
+            password=PASSWORD,
+            socket_timeout=2,
+            **kw,
+        )  # type: ignore[arg-type]
 
     def ready(self) -> bool:
         try:
@@ -86,8 +126,14 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
 
 
 def _store(server: TlsRedis, **kw: object) -> StoreSettings:
-    base = dict(kind="redis", url=f"rediss://127.0.0.1:{server.port}/0", username=USER, password=PASSWORD,
-                tls_ca_file=str(server.certs["ca.crt"]), retry_max_seconds=0.2)
+    base = dict(
+        kind="redis",
+        url=f"rediss://127.0.0.1:{server.port}/0",
+        username=USER,
+        password=PASSWORD,
+        tls_ca_file=str(server.certs["ca.crt"]),
+        retry_max_seconds=0.2,
+    )
     base.update(kw)
     return StoreSettings(**base)  # type: ignore[arg-type]
 
@@ -145,16 +191,21 @@ def test_cli_at_debug_level_prints_no_secret_and_no_personal_data(tls_redis: Tls
     out.mkdir()
     env = dict(os.environ)
     env.update(
-        CRM_STREAM__SOURCE__KIND="file", CRM_STREAM__SOURCE__PATH=str(events),
-        CRM_STREAM__SINK__KIND="file", CRM_STREAM__SINK__PATH=str(out),
+        CRM_STREAM__SOURCE__KIND="file",
+        CRM_STREAM__SOURCE__PATH=str(events),
+        CRM_STREAM__SINK__KIND="file",
+        CRM_STREAM__SINK__PATH=str(out),
         CRM_STREAM__STORE__KIND="redis",
         CRM_STREAM__STORE__URL=f"rediss://{USER}:{PASSWORD}@127.0.0.1:{tls_redis.port}/0",  # a password in the URL
         CRM_STREAM__STORE__TLS_CA_FILE=str(tls_redis.certs["ca.crt"]),
         CRM_STREAM__STORE__PII_KEY=PII_KEY,
-        CRM_STREAM__KAFKA__SECURITY_PROTOCOL="SASL_SSL", CRM_STREAM__KAFKA__SASL_MECHANISM="SCRAM-SHA-512",
-        CRM_STREAM__KAFKA__SASL_USERNAME="crm", CRM_STREAM__KAFKA__SASL_PASSWORD=SASL_PASSWORD,
+        CRM_STREAM__KAFKA__SECURITY_PROTOCOL="SASL_SSL",
+        CRM_STREAM__KAFKA__SASL_MECHANISM="SCRAM-SHA-512",
+        CRM_STREAM__KAFKA__SASL_USERNAME="crm",
+        CRM_STREAM__KAFKA__SASL_PASSWORD=SASL_PASSWORD,
         CRM_STREAM__MODELS__SNAPSHOT_EVERY_S="0",
-        CRM_STREAM__AUDIT__KIND="file", CRM_STREAM__AUDIT__PATH=str(tmp_path / "audit.jsonl"),  # not the repo's
+        CRM_STREAM__AUDIT__KIND="file",
+        CRM_STREAM__AUDIT__PATH=str(tmp_path / "audit.jsonl"),  # not the repo's
     )
     env.pop("CRM_STREAM__STORE__PASSWORD", None)
     run = subprocess.run(CLI + ["--log-level", "DEBUG", "run"], env=env, cwd=ROOT, capture_output=True, timeout=180)
@@ -182,12 +233,18 @@ def test_cli_at_debug_level_prints_no_secret_and_no_personal_data(tls_redis: Tls
 
 def test_librdkafka_logs_never_show_the_sasl_password(caplog: pytest.LogCaptureFixture) -> None:
     """librdkafka's own lines (debug on, config dumped, a failing connection) go through the engine's logger."""
-    from operators.kafka_io import _config
     from confluent_kafka import Producer
 
-    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}", security_protocol="SASL_PLAINTEXT",
-                          sasl_mechanism="PLAIN", sasl_username="crm", sasl_password=SASL_PASSWORD,
-                          extra={"debug": "security,broker,conf,generic"})
+    from crm_stream.operators.io.kafka import _config
+
+    kafka = KafkaSettings(
+        bootstrap_servers=f"127.0.0.1:{free_port()}",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username="crm",
+        sasl_password=SASL_PASSWORD,
+        extra={"debug": "security,broker,conf,generic"},
+    )
     conf = _config(kafka, {})
     assert conf["sasl.password"] == SASL_PASSWORD and conf["security.protocol"] == "SASL_PLAINTEXT"
     with caplog.at_level(logging.DEBUG):
@@ -198,6 +255,6 @@ def test_librdkafka_logs_never_show_the_sasl_password(caplog: pytest.LogCaptureF
         producer.flush(0.1)
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "librdkafka" in " ".join(r.name for r in caplog.records) and text
-    assert SASL_PASSWORD not in text  # librdkafka redacts it itself; operators/log_redaction.py would catch it otherwise
+    assert SASL_PASSWORD not in text  # librdkafka redacts it itself; operators/privacy/log_redaction.py would catch it otherwise
     assert SASL_PASSWORD not in repr(config.Settings(kafka=kafka).masked())
     assert RedactingFilter([SASL_PASSWORD]).clean(f"conf sasl.password={SASL_PASSWORD}") == "conf sasl.password=***"

@@ -9,10 +9,19 @@ import time
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from models.hub import ModelHub
-from operators.kafka_io import ensure_topics, produce_records
+from crm_stream.models.hub import ModelHub
+from crm_stream.operators.io.kafka import ensure_topics, produce_records
 from tests.integration.engine_process import Engine, applied_events, engine_env, profiles_in_redis, wait_until_settled
-from tests.integration.scenario import ENV, alert_ids, expected_outcome, numbers, output_records, per_customer, shop_records, wait_for
+from tests.integration.scenario import (
+    ENV,
+    alert_ids,
+    expected_outcome,
+    numbers,
+    output_records,
+    per_customer,
+    shop_records,
+    wait_for,
+)
 
 
 def _committed(kafka, topics: tuple[str, ...], partitions: int) -> dict[tuple[str, int], int]:
@@ -67,7 +76,9 @@ def test_sigterm_drains_then_a_restart_continues_without_duplicates(kafka_settin
         assert applied_events(client) == settled == expected.applied, engine.log_tail()
         got = profiles_in_redis(client)
         # Timers due at the end of the stream fire once the last partitions have been idle engine.idle_partition_s.
-        wait_for(lambda: per_customer(alert_ids(kafka_settings)) >= per_customer(expected.alert_ids), 60, "the timers' alerts", 1.0)
+        wait_for(
+            lambda: per_customer(alert_ids(kafka_settings)) >= per_customer(expected.alert_ids), 60, "the timers' alerts", 1.0
+        )
     finally:
         engine.kill(signal.SIGTERM)
     assert engine.proc.returncode == 0, engine.log_tail()

@@ -5,9 +5,8 @@ import time
 
 import pytest
 
-from models.anger_model import AngerModel, build_anger_model, features, text_tokens
-from operators import anger
-from operators.anger import (
+from crm_stream.models.anger import lexicon as anger
+from crm_stream.models.anger.lexicon import (
     DEFAULT_ESCALATION_THRESHOLD,
     SIGNALS,
     contextual_anger,
@@ -15,27 +14,33 @@ from operators.anger import (
     reasons,
     score_message,
 )
-from operators.simulator import ANGRY, ANGRY_AGAIN, POLITE, PRESALES, THANKS
+from crm_stream.models.anger.model import AngerModel, build_anger_model, features, text_tokens
+from crm_stream.operators.events.simulator import ANGRY, ANGRY_AGAIN, POLITE, PRESALES, THANKS
 
 THRESHOLD = DEFAULT_ESCALATION_THRESHOLD
 
 
 def test_threshold_matches_the_rule_settings():
-    from config.settings import RuleSettings
+    from crm_stream.config.settings import RuleSettings
 
     assert THRESHOLD == RuleSettings().angry_threshold
 
 
-@pytest.mark.parametrize("text", ["这破玩意儿真难用!!!", "这破玩意儿真难用！！！", "this is the third time I'm asking, unacceptable!!!"])
+@pytest.mark.parametrize(
+    "text", ["这破玩意儿真难用!!!", "这破玩意儿真难用！！！", "this is the third time I'm asking, unacceptable!!!"]
+)
 def test_the_issues_angry_examples_escalate(text):
     assert score_message(text).score >= THRESHOLD
 
 
-@pytest.mark.parametrize("text", [
-    "Hi, could you tell me when my order ships? Thanks",
-    "你好，请问我的订单什么时候发货？谢谢",
-    "你好,请问我的订单什么时候发货?谢谢",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hi, could you tell me when my order ships? Thanks",
+        "你好，请问我的订单什么时候发货？谢谢",
+        "你好,请问我的订单什么时候发货?谢谢",
+    ],
+)
 def test_polite_questions_do_not(text):
     assert score_message(text).score < 0.2
 
@@ -98,10 +103,17 @@ def test_a_negation_does_not_reach_into_the_next_sentence():
     assert s.signals["lexicon_compound"] < 0
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Where is my order?", "en"), ("我的订单在哪里?", "zh"), ("iPhone 15 Pro屏幕坏了", "zh"),
-    ("Order for 王伟 is late", "en"), ("", "en"), ("12345 !!!", "en"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Where is my order?", "en"),
+        ("我的订单在哪里?", "zh"),
+        ("iPhone 15 Pro屏幕坏了", "zh"),
+        ("Order for 王伟 is late", "en"),
+        ("", "en"),
+        ("12345 !!!", "en"),
+    ],
+)
 def test_detect_language(text, expected):
     assert detect_language(text) == expected
     assert score_message(text).language == expected
@@ -134,8 +146,12 @@ def test_context_raises_the_score_monotonically_and_stays_bounded():
     assert by_nps == sorted(by_nps) and by_nps[-1] > by_nps[0]
     worst, said = contextual_anger(text, 1000, True, 1, 0)
     assert 0.0 < worst < 1.0
-    assert said == ["1000th message on this ticket within 24 h", "ticket was reopened", "gave CSAT 1/5 last time",
-                    "NPS detractor (score 0)"]
+    assert said == [
+        "1000th message on this ticket within 24 h",
+        "ticket was reopened",
+        "gave CSAT 1/5 last time",
+        "NPS detractor (score 0)",
+    ]
     assert contextual_anger(text, 1000, False, None, None)[0] == contextual_anger(text, 11, False, None, None)[0]
 
 
@@ -175,10 +191,22 @@ def test_missing_word_lists_say_how_to_install_them(monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- model
 
-ESCALATIONS = ["Your courier LOST my parcel again!!!", "Third time asking. Refund me NOW!!!", "这是第三次了,还没人管?!",
-               "Nobody answers, this is a joke!!!", "东西又坏了,马上退款!!!", "I want my money back, useless service!!!"]
-FALSE_ALARMS = ["OMG this dress is AMAZING!!! Love it!!!", "Wow!!! Arrived in one day!!! Thank you!!!",
-                "太棒了!!!谢谢!!!", "BEST SHOP EVER!!!", "收到啦!!!超喜欢!!!", "You guys ROCK!!! 5 stars!!!"]
+ESCALATIONS = [
+    "Your courier LOST my parcel again!!!",
+    "Third time asking. Refund me NOW!!!",
+    "这是第三次了,还没人管?!",
+    "Nobody answers, this is a joke!!!",
+    "东西又坏了,马上退款!!!",
+    "I want my money back, useless service!!!",
+]
+FALSE_ALARMS = [
+    "OMG this dress is AMAZING!!! Love it!!!",
+    "Wow!!! Arrived in one day!!! Thank you!!!",
+    "太棒了!!!谢谢!!!",
+    "BEST SHOP EVER!!!",
+    "收到啦!!!超喜欢!!!",
+    "You guys ROCK!!! 5 stars!!!",
+]
 
 
 def _stream():
@@ -238,13 +266,13 @@ def test_model_pickles_and_round_trips_through_bytes():
     with pytest.raises(ValueError, match="anger-model snapshot"):
         AngerModel.from_bytes(b"garbage")
     with pytest.raises(ValueError, match="anger-model snapshot"):  # version 1 hashed different features
-        AngerModel.from_bytes(b"crm-stream/anger-model/1\n" + model.to_bytes()[len(b"crm-stream/anger-model/2\n"):])
+        AngerModel.from_bytes(b"crm-stream/anger-model/1\n" + model.to_bytes()[len(b"crm-stream/anger-model/2\n") :])
 
 
 def test_the_engine_starts_a_new_anger_model_over_an_older_snapshot():
-    from operators.keys import KeySpace
-    from operators.learning import SharedModels
-    from operators.stores import MemoryStore
+    from crm_stream.operators.io.keys import KeySpace
+    from crm_stream.operators.io.stores import MemoryStore
+    from crm_stream.operators.stages.learning import SharedModels
 
     store, keys = MemoryStore(), KeySpace("crm")
     store.write({keys.model("anger"): b"crm-stream/anger-model/1\n" + pickle.dumps(AngerModel(seed=1))})
@@ -265,7 +293,7 @@ def test_clone_gives_an_untrained_copy():
     assert pipeline.clone().predict_proba_one(features(probe, score_message(probe)))[True] == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("module", ["operators.anger", "models.anger_model"])
+@pytest.mark.parametrize("module", ["crm_stream.models.anger.lexicon", "crm_stream.models.anger.model"])
 def test_docstring_examples_run(module):
     import doctest
     import importlib

@@ -8,20 +8,20 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from config.settings import ConsoleSettings, EngineSettings, Settings, load
-from flows.console.app import ConsoleBackend, build_app
-from operators import jsonutil
-from operators.audit import AuditLog
-from operators.console_auth import Agents, SessionSigner, hash_password, verify_password
-from operators.console_claims import MemoryClaims
-from operators.console_feed import AlertRing, ControlInbox, FeedbackUnavailable, InboxReader, TeeOutputs, feedback_event
-from operators.files_io import CollectingOutputs
-from operators.io import MARKETING, SERVICE, Raw
-from operators.keys import KeySpace
-from operators.profile import ProfileRules, apply, new_profile
-from operators.schema import Decoder, Origin
-from operators.stores import MemoryStore
-from operators.timeutil import parse_ts
+from crm_stream.config.settings import ConsoleSettings, EngineSettings, Settings, load
+from crm_stream.flows.console.app import ConsoleBackend, build_app
+from crm_stream.flows.console.auth import Agents, SessionSigner, hash_password, verify_password
+from crm_stream.flows.console.claims import MemoryClaims
+from crm_stream.flows.console.feed import AlertRing, ControlInbox, FeedbackUnavailable, InboxReader, TeeOutputs, feedback_event
+from crm_stream.operators.events.schema import Decoder, Origin
+from crm_stream.operators.events.timeutil import parse_ts
+from crm_stream.operators.io import jsonutil
+from crm_stream.operators.io.files import CollectingOutputs
+from crm_stream.operators.io.interface import MARKETING, SERVICE, Raw
+from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.io.stores import MemoryStore
+from crm_stream.operators.privacy.audit import AuditLog
+from crm_stream.operators.profile.state import ProfileRules, apply, new_profile
 from tests.events import T0, event, purchase, view
 
 PASSWORD = "correct horse battery"
@@ -29,8 +29,16 @@ SALT = b"fixed-salt-16byt"
 
 
 def alert(n: int, customer_id: str = "c1", kind: str = "angry_customer", priority: str = "high") -> dict[str, Any]:
-    return {"alert_id": f"{kind}-{n}", "kind": kind, "customer_id": customer_id, "ts": f"2026-01-0{1 + n % 9}T10:00:00.000Z",
-            "priority": priority, "score": 0.9, "reasons": [f"reason {n}"], "payload": {}}
+    return {
+        "alert_id": f"{kind}-{n}",
+        "kind": kind,
+        "customer_id": customer_id,
+        "ts": f"2026-01-0{1 + n % 9}T10:00:00.000Z",
+        "priority": priority,
+        "score": 0.9,
+        "reasons": [f"reason {n}"],
+        "payload": {},
+    }
 
 
 # ----------------------------------------------------------------------------- auth
@@ -72,7 +80,7 @@ def test_console_settings_validate_and_mask_hashes() -> None:
     settings = load(env={"CRM_STREAM__CONSOLE__PASSWORD_HASHES__ALICE": hashed, "CRM_STREAM__CONSOLE__PORT": "9000"})
     assert settings.console.password_hashes == {"alice": hashed} and settings.console.port == 9000
     assert settings.masked()["console"]["password_hashes"] == {"alice": "***"}
-    from config.settings import ConfigError
+    from crm_stream.config.settings import ConfigError
 
     with pytest.raises(ConfigError, match="console-password alice"):
         load(env={"CRM_STREAM__CONSOLE__PASSWORD_HASHES__ALICE": "plaintext"})
@@ -215,7 +223,11 @@ class _Sink:
 
 def _profile_store(settings: Settings, customer_id: str) -> MemoryStore:
     decoder, rules = Decoder({"USD": 1.0}, "USD", 1_000_000), ProfileRules.from_settings(EngineSettings())
-    events = [view(customer_id, day=0), purchase(customer_id, 120.0, day=1), event("ticket_opened", customer_id, ticket_id="t9", day=2)]
+    events = [
+        view(customer_id, day=0),
+        purchase(customer_id, 120.0, day=1),
+        event("ticket_opened", customer_id, ticket_id="t9", day=2),
+    ]
     profile = new_profile(customer_id, events[0]["ts"])
     for n, ev in enumerate(events):
         apply(profile, decoder.decode(jsonutil.dumps(ev), Origin("t", 0, n)), rules)  # type: ignore[arg-type]
@@ -226,12 +238,16 @@ def _profile_store(settings: Settings, customer_id: str) -> MemoryStore:
 
 @pytest.fixture
 def console(tmp_path: Any) -> Any:
-    cfg = ConsoleSettings(password_hashes={"alice": hash_password(PASSWORD, salt=SALT), "bob": hash_password(PASSWORD, salt=SALT)})
+    cfg = ConsoleSettings(
+        password_hashes={"alice": hash_password(PASSWORD, salt=SALT), "bob": hash_password(PASSWORD, salt=SALT)}
+    )
     settings = dataclasses.replace(Settings(), console=cfg).replace(
-        audit=dataclasses.replace(Settings().audit, kind="file", path=str(tmp_path / "audit.jsonl")))
+        audit=dataclasses.replace(Settings().audit, kind="file", path=str(tmp_path / "audit.jsonl"))
+    )
     ring, sink = AlertRing(), _Sink()
-    backend = ConsoleBackend(settings, ring, MemoryClaims(600), _profile_store(settings, "c1"), sink, AuditLog(settings),
-                             lambda: T0)
+    backend = ConsoleBackend(
+        settings, ring, MemoryClaims(600), _profile_store(settings, "c1"), sink, AuditLog(settings), lambda: T0
+    )
     client = TestClient(build_app(backend))
     ring.add(alert(1, "c1", priority="urgent"))
     ring.add(alert(2, "c2", kind="return_spike", priority="high"))
@@ -251,8 +267,14 @@ def _audit(path: Any) -> list[dict[str, Any]]:
 def test_nothing_personal_without_signing_in(console: Any) -> None:
     client, sink, audit_path = console
     assert client.get("/").status_code == 200  # the page itself holds no data
-    for method, path in [("GET", "/customers/c1"), ("GET", "/alerts"), ("GET", "/alerts/stream"), ("GET", "/me"),
-                         ("POST", "/alerts/angry_customer-1/feedback"), ("POST", "/customers/c1/claim")]:
+    for method, path in [
+        ("GET", "/customers/c1"),
+        ("GET", "/alerts"),
+        ("GET", "/alerts/stream"),
+        ("GET", "/me"),
+        ("POST", "/alerts/angry_customer-1/feedback"),
+        ("POST", "/customers/c1/claim"),
+    ]:
         response = client.request(method, path, json={"label": "correct"})
         assert response.status_code == 401, path
         assert set(response.json()) == {"error"} and "c1" not in response.text
@@ -296,7 +318,9 @@ def test_profile_read_is_audited(console: Any) -> None:
     assert profile["events_by_type"] == {"product_view": 1, "purchase": 1, "ticket_opened": 1}
     assert [a["alert_id"] for a in body["alerts"]] == ["angry_customer-1"]
     reads = [r for r in _audit(audit_path) if r["action"] == "profile_read"]
-    assert reads == [{"at": reads[0]["at"], "actor": "agent:alice", "action": "profile_read", "customer_id": "c1", "via": "console"}]
+    assert reads == [
+        {"at": reads[0]["at"], "actor": "agent:alice", "action": "profile_read", "customer_id": "c1", "via": "console"}
+    ]
     assert client.get("/customers/nobody").status_code == 404
     assert len([r for r in _audit(audit_path) if r["action"] == "profile_read"]) == 1  # nothing shown, nothing read
 
@@ -309,11 +333,17 @@ def test_feedback_sends_the_contract_event_and_is_audited(console: Any) -> None:
     assert sink.events == [response.json()["event"]]
     ev = sink.events[0]
     assert {k: ev[k] for k in ("type", "alert_id", "label", "agent_id", "customer_id")} == {
-        "type": "alert_feedback", "alert_id": "angry_customer-1", "label": "incorrect", "agent_id": "alice", "customer_id": "c1"}
+        "type": "alert_feedback",
+        "alert_id": "angry_customer-1",
+        "label": "incorrect",
+        "agent_id": "alice",
+        "customer_id": "c1",
+    }
     assert client.post("/alerts/angry_customer-1/feedback", json={"label": "meh"}).status_code == 400
     assert client.post("/alerts/unknown/feedback", json={"label": "correct"}).status_code == 404
     assert [r["detail"] for r in _audit(audit_path) if r["action"] == "alert_feedback"] == [
-        {"alert_id": "angry_customer-1", "label": "incorrect"}]
+        {"alert_id": "angry_customer-1", "label": "incorrect"}
+    ]
 
 
 def test_claims_keep_two_agents_off_one_customer(console: Any) -> None:
@@ -339,12 +369,18 @@ def test_claims_keep_two_agents_off_one_customer(console: Any) -> None:
 def test_run_console_shows_the_demo_and_feeds_feedback_into_the_dataflow(tmp_path: Any) -> None:
     import httpx2
 
-    from flows.console.backends import EmbeddedConsole
-    from flows.runtime import RunOptions, run
+    from crm_stream.flows.console.backends import EmbeddedConsole
+    from crm_stream.flows.runtime import RunOptions, run
 
-    settings = load(env={"CRM_STREAM__SIMULATOR__CUSTOMERS": "40", "CRM_STREAM__SIMULATOR__DAYS": "40",
-                         "CRM_STREAM__SIMULATOR__RATE": "0", "CRM_STREAM__SINK__KIND": "null",
-                         "CRM_STREAM__AUDIT__PATH": str(tmp_path / "audit.jsonl")})
+    settings = load(
+        env={
+            "CRM_STREAM__SIMULATOR__CUSTOMERS": "40",
+            "CRM_STREAM__SIMULATOR__DAYS": "40",
+            "CRM_STREAM__SIMULATOR__RATE": "0",
+            "CRM_STREAM__SINK__KIND": "null",
+            "CRM_STREAM__AUDIT__PATH": str(tmp_path / "audit.jsonl"),
+        }
+    )
     console = EmbeddedConsole(settings, "127.0.0.1", 0)
     assert console.demo_password  # no agents configured: a one-run demo agent
     console.start()
@@ -370,7 +406,7 @@ def test_run_console_shows_the_demo_and_feeds_feedback_into_the_dataflow(tmp_pat
 def test_console_password_command_prints_a_hash_for_the_config(monkeypatch: Any, capsys: Any) -> None:
     import io
 
-    from flows.cli import main
+    from crm_stream.flows.cli import main
 
     monkeypatch.setattr("sys.stdin", io.StringIO("a-long-password\n"))
     assert main(["console-password", "alice"]) == 0

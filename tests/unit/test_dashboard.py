@@ -11,11 +11,11 @@ import yaml
 from bytewax.testing import run_main
 from prometheus_client import CollectorRegistry
 
-from config import settings as config
-from flows.dataflow import build_flow
-from operators.files_io import CollectingOutputs, FileReader
-from operators.metrics import EngineMetrics
-from operators.stores import MemoryStore
+from crm_stream.config import settings as config
+from crm_stream.flows.dataflow import build_flow
+from crm_stream.operators.io.files import CollectingOutputs, FileReader
+from crm_stream.operators.io.metrics import EngineMetrics
+from crm_stream.operators.io.stores import MemoryStore
 from tests.events import lines, purchase, view
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,8 +35,14 @@ def exported_names(tmp_path: Path) -> set[str]:
     metrics.watch_shards(lambda: list(shards.values()))
     metrics.watch_models(lambda: next((s.models.report() for s in shards.values()), None))
     metrics.watch_lag(lambda: {("crm.clickstream", 0): 3})
-    flow = build_flow(settings, reader=FileReader(path), outputs_factory=lambda w: CollectingOutputs(), store_provider=lambda: store,
-                      shard_registry=shards, metrics=metrics)
+    flow = build_flow(
+        settings,
+        reader=FileReader(path),
+        outputs_factory=lambda w: CollectingOutputs(),
+        store_provider=lambda: store,
+        shard_registry=shards,
+        metrics=metrics,
+    )
     run_main(flow, epoch_interval=timedelta(seconds=1))
     names = set()
     for family in metrics.registry.collect():
@@ -59,8 +65,15 @@ def test_every_metric_the_dashboard_and_the_alert_rules_query_is_exported(tmp_pa
         assert names, where
         assert names <= exported, f"{where} query metrics the engine does not export: {sorted(names - exported)}"
     # The lag, latency, store and model metrics this dashboard exists for are all on it.
-    for name in ("crm_consumer_lag", "crm_batch_ingest_latency_seconds_bucket", "crm_alert_event_latency_seconds_bucket",
-                 "crm_store_retries_total", "crm_store_errors_total", "crm_model_churn_auc", "crm_customers_in_memory"):
+    for name in (
+        "crm_consumer_lag",
+        "crm_batch_ingest_latency_seconds_bucket",
+        "crm_alert_event_latency_seconds_bucket",
+        "crm_store_retries_total",
+        "crm_store_errors_total",
+        "crm_model_churn_auc",
+        "crm_customers_in_memory",
+    ):
         assert name in queried("\n".join(exprs)), name
 
 

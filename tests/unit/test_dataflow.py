@@ -7,14 +7,14 @@ from datetime import timedelta
 import pytest
 from bytewax.testing import cluster_main, run_main
 
-from config import settings as config
-from flows.dataflow import build_flow
-from flows.runtime import replay
-from operators import jsonutil
-from operators.files_io import CollectingOutputs, FileReader
-from operators.io import DEADLETTER
-from operators.keys import KeySpace
-from operators.stores import MemoryStore
+from crm_stream.config import settings as config
+from crm_stream.flows.dataflow import build_flow
+from crm_stream.flows.runtime import replay
+from crm_stream.operators.io import jsonutil
+from crm_stream.operators.io.files import CollectingOutputs, FileReader
+from crm_stream.operators.io.interface import DEADLETTER
+from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.io.stores import MemoryStore
 from tests.events import event, lines, purchase, view
 
 SETTINGS = config.load(None, env={})
@@ -40,7 +40,9 @@ def stream():
 
 def run_flow(path, runner, settings=SETTINGS):
     store, outputs = MemoryStore(), CollectingOutputs()
-    flow = build_flow(settings, reader=FileReader(path, batch_size=7), outputs_factory=lambda w: outputs, store_provider=lambda: store)
+    flow = build_flow(
+        settings, reader=FileReader(path, batch_size=7), outputs_factory=lambda w: outputs, store_provider=lambda: store
+    )
     runner(flow)
     keys = KeySpace(SETTINGS.store.key_prefix)
     profiles = dict(store.scan(keys.profile_prefix))
@@ -55,7 +57,9 @@ def events_file(tmp_path):
 
 
 def _summary(profiles):
-    return {k: (p["frequency"], p["monetary"], p["events"], sorted(p["cart"]), sorted(p["interests"])) for k, p in profiles.items()}
+    return {
+        k: (p["frequency"], p["monetary"], p["events"], sorted(p["cart"]), sorted(p["interests"])) for k, p in profiles.items()
+    }
 
 
 def test_single_worker_builds_profiles_merges_visitors_and_dead_letters(events_file):
@@ -72,7 +76,9 @@ def test_single_worker_builds_profiles_merges_visitors_and_dead_letters(events_f
 
 def test_two_worker_cluster_gives_the_same_profiles(events_file):
     single, _ = run_flow(events_file, lambda f: run_main(f, epoch_interval=timedelta(seconds=1)))
-    cluster, outputs = run_flow(events_file, lambda f: cluster_main(f, [], 0, worker_count_per_proc=2, epoch_interval=timedelta(seconds=1)))
+    cluster, outputs = run_flow(
+        events_file, lambda f: cluster_main(f, [], 0, worker_count_per_proc=2, epoch_interval=timedelta(seconds=1))
+    )
     assert _summary(cluster) == _summary(single)
     assert len(outputs.records[DEADLETTER]) == 1
 
@@ -87,7 +93,15 @@ def test_replay_is_byte_identical_and_follows_the_contract(events_file, tmp_path
     rows = [jsonutil.loads(line) for line in outs[0]["profiles"].splitlines()]
     assert [r["customer_id"] for r in rows] == sorted(r["customer_id"] for r in rows)
     for row in rows:
-        assert set(row) >= {"customer_id", "segment", "recency_days", "frequency", "monetary", "churn_risk", "next_purchase_in_days"}
+        assert set(row) >= {
+            "customer_id",
+            "segment",
+            "recency_days",
+            "frequency",
+            "monetary",
+            "churn_risk",
+            "next_purchase_in_days",
+        }
         assert 0.0 <= row["churn_risk"] <= 1.0 and row["next_purchase_in_days"] >= 0
     dead = [jsonutil.loads(line) for line in outs[0]["dead"].splitlines()]
     assert set(dead[0]) == {"reason", "topic", "line", "raw"}
@@ -135,7 +149,7 @@ def test_restart_resumes_from_the_store_without_double_counting(tmp_path):
 def test_bytewax_testing_source_feeds_the_same_flow():
     from bytewax.testing import TestingSource
 
-    from operators.io import Raw
+    from crm_stream.operators.io.interface import Raw
 
     evs = stream()
     raws = [Raw("crm.clickstream", 0, i, jsonutil.dumps(e)) for i, e in enumerate(evs)]
@@ -147,7 +161,7 @@ def test_bytewax_testing_source_feeds_the_same_flow():
 
 
 def test_a_bug_in_profile_logic_dead_letters_the_event_and_the_engine_goes_on(events_file, monkeypatch):
-    from operators import profile as profiles
+    from crm_stream.operators.profile import state as profiles
 
     original = profiles._HANDLERS["purchase"]
 
@@ -164,7 +178,7 @@ def test_a_bug_in_profile_logic_dead_letters_the_event_and_the_engine_goes_on(ev
 
 
 def test_two_replays_of_the_shop_raise_the_same_alerts_with_the_same_ids(tmp_path):
-    from operators.simulator import Shop
+    from crm_stream.operators.events.simulator import Shop
 
     events = tmp_path / "shop.jsonl"
     Shop(config.SimulatorSettings(customers=60, days=120, seed=3)).write_files(events)
@@ -180,19 +194,29 @@ def test_two_replays_of_the_shop_raise_the_same_alerts_with_the_same_ids(tmp_pat
 
 def test_a_restart_resumes_the_models_from_their_snapshot(tmp_path):
     """The online models are snapshotted to the store at the end of input and read back by the next run."""
-    from operators.simulator import Shop
+    from crm_stream.operators.events.simulator import Shop
 
     events = tmp_path / "shop.jsonl"
     Shop(config.SimulatorSettings(customers=80, days=150, seed=4)).write_files(events)
     store, shards = MemoryStore(), {}
-    flow = build_flow(SETTINGS, reader=FileReader(events), outputs_factory=lambda w: CollectingOutputs(),
-                      store_provider=lambda: store, shard_registry=shards)
+    flow = build_flow(
+        SETTINGS,
+        reader=FileReader(events),
+        outputs_factory=lambda w: CollectingOutputs(),
+        store_provider=lambda: store,
+        shard_registry=shards,
+    )
     run_main(flow)
     hub = next(iter(shards.values())).models.hub
     assert hub.n_learned > 0 and store.get_many(["crm:model:customer"])[0]
     restarted = {}
-    flow = build_flow(SETTINGS, reader=FileReader(events), outputs_factory=lambda w: CollectingOutputs(),
-                      store_provider=lambda: store, shard_registry=restarted)
+    flow = build_flow(
+        SETTINGS,
+        reader=FileReader(events),
+        outputs_factory=lambda w: CollectingOutputs(),
+        store_provider=lambda: store,
+        shard_registry=restarted,
+    )
     run_main(flow)
     resumed = next(iter(restarted.values())).models.hub
     assert resumed is not hub and resumed.n_learned >= hub.n_learned

@@ -10,16 +10,31 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from config import settings as config
+from crm_stream.config import settings as config
+from crm_stream.operators.events.router import DEAD, Router, identity_route, shard_key
+from crm_stream.operators.events.schema import (
+    _BOOLEAN,
+    _CURRENCY,
+    _FAST,
+    _INTEGER,
+    _ITEMS,
+    _NUMBER,
+    _ONE_OF,
+    _TEXT,
+    ENVELOPE_OPTIONAL,
+    EVENT_TYPES,
+    DeadLetter,
+    Decoder,
+    Origin,
+    _id,
+)
+from crm_stream.operators.io import jsonutil
+from crm_stream.operators.io.interface import DEADLETTER, Raw
+from crm_stream.operators.stages.identity import ERASE_LINKS_ONLY
 from load.generator import EventGenerator
-from operators import jsonutil
-from operators.identity import ERASE_LINKS_ONLY
-from operators.io import DEADLETTER, Raw
-from operators.router import DEAD, Router, identity_route, shard_key
-from operators.schema import (_BOOLEAN, _CURRENCY, _FAST, _INTEGER, _ITEMS, _NUMBER, _ONE_OF, _TEXT, ENVELOPE_OPTIONAL, EVENT_TYPES,
-                              DeadLetter, Decoder, Origin, _id)
 from tests.events import T0, event
 from tests.unit.test_schema import VALID
 
@@ -70,7 +85,9 @@ def number(low: float, exclusive: bool, high: float) -> st.SearchStrategy[Any]:
 
 def bad_number(low: float, exclusive: bool, high: float) -> st.SearchStrategy[Any]:
     # NaN and infinity cannot be written in JSON (orjson writes null, and rejects 1e400 on reading): they test null here
-    edges = [high * (1 + 1e-15), int(high) + 1, float("nan"), float("inf"), True, False, "1"] + ([low, int(low), -0.0] if exclusive else [-1e-300])
+    edges = [high * (1 + 1e-15), int(high) + 1, float("nan"), float("inf"), True, False, "1"] + (
+        [low, int(low), -0.0] if exclusive else [-1e-300]
+    )
     return st.sampled_from(edges) | odd_number
 
 
@@ -100,14 +117,21 @@ def item(broken: bool = False) -> st.SearchStrategy[dict[str, Any]]:
     fields = {"product_id": text(256), "category": text(2048), "price": number(0.0, False, 1e12)}
     quantity = integer(1, 100_000)
     if broken:  # one field of one item wrong
-        return st.sampled_from(sorted(fields) + ["quantity"]).flatmap(lambda name: st.fixed_dictionaries(
-            {**fields, name: (bad_integer(1, 100_000) | st.none()) if name == "quantity" else anything}))
+        return st.sampled_from(sorted(fields) + ["quantity"]).flatmap(
+            lambda name: st.fixed_dictionaries(
+                {**fields, name: (bad_integer(1, 100_000) | st.none()) if name == "quantity" else anything}
+            )
+        )
     return st.fixed_dictionaries(fields, optional={"quantity": quantity, "sku": st.text(max_size=3)})
 
 
 items = st.lists(item(), max_size=3)
-bad_items = (st.tuples(st.lists(item(), max_size=2), item(broken=True)).map(lambda t: [*t[0], t[1]])
-             | st.lists(item() | anything, min_size=1, max_size=2) | anything | st.just([{"product_id": "p"}] * 501))
+bad_items = (
+    st.tuples(st.lists(item(), max_size=2), item(broken=True)).map(lambda t: [*t[0], t[1]])
+    | st.lists(item() | anything, min_size=1, max_size=2)
+    | anything
+    | st.just([{"product_id": "p"}] * 501)
+)
 
 
 def value_for(check: Any, bad: bool = False) -> st.SearchStrategy[Any]:
@@ -131,14 +155,32 @@ def value_for(check: Any, bad: bool = False) -> st.SearchStrategy[Any]:
 
 rfc3339 = st.builds(
     "20{:02d}-{:02d}-{:02d}{}{:02d}:{:02d}:{:02d}{}{}".format,
-    st.integers(0, 99), st.integers(1, 12), st.integers(1, 28), st.sampled_from("Tt "), st.integers(0, 23), st.integers(0, 59),
-    st.integers(0, 59), st.sampled_from(["", ".000", ".250", ".999", ".1", ".123456"]),
+    st.integers(0, 99),
+    st.integers(1, 12),
+    st.integers(1, 28),
+    st.sampled_from("Tt "),
+    st.integers(0, 23),
+    st.integers(0, 59),
+    st.integers(0, 59),
+    st.sampled_from(["", ".000", ".250", ".999", ".1", ".123456"]),
     st.sampled_from(["Z", "z", "+08:00", "-05:00", "+05:30", "+00:00", "-00:00", "+01:60", "+14:00", "-12:00"]),
 )
 timestamp = st.integers(0, 7_258_118_399_999) | st.integers(T0 - 10**9, T0 + 10**9) | rfc3339 | rfc3339.map(lambda s: f" {s} ")
-bad_timestamp = (st.sampled_from([-1, 7_258_118_400_000, True, 1.5e12, None, "", "2026-01-01T00:00:00", "1969-12-31T23:59:59Z",
-                                  "2026-02-30T00:00:00Z", "2026-01-01T00:00:00+24:00", "2026-01-01T00:00:00.1234567Z"])
-                 | rfc3339.map(lambda s: s.replace(":", ";", 1)))
+bad_timestamp = st.sampled_from(
+    [
+        -1,
+        7_258_118_400_000,
+        True,
+        1.5e12,
+        None,
+        "",
+        "2026-01-01T00:00:00",
+        "1969-12-31T23:59:59Z",
+        "2026-02-30T00:00:00Z",
+        "2026-01-01T00:00:00+24:00",
+        "2026-01-01T00:00:00.1234567Z",
+    ]
+) | rfc3339.map(lambda s: s.replace(":", ";", 1))
 
 
 @st.composite
@@ -146,8 +188,11 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
     """A valid event of any type, with unknown extras; then, half the time, one field made wrong or dropped."""
     kind = draw(st.sampled_from(sorted(EVENT_TYPES)))
     spec = EVENT_TYPES[kind]
-    ev: dict[str, Any] = {"event_id": draw(text(256)), "type": draw(st.sampled_from([kind, kind, kind, f" {kind} "])),
-                          "ts": draw(timestamp)}
+    ev: dict[str, Any] = {
+        "event_id": draw(text(256)),
+        "type": draw(st.sampled_from([kind, kind, kind, f" {kind} "])),
+        "ts": draw(timestamp),
+    }
     who = draw(st.sampled_from(["customer", "customer", "visitor", "both"]))
     if who != "visitor":
         ev["customer_id"] = draw(text(256))
@@ -162,8 +207,13 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
     if spec.at_least_one_optional and all(ev.get(name) is None for name in spec.optional):
         name = draw(st.sampled_from(sorted(spec.optional)))
         ev[name] = draw(value_for(spec.optional[name]))
-    ev.update(draw(st.dictionaries(st.sampled_from(["_utc_offset", "amount_base", "referrer", "device", "results"]), anything,
-                                   max_size=2)))
+    ev.update(
+        draw(
+            st.dictionaries(
+                st.sampled_from(["_utc_offset", "amount_base", "referrer", "device", "results"]), anything, max_size=2
+            )
+        )
+    )
     if draw(st.booleans()):  # one thing wrong
         envelope = {"event_id": _FAST_ID, "customer_id": _FAST_ID, "anonymous_id": _FAST_ID, "source": _FAST_SHORT}
         name = draw(st.sampled_from(sorted({**envelope, **checks, "ts": None, "type": None})))
@@ -187,8 +237,21 @@ def test_fast_path_agrees_with_the_full_path(ev):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=200) | st.sampled_from([b"", b"[]", b"{}", b'{"type":["page_view"]}', b'{"type":{}}', b"1e400",
-                                                   b'{"type":"page_view","ts":1e400}', b'{"a":1,"a":2}']))
+@given(
+    st.binary(max_size=200)
+    | st.sampled_from(
+        [
+            b"",
+            b"[]",
+            b"{}",
+            b'{"type":["page_view"]}',
+            b'{"type":{}}',
+            b"1e400",
+            b'{"type":"page_view","ts":1e400}',
+            b'{"a":1,"a":2}',
+        ]
+    )
+)
 def test_fast_path_agrees_on_garbage(raw):
     assert_same(raw)
 
@@ -211,18 +274,30 @@ def test_load_generator_traffic_all_takes_the_fast_path():
         assert typed(fast) == typed(decoder.decode_full(raw, ORIGIN))
 
 
-@pytest.mark.parametrize("ev, why", [
-    (event("add_to_cart", product_id=" p1 ", category="c", quantity=2.0), "integral float quantity"),
-    (event("add_to_cart", product_id="p1", category="c", quantity=None), "null quantity is not defaulted"),
-    (event("purchase", order_id="o", amount=5, currency=" eur "), "padded currency"),
-    (event("purchase", order_id="o", amount=5, currency="EUR", items=[{"product_id": "p", "category": "c", "price": 1, "quantity": 1.0}]), "float item quantity"),
-    (event("page_view", url="/", ts=" 2026-01-01T00:00:00Z "), "padded ts"),
-    (event("page_view", url="/", ts="2026-01-01T00:00:00.5+01:00"), "short fraction"),
-    (event("survey", score=True), "bool for an integer"),
-    (event("product_view", product_id="p", category="c", price=True), "bool for a number"),
-    (event("consent", marketing_email=None), "consent with nothing"),
-    (event("ticket_closed", ticket_id="t", csat=5.0), "integral float csat"),
-])
+@pytest.mark.parametrize(
+    "ev, why",
+    [
+        (event("add_to_cart", product_id=" p1 ", category="c", quantity=2.0), "integral float quantity"),
+        (event("add_to_cart", product_id="p1", category="c", quantity=None), "null quantity is not defaulted"),
+        (event("purchase", order_id="o", amount=5, currency=" eur "), "padded currency"),
+        (
+            event(
+                "purchase",
+                order_id="o",
+                amount=5,
+                currency="EUR",
+                items=[{"product_id": "p", "category": "c", "price": 1, "quantity": 1.0}],
+            ),
+            "float item quantity",
+        ),
+        (event("page_view", url="/", ts=" 2026-01-01T00:00:00Z "), "padded ts"),
+        (event("page_view", url="/", ts="2026-01-01T00:00:00.5+01:00"), "short fraction"),
+        (event("survey", score=True), "bool for an integer"),
+        (event("product_view", product_id="p", category="c", price=True), "bool for a number"),
+        (event("consent", marketing_email=None), "consent with nothing"),
+        (event("ticket_closed", ticket_id="t", csat=5.0), "integral float csat"),
+    ],
+)
 def test_irregular_events_come_out_as_the_full_path_says(ev, why):
     assert_same(jsonutil.dumps(ev))
 
@@ -230,13 +305,81 @@ def test_irregular_events_come_out_as_the_full_path_says(ev, why):
 # -- every field of every type through every edge value: exhaustive where hypothesis is only likely ----------
 
 EDGES: list[Any] = [
-    None, True, False, 0, 0.0, -0.0, 1, 1.0, -1, 0.5, 4, 5, 5.0, 6, 10, 10.0, 11, 99_999, 100_000, 100_000.0, 100_001,
-    1e12, 10**12, 1e12 * (1 + 1e-15), 10**12 + 1, 2**63, 2**64 - 1, 1e308, -1e308, T0, -T0,
-    "", " ", "\t\n", "x", " x ", "x\u00a0", "\u3000", "1", "a" * 256, " " + "a" * 256 + " ", "a" * 257, "a" * 2048, "a" * 2049,
-    "a" * 20_000, "a" * 20_001, "EUR", "eur", " EUR", "eUr ", "USD", "XXX", "EU", "EURO", "ß12", "ÉUR", "€UR",
-    "inbound", " outbound ", "INBOUND", "low", " normal", "correct", "incorrect\n", "page_view", " page_view ",
-    "2026-01-01T00:00:00Z", " 2026-01-01T08:00:00.500+08:00", "2026-01-01T00:00:00", "1969-12-31T23:59:59.999Z",
-    [], {}, [{}], ["x"], {"a": 1},
+    None,
+    True,
+    False,
+    0,
+    0.0,
+    -0.0,
+    1,
+    1.0,
+    -1,
+    0.5,
+    4,
+    5,
+    5.0,
+    6,
+    10,
+    10.0,
+    11,
+    99_999,
+    100_000,
+    100_000.0,
+    100_001,
+    1e12,
+    10**12,
+    1e12 * (1 + 1e-15),
+    10**12 + 1,
+    2**63,
+    2**64 - 1,
+    1e308,
+    -1e308,
+    T0,
+    -T0,
+    "",
+    " ",
+    "\t\n",
+    "x",
+    " x ",
+    "x\u00a0",
+    "\u3000",
+    "1",
+    "a" * 256,
+    " " + "a" * 256 + " ",
+    "a" * 257,
+    "a" * 2048,
+    "a" * 2049,
+    "a" * 20_000,
+    "a" * 20_001,
+    "EUR",
+    "eur",
+    " EUR",
+    "eUr ",
+    "USD",
+    "XXX",
+    "EU",
+    "EURO",
+    "ß12",
+    "ÉUR",
+    "€UR",
+    "inbound",
+    " outbound ",
+    "INBOUND",
+    "low",
+    " normal",
+    "correct",
+    "incorrect\n",
+    "page_view",
+    " page_view ",
+    "2026-01-01T00:00:00Z",
+    " 2026-01-01T08:00:00.500+08:00",
+    "2026-01-01T00:00:00",
+    "1969-12-31T23:59:59.999Z",
+    [],
+    {},
+    [{}],
+    ["x"],
+    {"a": 1},
 ]
 BASES = {kind: event(kind, **VALID[kind], source="web") for kind in VALID}
 BASES["visitor"] = event("page_view", None, url="/", anonymous_id="a1")
@@ -246,7 +389,18 @@ BASES["visitor"] = event("page_view", None, url="/", anonymous_id="a1")
 def test_every_field_through_every_edge_value(kind):
     base = BASES[kind]
     spec = EVENT_TYPES[base["type"]]
-    names = ["event_id", "type", "ts", "customer_id", "anonymous_id", "source", *spec.required, *spec.optional, "quantity", "_utc_offset"]
+    names = [
+        "event_id",
+        "type",
+        "ts",
+        "customer_id",
+        "anonymous_id",
+        "source",
+        *spec.required,
+        *spec.optional,
+        "quantity",
+        "_utc_offset",
+    ]
     accepted = 0
     for name in names:
         variants = [{k: v for k, v in base.items() if k != name}] + [{**base, name: value} for value in EDGES]
@@ -258,8 +412,16 @@ def test_every_field_through_every_edge_value(kind):
 
 @pytest.mark.parametrize("name", ["product_id", "category", "price", "quantity", "sku"])
 def test_every_item_field_through_every_edge_value(name):
-    base = event("purchase", order_id="o1", amount=10, currency="EUR",
-                 items=[{"product_id": "p0", "category": "c", "price": 1.5}, {"product_id": "p1", "category": "c", "price": 1, "quantity": 2}])
+    base = event(
+        "purchase",
+        order_id="o1",
+        amount=10,
+        currency="EUR",
+        items=[
+            {"product_id": "p0", "category": "c", "price": 1.5},
+            {"product_id": "p1", "category": "c", "price": 1, "quantity": 2},
+        ],
+    )
     for value in [*EDGES, "missing"]:
         for i in (0, 1):
             ev = {**base, "items": [dict(it) for it in base["items"]]}
@@ -286,11 +448,15 @@ def test_size_limit_is_the_same_on_both_paths(size_delta):
 
 # -- the router: Origin and source built lazily, identity_route inlined ------------------------------
 
+
 def test_router_shards_labels_and_dead_letters_as_before():
     router = Router(Decoder(RATES), 8)
     good = [event("page_view", f"c{i}", url="/") for i in range(40)]
-    good += [event("identify", "c1", anonymous_id=" a-9 "), event("page_view", None, url="/", anonymous_id="a-7"),
-             event("erasure_request", "c3")]
+    good += [
+        event("identify", "c1", anonymous_id=" a-9 "),
+        event("page_view", None, url="/", anonymous_id="a-7"),
+        event("erasure_request", "c3"),
+    ]
     batch = [Raw("crm.clickstream", i % 3, 100 + i, jsonutil.dumps(ev)) for i, ev in enumerate(good)]
     batch.append(Raw("crm.clickstream", 1, 500, b'{"type":"page_view"}'))
     batch.append(Raw(None, -1, 7, b"not json"))

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from operators.effects import EffectsWriter
+from crm_stream.operators.io.effects import EffectsWriter
 
 
 class Recorder:
@@ -23,7 +23,9 @@ class Recorder:
 def test_outputs_are_durable_before_state_is_written():
     log: list = []
     writer = EffectsWriter(Recorder(log), Recorder(log))
-    writer.write([("put", "k1", b"1"), ("service", "c1", b"alert"), ("put", "k1", b"2"), ("del", "k2", None), ("deadletter", None, b"d")])
+    writer.write(
+        [("put", "k1", b"1"), ("service", "c1", b"alert"), ("put", "k1", b"2"), ("del", "k2", None), ("deadletter", None, b"d")]
+    )
     assert log == [("send", "service", b"alert"), ("send", "deadletter", b"d"), ("flush",), ("write", {"k1": b"2"}, ["k2"])]
 
 

@@ -6,22 +6,22 @@ from datetime import timedelta
 
 from bytewax.testing import run_main
 
-from flows.dataflow import build_flow
-from flows.runtime import replay
-from models.hub import ModelHub
-from operators import jsonutil
-from operators.access import export_customer
-from operators.effects import EffectsWriter
-from operators.files_io import CollectingOutputs, FileOutputs, FileReader
-from operators.identity import ERASE_LINKS_ONLY, IdentityShard
-from operators.io import AUDIT, MARKETING, SERVICE
-from operators.keys import KeySpace
-from operators.profile import SOURCE, SOURCE_OFFSET
-from operators.router import Router, shard_key
-from operators.schema import Decoder
-from operators.shard import ProfileShard, _erasure_token
-from operators.stores import MemoryStore
-from operators.timeutil import MS_PER_DAY, MS_PER_HOUR
+from crm_stream.flows.dataflow import build_flow
+from crm_stream.flows.runtime import replay
+from crm_stream.models.hub import ModelHub
+from crm_stream.operators.events.router import Router, shard_key
+from crm_stream.operators.events.schema import Decoder
+from crm_stream.operators.events.timeutil import MS_PER_DAY, MS_PER_HOUR
+from crm_stream.operators.io import jsonutil
+from crm_stream.operators.io.effects import EffectsWriter
+from crm_stream.operators.io.files import CollectingOutputs, FileOutputs, FileReader
+from crm_stream.operators.io.interface import AUDIT, MARKETING, SERVICE
+from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.io.stores import MemoryStore
+from crm_stream.operators.privacy.access import export_customer
+from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
+from crm_stream.operators.stages.identity import ERASE_LINKS_ONLY, IdentityShard
+from crm_stream.operators.stages.shard import ProfileShard, _erasure_token
 from tests.events import T0, event, lines, purchase, view
 from tests.unit.test_rules import SETTINGS, Harness, _interest, opt_in
 
@@ -68,7 +68,7 @@ def test_erasure_forgets_every_in_memory_place_and_says_so_downstream():
 
 
 def test_a_stream_of_erasures_replaces_the_model_snapshot_at_most_every_few_seconds(monkeypatch):
-    import operators.learning as learning
+    import crm_stream.operators.stages.learning as learning
 
     clock = [1000.0]
     monkeypatch.setattr(learning.time, "monotonic", lambda: clock[0])
@@ -166,10 +166,14 @@ def test_timer_entries_in_buckets_not_in_memory_are_deleted_from_the_store():
 def test_identity_shards_forget_links_and_buffers():
     store = MemoryStore()
     identity = IdentityShard(store, KEYS, shards=1, max_events=100)
-    tag = lambda ev, n: dict(ev, **{SOURCE: "file#-1", SOURCE_OFFSET: n})  # noqa: E731
-    identity.process([tag(event("page_view", None, anonymous_id="a1", url="/"), 1),
-                      tag(event("identify", "c1", anonymous_id="a1"), 2),
-                      tag(event("page_view", None, anonymous_id="a2", url="/"), 3)])
+    tag = lambda ev, n: dict(ev, **{SOURCE: "file#-1", SOURCE_OFFSET: n})
+    identity.process(
+        [
+            tag(event("page_view", None, anonymous_id="a1", url="/"), 1),
+            tag(event("identify", "c1", anonymous_id="a1"), 2),
+            tag(event("page_view", None, anonymous_id="a2", url="/"), 3),
+        ]
+    )
     routed, effects = identity.process([tag(event("erasure_request", "c1", day=1), 4)])
     assert identity.visitors["a1"] == {"customer_id": None, "events": []}
     assert ("del", "crm:anon:a1", None) in effects and routed[0][0]["type"] == "erasure_request"
@@ -182,7 +186,7 @@ def test_identity_shards_forget_links_and_buffers():
 
 def test_the_router_sends_an_erasure_to_every_identity_shard_once():
     router = Router(Decoder({"USD": 1.0}, "USD", 1_000_000), 4)
-    from operators.io import Raw
+    from crm_stream.operators.io.interface import Raw
 
     out = dict(router.route([Raw("crm.control", 0, 7, jsonutil.dumps(event("erasure_request", "c1")))]))
     erasures = [e for s in range(4) for e in out[shard_key(s)][1]]
@@ -202,22 +206,37 @@ def test_the_sink_writes_audit_records_after_the_tombstones_and_before_the_store
     log: list = []
 
     class Recorder:
-        def send(self, destination, key, value): log.append(("send", destination, key, value))
-        def flush(self): log.append(("flush",))
-        def close(self): pass
-        def write(self, puts, deletes=()): log.append(("write", sorted(deletes)))
-        def record(self, actor, action, customer_id, *, via, detail=None): log.append(("audit", actor, action, customer_id, via))
+        def send(self, destination, key, value):
+            log.append(("send", destination, key, value))
+
+        def flush(self):
+            log.append(("flush",))
+
+        def close(self):
+            pass
+
+        def write(self, puts, deletes=()):
+            log.append(("write", sorted(deletes)))
+
+        def record(self, actor, action, customer_id, *, via, detail=None):
+            log.append(("audit", actor, action, customer_id, via))
 
     r = Recorder()
     EffectsWriter(r, r, audit=r).write([(SERVICE, "c1", None), ("del", "crm:profile:c1", None), (AUDIT, "c1", {"event_id": "e"})])
-    assert log == [("send", SERVICE, "c1", None), ("flush",), ("audit", "engine", "erasure", "c1", "stream"),
-                   ("write", ["crm:profile:c1"])]
+    assert log == [
+        ("send", SERVICE, "c1", None),
+        ("flush",),
+        ("audit", "engine", "erasure", "c1", "stream"),
+        ("write", ["crm:profile:c1"]),
+    ]
 
 
 def test_an_opt_out_of_the_channel_a_trigger_is_held_for_cancels_it_even_if_another_channel_remains():
     h = Harness()
-    h.feed(opt_in("c1", day=0.5, marketing_email=True, marketing_sms=True),
-           *[view("c1", category="x", day=d + 20 / 24) for d in range(3)])
+    h.feed(
+        opt_in("c1", day=0.5, marketing_email=True, marketing_sms=True),
+        *[view("c1", category="x", day=d + 20 / 24) for d in range(3)],
+    )
     _interest(h, "c1", 10 + 1 / 24)
     h.advance(T0 + 12 * MS_PER_DAY + 2 * MS_PER_HOUR)
     [(send_at, trigger, channel)] = h.shard.profiles["c1"]["scheduled"].values()
@@ -272,7 +291,9 @@ def test_replay_after_an_erasure_gives_a_fresh_profile_and_the_same_bytes_each_t
     assert all(line.startswith(b"{") for line in runs[0][0].splitlines())  # alerts only, no tombstones
 
     store, outputs = MemoryStore(), CollectingOutputs()
-    flow = build_flow(SETTINGS, reader=FileReader(path, batch_size=3), outputs_factory=lambda w: outputs, store_provider=lambda: store)
+    flow = build_flow(
+        SETTINGS, reader=FileReader(path, batch_size=3), outputs_factory=lambda w: outputs, store_provider=lambda: store
+    )
     run_main(flow, epoch_interval=timedelta(seconds=1))
     assert (SERVICE, "c4") in outputs.tombstones and (MARKETING, "c3") in outputs.tombstones
     c3 = store.data["crm:profile:c3"]
@@ -282,7 +303,9 @@ def test_replay_after_an_erasure_gives_a_fresh_profile_and_the_same_bytes_each_t
 def test_a_reread_visitor_event_from_before_the_erasure_does_not_relink_the_visitor():
     store = MemoryStore()
     shard = ProfileShard(0, SETTINGS, store, KEYS)
-    via_visitor = dict(event("identify", "c1", anonymous_id="visitor-zq", day=1), **{SOURCE: "file#-1|visitor-zq", SOURCE_OFFSET: 1})
+    via_visitor = dict(
+        event("identify", "c1", anonymous_id="visitor-zq", day=1), **{SOURCE: "file#-1|visitor-zq", SOURCE_OFFSET: 1}
+    )
     erasure = dict(event("erasure_request", "c1", day=2), **{SOURCE: "file#-1", SOURCE_OFFSET: 2})
     EffectsWriter(CollectingOutputs(), store).write(shard.process([via_visitor, erasure], {"file#-1": T0 + 2 * MS_PER_DAY}))
     assert "visitor-zq" not in repr(store.data)  # the guard names the visitor's path by a hash only

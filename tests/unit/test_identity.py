@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from config import settings as config
-from operators.identity import IdentityShard
-from operators.keys import KeySpace
-from operators.profile import SOURCE, SOURCE_OFFSET
-from operators.shard import ProfileShard
-from operators.stores import MemoryStore
+from crm_stream.config import settings as config
+from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.io.stores import MemoryStore
+from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
+from crm_stream.operators.stages.identity import IdentityShard
+from crm_stream.operators.stages.shard import ProfileShard
 from tests.events import event
 
 SETTINGS = config.load(None, env={})
@@ -43,7 +43,9 @@ def test_identify_replayed_after_a_crash_merges_nothing_twice():
     profiles = ProfileShard(0, SETTINGS, store, KEYS)
     for _ in range(2):  # a fresh identity shard each time: restarted, reading its record back from the store
         identity = IdentityShard(store, KEYS, shards=1, max_events=100)
-        routed, effects = identity.process([tagged(event("add_to_cart", None, anonymous_id="a1", product_id="p1", category="c", price=1.0), 1)])
+        routed, effects = identity.process(
+            [tagged(event("add_to_cart", None, anonymous_id="a1", product_id="p1", category="c", price=1.0), 1)]
+        )
         routed2, effects2 = identity.process([tagged(event("identify", "c1", anonymous_id="a1", day=1), 2)])
         store.write({k: v for _, k, v in effects + effects2})
         profiles.process(routed2[0])

@@ -7,14 +7,14 @@ from datetime import timedelta
 from bytewax.testing import run_main
 from prometheus_client import CollectorRegistry
 
-from config import settings as config
-from flows.dataflow import build_flow
-from flows.health import serve
-from operators.files_io import CollectingOutputs, FileReader
-from operators.metrics import EngineMetrics, deadletter_label
-from operators.router import Router
-from operators.schema import Decoder
-from operators.stores import MemoryStore
+from crm_stream.config import settings as config
+from crm_stream.flows.dataflow import build_flow
+from crm_stream.flows.health import serve
+from crm_stream.operators.events.router import Router
+from crm_stream.operators.events.schema import Decoder
+from crm_stream.operators.io.files import CollectingOutputs, FileReader
+from crm_stream.operators.io.metrics import EngineMetrics, deadletter_label
+from crm_stream.operators.io.stores import MemoryStore
 from tests.events import event, lines, purchase, view
 
 SETTINGS = config.load(None, env={})
@@ -26,13 +26,22 @@ def _value(metrics: EngineMetrics, name: str, labels: dict | None = None) -> flo
 
 def test_counts_from_a_real_run_land_in_a_fresh_registry(tmp_path):
     path = tmp_path / "e.jsonl"
-    path.write_bytes(lines([view("c1"), view("c2"), purchase("c1", amount=5)]) + b"not json\n" + lines([event("survey", "c1", score=99)]))
+    path.write_bytes(
+        lines([view("c1"), view("c2"), purchase("c1", amount=5)]) + b"not json\n" + lines([event("survey", "c1", score=99)])
+    )
     metrics = EngineMetrics(CollectorRegistry())
     store, shards = MemoryStore(), {}
     router = Router(Decoder(SETTINGS.currency_rates), SETTINGS.engine.shards, metrics)
     metrics.watch_shards(lambda: list(shards.values()))
-    flow = build_flow(SETTINGS, reader=FileReader(path), outputs_factory=lambda w: CollectingOutputs(), store_provider=lambda: store,
-                      router=router, shard_registry=shards, metrics=metrics)
+    flow = build_flow(
+        SETTINGS,
+        reader=FileReader(path),
+        outputs_factory=lambda w: CollectingOutputs(),
+        store_provider=lambda: store,
+        router=router,
+        shard_registry=shards,
+        metrics=metrics,
+    )
     run_main(flow, epoch_interval=timedelta(seconds=1))
     assert _value(metrics, "crm_events_in_total", {"topic": "file", "type": "product_view"}) == 2
     assert _value(metrics, "crm_events_in_total", {"topic": "file", "type": "purchase"}) == 1
@@ -70,7 +79,7 @@ def test_http_endpoints():
 
 
 def test_latency_histograms_are_fed_per_sink_batch_from_the_ingest_marker():
-    from operators.effects import INGESTED, EffectsWriter
+    from crm_stream.operators.io.effects import INGESTED, EffectsWriter
 
     class Outputs:
         def send(self, destination, key, value):
@@ -84,7 +93,15 @@ def test_latency_histograms_are_fed_per_sink_batch_from_the_ingest_marker():
     now = __import__("time").time()
     alert = b'{"alert_id": "a1", "ts": "2020-01-01T00:00:00Z"}'
     trigger = b'{"alert_id": "t1", "ts": "2020-01-01T00:00:00Z", "send_at": "2020-01-02T00:00:00+00:00"}'
-    writer.write([("service", "c1", alert), ("marketing", "c1", trigger), ("put", "k", 1), (INGESTED, None, now - 2.0), (INGESTED, None, now - 1.0)])
+    writer.write(
+        [
+            ("service", "c1", alert),
+            ("marketing", "c1", trigger),
+            ("put", "k", 1),
+            (INGESTED, None, now - 2.0),
+            (INGESTED, None, now - 1.0),
+        ]
+    )
     assert _value(metrics, "crm_batch_ingest_latency_seconds_count") == 1
     assert 2.0 <= _value(metrics, "crm_batch_ingest_latency_seconds_sum") < 60  # the oldest read counts
     for destination in ("service", "marketing"):
@@ -107,8 +124,8 @@ def test_store_failures_count_as_errors_and_retries():
 
 
 def test_lag_and_models_are_read_at_scrape_time():
-    from operators.keys import KeySpace
-    from operators.learning import SharedModels
+    from crm_stream.operators.io.keys import KeySpace
+    from crm_stream.operators.stages.learning import SharedModels
 
     metrics = EngineMetrics(CollectorRegistry())
     lags = {("crm.clickstream", 0): 5, ("crm.purchases", 1): 0}
@@ -131,8 +148,8 @@ def test_a_stop_request_ends_every_reader_partition_as_if_exhausted():
 
     import pytest
 
-    from flows.bytewax_io import _ReaderPartition
-    from operators.io import Raw
+    from crm_stream.flows.bytewax_io import _ReaderPartition
+    from crm_stream.operators.io.interface import Raw
 
     class Endless:
         def read_batch(self):

@@ -10,15 +10,16 @@ import time
 
 import pytest
 
-from config.settings import SimulatorSettings
-from models import churn, components, evaluation, features, hub as hubs, labels, next_purchase, rhythm
-from models.evaluate import evaluate_file
-from models.features import FEATURE_NAMES, MS_PER_DAY
-from models.hub import ModelHub, SnapshotError
-from models.labels import CENSORED, CHURN, NEXT_PURCHASE, PendingPredictions
-from operators import profile as profiles
-from operators.profile import ProfileRules
-from operators.simulator import Shop
+from crm_stream.config.settings import SimulatorSettings
+from crm_stream.models import churn, components, evaluation, features, labels, next_purchase, rhythm
+from crm_stream.models import hub as hubs
+from crm_stream.models.features import FEATURE_NAMES, MS_PER_DAY
+from crm_stream.models.hub import ModelHub, SnapshotError
+from crm_stream.models.labels import CENSORED, CHURN, NEXT_PURCHASE, PendingPredictions
+from crm_stream.operators.events.simulator import Shop
+from crm_stream.operators.profile import state as profiles
+from crm_stream.operators.profile.state import ProfileRules
+from crm_stream.operators.stages.evaluate import evaluate_file
 from tests.events import T0, event, purchase, view
 
 RULES = ProfileRules(interest_half_life_days=14, sentiment_half_life_hours=72, dedup_max_ids=64)
@@ -59,14 +60,20 @@ class Stream:
 
 
 def busy_profile() -> dict:
-    events = [purchase(day=d, amount=20 + d, items=[{"product_id": "p1", "category": "coffee", "price": 10, "quantity": 2}])
-              for d in (0, 9, 21, 30)]
-    events += [view(day=31, category="tea"), event("add_to_cart", day=31.1, product_id="p9", category="tea", price=5.0),
-               event("ticket_opened", day=32, ticket_id="t1"),
-               event("support_message", day=32.1, ticket_id="t1", text="Terrible, I want a refund!!!", direction="inbound"),
-               event("survey", day=33, score=3), event("ticket_closed", day=33, ticket_id="t1", csat=2),
-               event("refund", day=34, order_id="o-x", amount=5.0, currency="USD"),
-               event("consent", day=1, marketing_email=True, contact_frequency="low")]
+    events = [
+        purchase(day=d, amount=20 + d, items=[{"product_id": "p1", "category": "coffee", "price": 10, "quantity": 2}])
+        for d in (0, 9, 21, 30)
+    ]
+    events += [
+        view(day=31, category="tea"),
+        event("add_to_cart", day=31.1, product_id="p9", category="tea", price=5.0),
+        event("ticket_opened", day=32, ticket_id="t1"),
+        event("support_message", day=32.1, ticket_id="t1", text="Terrible, I want a refund!!!", direction="inbound"),
+        event("survey", day=33, score=3),
+        event("ticket_closed", day=33, ticket_id="t1", csat=2),
+        event("refund", day=34, order_id="o-x", amount=5.0, currency="USD"),
+        event("consent", day=1, marketing_email=True, contact_frequency="low"),
+    ]
     return fold(sorted(events, key=lambda e: e["ts"]))
 
 
@@ -333,7 +340,7 @@ def test_hub_serves_the_rhythm_estimate_until_warmed_up():
     stream = Stream(hub)
     profile = fold([purchase(day=0), purchase(day=10)])
     as_of = T0 + 15 * DAY
-    from models import rhythm
+    from crm_stream.models import rhythm
 
     assert hub.churn_risk(profile, as_of, POP_GAP) == rhythm.churn_risk(2, 10.0, 5.0, 30, POP_GAP)
     assert hub.predict(profile, as_of, POP_GAP).source == "rhythm"
@@ -345,7 +352,11 @@ def test_hub_serves_the_rhythm_estimate_until_warmed_up():
     assert hub.ready == (True, True)
     served = hub.predict(profile, as_of, POP_GAP)
     assert served.source == "model"
-    assert served.churn_risk == hub.churn_risk(profile, as_of, POP_GAP) == churn.predict(hub.churn_model, hub._features(profile, as_of, POP_GAP))
+    assert (
+        served.churn_risk
+        == hub.churn_risk(profile, as_of, POP_GAP)
+        == churn.predict(hub.churn_model, hub._features(profile, as_of, POP_GAP))
+    )
     assert 0.0 <= served.next_purchase_in_days <= next_purchase.MAX_DAYS
 
 
@@ -420,7 +431,9 @@ def test_snapshot_restore_mid_stream_resumes_exactly():
         gap = rng.choice((5, 12, 30))
         day = rng.uniform(0, 10)
         while day < 200:
-            events.append(purchase(f"c{c}", day=day, items=[{"product_id": "p", "category": rng.choice("ab"), "price": 1, "quantity": 1}]))
+            events.append(
+                purchase(f"c{c}", day=day, items=[{"product_id": "p", "category": rng.choice("ab"), "price": 1, "quantity": 1}])
+            )
             events.append(view(f"c{c}", day=day + rng.uniform(0, gap)))
             day += rng.uniform(0.5, 2) * gap
     events.sort(key=lambda e: e["ts"])
@@ -585,7 +598,8 @@ def test_rhythm_estimates_equal_the_two_functions():
         horizon, population = rng.choice([14.0, 30.0]), rng.uniform(1, 60)
         assert rhythm.estimates(frequency, gap, recency, horizon, population) == (
             rhythm.churn_risk(frequency, gap, recency, horizon, population),
-            rhythm.next_purchase_in_days(frequency, gap, recency, population))
+            rhythm.next_purchase_in_days(frequency, gap, recency, population),
+        )
 
 
 @pytest.mark.parametrize("population_gap", [POP_GAP, 0.0, float("nan")])
@@ -607,7 +621,9 @@ def test_likely_category_given_the_top_interest_is_the_same():
     prospect = fold([view(category="tea"), view(category="coffee", day=1)])
     for profile in (busy_profile(), prospect, profiles.new_profile("c3", T0)):
         top = next_purchase.top_interest(profile, T0 + 3 * DAY)
-        assert next_purchase.likely_category(profile, T0 + 3 * DAY, top=top) == next_purchase.likely_category(profile, T0 + 3 * DAY)
+        assert next_purchase.likely_category(profile, T0 + 3 * DAY, top=top) == next_purchase.likely_category(
+            profile, T0 + 3 * DAY
+        )
 
 
 @pytest.mark.parametrize("module", [features, churn, next_purchase, labels, evaluation, components, hubs])

@@ -7,17 +7,17 @@ from dataclasses import replace
 
 import pytest
 
-from config import settings as config
-from config.settings import ConfigError, KafkaSettings, StoreSettings
-from operators import jsonutil
-from operators.io import DEADLETTER, SERVICE
-from operators.kafka_io import client_config
-from operators.keys import KeySpace
-from operators.log_redaction import RedactingFilter
-from operators.pii import PiiKey, PiiKeyError, SealedStore
-from operators.router import DEAD, Router
-from operators.schema import Decoder
-from operators.stores import redis_connection_kwargs
+from crm_stream.config import settings as config
+from crm_stream.config.settings import ConfigError, KafkaSettings, StoreSettings
+from crm_stream.operators.events.router import DEAD, Router
+from crm_stream.operators.events.schema import Decoder
+from crm_stream.operators.io import jsonutil
+from crm_stream.operators.io.interface import DEADLETTER, SERVICE
+from crm_stream.operators.io.kafka import client_config
+from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.io.stores import redis_connection_kwargs
+from crm_stream.operators.privacy.log_redaction import RedactingFilter
+from crm_stream.operators.privacy.pii import PiiKey, PiiKeyError, SealedStore
 from tests.events import event, purchase
 from tests.unit.test_rules import SETTINGS, Harness
 
@@ -29,7 +29,7 @@ ANGRY = "THIRD time!!! STILL no refund. Call +44 20 7946 0958 or mail jo@example
 def test_keys_carry_pseudonyms_when_a_key_is_set() -> None:
     plain, hidden = KeySpace("crm"), KeySpace.of(StoreSettings(pii_key=KEY))
     assert plain.profile("c1") == "crm:profile:c1" and KeySpace.of(StoreSettings()) == plain
-    assert hidden.profile("c1").startswith("crm:profile:") and "c1" not in hidden.profile("c1")[len("crm:profile:"):]
+    assert hidden.profile("c1").startswith("crm:profile:") and "c1" not in hidden.profile("c1")[len("crm:profile:") :]
     assert hidden.profile("c1") == KeySpace.of(StoreSettings(pii_key=KEY)).profile("c1")  # stable across processes
     assert hidden.profile("c1") != KeySpace.of(StoreSettings(pii_key=OTHER_KEY)).profile("c1")
     assert hidden.anon("v1") != plain.anon("v1") and hidden.claim("c1") != plain.claim("c1")
@@ -100,8 +100,8 @@ def test_the_profile_keeps_no_support_text_and_the_alert_excerpt_is_redacted() -
 
 
 def test_the_model_learns_from_a_kept_digest_as_from_the_text() -> None:
-    from models.anger_model import AngerModel
-    from operators.anger import score_message
+    from crm_stream.models.anger.lexicon import score_message
+    from crm_stream.models.anger.model import AngerModel
 
     text = "still broken!!! third time"
     by_text, by_digest = AngerModel(seed=1), AngerModel(seed=1)
@@ -129,10 +129,18 @@ def test_dead_letters_are_redacted_unless_turned_off(redact: bool, kept: bool) -
 
 
 def test_alert_reasons_and_payloads_are_redacted_whoever_wrote_them() -> None:
-    from operators.alerts import make_alert
+    from crm_stream.operators.rules.alerts import make_alert
 
-    alert = make_alert("k", "c1", 0, situation="s", priority="low", score=0.1, reasons=["from jo@example.com"],
-                       payload={"note": "+1 (415) 555-2671"})
+    alert = make_alert(
+        "k",
+        "c1",
+        0,
+        situation="s",
+        priority="low",
+        score=0.1,
+        reasons=["from jo@example.com"],
+        payload={"note": "+1 (415) 555-2671"},
+    )
     assert alert["reasons"] == ["from [email]"] and alert["payload"] == {"note": "[phone]"} and SERVICE
 
 
@@ -160,10 +168,16 @@ def test_log_filter_masks_secrets_and_personal_data_in_messages_and_tracebacks()
 
 
 def test_settings_mask_and_collect_every_secret() -> None:
-    env = {"CRM_STREAM__STORE__PASSWORD": "redis-pw", "CRM_STREAM__STORE__PII_KEY": KEY,
-           "CRM_STREAM__STORE__URL": "rediss://u:url-pw@h:6380/0", "CRM_STREAM__STORE__USERNAME": "u",
-           "CRM_STREAM__KAFKA__SECURITY_PROTOCOL": "sasl_ssl", "CRM_STREAM__KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
-           "CRM_STREAM__KAFKA__SASL_USERNAME": "crm", "CRM_STREAM__KAFKA__SASL_PASSWORD": "sasl-pw"}
+    env = {
+        "CRM_STREAM__STORE__PASSWORD": "redis-pw",
+        "CRM_STREAM__STORE__PII_KEY": KEY,
+        "CRM_STREAM__STORE__URL": "rediss://u:url-pw@h:6380/0",
+        "CRM_STREAM__STORE__USERNAME": "u",
+        "CRM_STREAM__KAFKA__SECURITY_PROTOCOL": "sasl_ssl",
+        "CRM_STREAM__KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+        "CRM_STREAM__KAFKA__SASL_USERNAME": "crm",
+        "CRM_STREAM__KAFKA__SASL_PASSWORD": "sasl-pw",
+    }
     with pytest.raises(ConfigError, match="keep one"):  # a password in the URL and in store.password
         config.load(None, env=env)
     env["CRM_STREAM__STORE__URL"] = "rediss://h:6380/0"
@@ -172,37 +186,48 @@ def test_settings_mask_and_collect_every_secret() -> None:
     assert not any(secret in dumped for secret in ("redis-pw", KEY, "sasl-pw"))
     assert set(config.secret_values(s)) == {"redis-pw", KEY, "sasl-pw"}
     assert config.secret_values(replace(s, store=replace(s.store, password="", url="redis://u:url-pw@h/0"))) == sorted(
-        ["url-pw", KEY, "sasl-pw"], key=len, reverse=True)
+        ["url-pw", KEY, "sasl-pw"], key=len, reverse=True
+    )
     conf = client_config(s.kafka)
     assert conf["security.protocol"] == "SASL_SSL" and conf["sasl.mechanism"] == "SCRAM-SHA-512"
     assert conf["sasl.username"] == "crm" and conf["sasl.password"] == "sasl-pw"
-    assert redis_connection_kwargs(s.store) == {"username": "u", "password": "redis-pw", "ssl_cert_reqs": "required",
-                                                "ssl_check_hostname": True}
+    assert redis_connection_kwargs(s.store) == {
+        "username": "u",
+        "password": "redis-pw",
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": True,
+    }
 
 
-@pytest.mark.parametrize("kafka, message", [
-    (dict(security_protocol="TLS"), "not one of"),
-    (dict(sasl_password="x"), "not SASL_SSL"),
-    (dict(security_protocol="SASL_SSL"), "needs kafka.sasl_mechanism"),
-    (dict(security_protocol="SASL_SSL", sasl_mechanism="PLAIN", sasl_username="u"), "needs kafka.sasl_username and"),
-    (dict(security_protocol="SASL_SSL", sasl_mechanism="MD5"), "not one of"),
-    (dict(security_protocol="PLAINTEXT", ssl_ca_location="/etc/hostname"), "use SSL or SASL_SSL"),
-    (dict(security_protocol="SSL", ssl_ca_location="/nonexistent.pem"), "not a readable file"),
-    (dict(sasl_username="u", extra={"sasl.username": "v"}), "keep one"),
-])
+@pytest.mark.parametrize(
+    "kafka, message",
+    [
+        (dict(security_protocol="TLS"), "not one of"),
+        (dict(sasl_password="x"), "not SASL_SSL"),
+        (dict(security_protocol="SASL_SSL"), "needs kafka.sasl_mechanism"),
+        (dict(security_protocol="SASL_SSL", sasl_mechanism="PLAIN", sasl_username="u"), "needs kafka.sasl_username and"),
+        (dict(security_protocol="SASL_SSL", sasl_mechanism="MD5"), "not one of"),
+        (dict(security_protocol="PLAINTEXT", ssl_ca_location="/etc/hostname"), "use SSL or SASL_SSL"),
+        (dict(security_protocol="SSL", ssl_ca_location="/nonexistent.pem"), "not a readable file"),
+        (dict(sasl_username="u", extra={"sasl.username": "v"}), "keep one"),
+    ],
+)
 def test_kafka_security_settings_are_validated(kafka: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config._validate_kafka_security(KafkaSettings(**kafka))
 
 
-@pytest.mark.parametrize("store, message", [
-    (dict(url="redis://h/0", tls_ca_file="/etc/hostname"), "not rediss://"),
-    (dict(url="rediss://h/0", tls_ca_file="/nonexistent.pem"), "not a readable file"),
-    (dict(url="rediss://h/0", tls_cert_file="/etc/hostname"), "go together"),
-    (dict(username="u"), "needs a password"),
-    (dict(pii_key="short"), "at least 32"),
-    (dict(kind="redis", require_pii_key=True), "CRM_STREAM__STORE__PII_KEY"),
-])
+@pytest.mark.parametrize(
+    "store, message",
+    [
+        (dict(url="redis://h/0", tls_ca_file="/etc/hostname"), "not rediss://"),
+        (dict(url="rediss://h/0", tls_ca_file="/nonexistent.pem"), "not a readable file"),
+        (dict(url="rediss://h/0", tls_cert_file="/etc/hostname"), "go together"),
+        (dict(username="u"), "needs a password"),
+        (dict(pii_key="short"), "at least 32"),
+        (dict(kind="redis", require_pii_key=True), "CRM_STREAM__STORE__PII_KEY"),
+    ],
+)
 def test_store_security_settings_are_validated(store: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config._validate_store_security(StoreSettings(**store))

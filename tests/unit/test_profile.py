@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-from operators import profile as profiles
-from operators.profile import ProfileRules
-from operators.timeutil import MS_PER_DAY
+from crm_stream.operators.events.timeutil import MS_PER_DAY
+from crm_stream.operators.profile import state as profiles
+from crm_stream.operators.profile.state import ProfileRules
 from tests.events import T0, event, purchase, view
 
 RULES = ProfileRules(interest_half_life_days=14, sentiment_half_life_hours=72, dedup_max_ids=64)
@@ -64,7 +64,8 @@ def test_interest_decays_and_is_order_independent():
     as_of = T0 + 20 * MS_PER_DAY
     for cat in ("coffee", "tea"):
         assert profiles.decayed_value(a["interests"][cat], as_of, RULES.interest_half_life_ms) == pytest.approx(
-            profiles.decayed_value(b["interests"][cat], as_of, RULES.interest_half_life_ms))
+            profiles.decayed_value(b["interests"][cat], as_of, RULES.interest_half_life_ms)
+        )
     # one view 14 days (a half-life) before as_of counts half
     single = fold([view(category="books", day=6)])
     assert profiles.decayed_value(single["interests"]["books"], as_of, RULES.interest_half_life_ms) == pytest.approx(0.5)
@@ -74,16 +75,22 @@ def test_cart_add_remove_and_checkout():
     add = lambda pid, q=1: event("add_to_cart", product_id=pid, category="coffee", price=5.0, quantity=q)
     p = fold([add("p1", 2), add("p2"), event("remove_from_cart", product_id="p1", category="coffee", quantity=1)])
     assert p["cart"]["p1"]["quantity"] == 1 and "p2" in p["cart"]
-    profiles.apply(p, norm(purchase(amount=5, items=[{"product_id": "p2", "category": "coffee", "price": 5, "quantity": 1}])), RULES)
+    profiles.apply(
+        p, norm(purchase(amount=5, items=[{"product_id": "p2", "category": "coffee", "price": 5, "quantity": 1}])), RULES
+    )
     assert list(p["cart"]) == ["p1"]
 
 
 def test_tickets_and_sentiment():
-    p = fold([
-        event("ticket_opened", ticket_id="t1"),
-        event("support_message", ticket_id="t1", text="this is the third time I'm asking, unacceptable!!!", direction="inbound"),
-        event("support_message", ticket_id="t1", text="We are sorry", direction="outbound"),
-    ])
+    p = fold(
+        [
+            event("ticket_opened", ticket_id="t1"),
+            event(
+                "support_message", ticket_id="t1", text="this is the third time I'm asking, unacceptable!!!", direction="inbound"
+            ),
+            event("support_message", ticket_id="t1", text="We are sorry", direction="outbound"),
+        ]
+    )
     assert p["tickets"]["t1"]["inbound"] == 1
     assert profiles.sentiment_value(p, T0, RULES) < -0.3
     profiles.apply(p, norm(event("ticket_closed", ticket_id="t1", csat=2)), RULES)
@@ -91,7 +98,9 @@ def test_tickets_and_sentiment():
 
 
 def test_newer_consent_wins_even_if_older_arrives_late():
-    p = fold([event("consent", day=5, marketing_email=False), event("consent", day=1, marketing_email=True, contact_frequency="low")])
+    p = fold(
+        [event("consent", day=5, marketing_email=False), event("consent", day=1, marketing_email=True, contact_frequency="low")]
+    )
     assert p["consent"]["marketing_email"] is False and p["consent"]["contact_frequency"] == "normal"
 
 

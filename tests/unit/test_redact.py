@@ -1,4 +1,4 @@
-"""operators/redact.py: e-mails, phones and card numbers go; order numbers, dates, prices and words stay."""
+"""operators/privacy/redact.py: e-mails, phones and card numbers go; order numbers, dates, prices and words stay."""
 
 from __future__ import annotations
 
@@ -6,52 +6,55 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operators.redact import CARD, EMAIL, PHONE, luhn_ok, redact, redact_value
+from crm_stream.operators.privacy.redact import CARD, EMAIL, PHONE, luhn_ok, redact, redact_value
 
 
-@pytest.mark.parametrize("text, expected", [
-    # e-mails, in sentences and around Chinese text
-    ("write to jo.smith+crm@example.co.uk please", "write to [email] please"),
-    ("JANE_DOE@Mail.Example.COM", "[email]"),
-    ("我的邮箱abc@qq.com谢谢", "我的邮箱[email]谢谢"),
-    # phones, international formats
-    ("call +44 20 7946 0958", "call [phone]"),
-    ("+1 (415) 555-2671", "[phone]"),
-    ("(415) 555-2671", "[phone]"),
-    ("415-555-2671 or 415.555.2671", "[phone] or [phone]"),
-    ("+86 138 0013 8000", "[phone]"),
-    ("我的手机是13800138000，谢谢", "我的手机是[phone]，谢谢"),
-    ("0049 30 1234567", "[phone]"),
-    ("+49 30 123456", "[phone]"),
-    ("020 7946 0958", "[phone]"),
-    ("+33 1 23 45 67 89", "[phone]"),
-    ("+91 98765 43210", "[phone]"),
-    ("+81 3-1234-5678", "[phone]"),
-    ("+44 (0)20 7946 0958", "[phone]"),
-    ("tel:+442079460958", "tel:[phone]"),
-    ("ring 0612345678 now", "ring [phone] now"),
-    ("call 4155552671", "call [phone]"),
-    # cards: Luhn-valid, 13-19 digits, any grouping
-    ("card 4111 1111 1111 1111 expired", "card [card] expired"),
-    ("5555-5555-5555-4444", "[card]"),
-    ("amex 3782 822463 10005", "amex [card]"),
-    ("4111111111111111", "[card]"),
-    ("unionpay 6212345678901232", "unionpay [card]"),
-    # not personal data: left exactly as written
-    ("order 1234567890123", "order 1234567890123"),          # card length, fails Luhn
-    ("order 4111111111111112", "order 4111111111111112"),    # one digit off a card
-    ("order #100234587", "order #100234587"),
-    ("ORD-2026-000123 shipped", "ORD-2026-000123 shipped"),
-    ("order 20260315001", "order 20260315001"),
-    ("ticket t-1234567890", "ticket t-1234567890"),
-    ("event e123456789012", "event e123456789012"),
-    ("on 2026-01-01 at 12:30, and 01/02/2026", "on 2026-01-01 at 12:30, and 01/02/2026"),
-    ("price 19.99, total 1,234,567.89 USD", "price 19.99, total 1,234,567.89 USD"),
-    ("pi is 3.14159265", "pi is 3.14159265"),
-    ("server 192.168.10.10", "server 192.168.10.10"),
-    ("third time!!! 第三次了", "third time!!! 第三次了"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # e-mails, in sentences and around Chinese text
+        ("write to jo.smith+crm@example.co.uk please", "write to [email] please"),
+        ("JANE_DOE@Mail.Example.COM", "[email]"),
+        ("我的邮箱abc@qq.com谢谢", "我的邮箱[email]谢谢"),
+        # phones, international formats
+        ("call +44 20 7946 0958", "call [phone]"),
+        ("+1 (415) 555-2671", "[phone]"),
+        ("(415) 555-2671", "[phone]"),
+        ("415-555-2671 or 415.555.2671", "[phone] or [phone]"),
+        ("+86 138 0013 8000", "[phone]"),
+        ("我的手机是13800138000，谢谢", "我的手机是[phone]，谢谢"),
+        ("0049 30 1234567", "[phone]"),
+        ("+49 30 123456", "[phone]"),
+        ("020 7946 0958", "[phone]"),
+        ("+33 1 23 45 67 89", "[phone]"),
+        ("+91 98765 43210", "[phone]"),
+        ("+81 3-1234-5678", "[phone]"),
+        ("+44 (0)20 7946 0958", "[phone]"),
+        ("tel:+442079460958", "tel:[phone]"),
+        ("ring 0612345678 now", "ring [phone] now"),
+        ("call 4155552671", "call [phone]"),
+        # cards: Luhn-valid, 13-19 digits, any grouping
+        ("card 4111 1111 1111 1111 expired", "card [card] expired"),
+        ("5555-5555-5555-4444", "[card]"),
+        ("amex 3782 822463 10005", "amex [card]"),
+        ("4111111111111111", "[card]"),
+        ("unionpay 6212345678901232", "unionpay [card]"),
+        # not personal data: left exactly as written
+        ("order 1234567890123", "order 1234567890123"),  # card length, fails Luhn
+        ("order 4111111111111112", "order 4111111111111112"),  # one digit off a card
+        ("order #100234587", "order #100234587"),
+        ("ORD-2026-000123 shipped", "ORD-2026-000123 shipped"),
+        ("order 20260315001", "order 20260315001"),
+        ("ticket t-1234567890", "ticket t-1234567890"),
+        ("event e123456789012", "event e123456789012"),
+        ("on 2026-01-01 at 12:30, and 01/02/2026", "on 2026-01-01 at 12:30, and 01/02/2026"),
+        ("price 19.99, total 1,234,567.89 USD", "price 19.99, total 1,234,567.89 USD"),
+        ("pi is 3.14159265", "pi is 3.14159265"),
+        ("server 192.168.10.10", "server 192.168.10.10"),
+        ("third time!!! 第三次了", "third time!!! 第三次了"),
+        ("", ""),
+    ],
+)
 def test_examples(text: str, expected: str) -> None:
     assert redact(text) == expected
 
@@ -83,7 +86,7 @@ def cards(draw: st.DrawFn) -> str:
     body = draw(st.sampled_from("23456")) + draw(st.text(alphabet="0123456789", min_size=length - 2, max_size=length - 2))
     number = _luhn_complete(body)
     sep = draw(st.sampled_from(["", " ", "-"]))
-    return sep.join(number[i:i + 4] for i in range(0, len(number), 4))
+    return sep.join(number[i : i + 4] for i in range(0, len(number), 4))
 
 
 @st.composite

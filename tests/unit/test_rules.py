@@ -6,14 +6,14 @@ from dataclasses import replace
 
 import pytest
 
-from config import settings as config
-from operators import jsonutil
-from operators.io import MARKETING, SERVICE
-from operators.keys import KeySpace
-from operators.profile import SOURCE, SOURCE_OFFSET
-from operators.shard import ProfileShard
-from operators.stores import MemoryStore
-from operators.timeutil import MS_PER_DAY, MS_PER_HOUR
+from crm_stream.config import settings as config
+from crm_stream.operators.events.timeutil import MS_PER_DAY, MS_PER_HOUR
+from crm_stream.operators.io import jsonutil
+from crm_stream.operators.io.interface import MARKETING, SERVICE
+from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.io.stores import MemoryStore
+from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
+from crm_stream.operators.stages.shard import ProfileShard
 from tests.events import T0, event, purchase, view
 
 BASE = config.load(None, env={})
@@ -65,11 +65,27 @@ def test_angry_customer_is_urgent_for_a_valuable_customer_and_quiet_for_a_polite
         h.feed(purchase(f"o{i}", amount=10 + i, day=0.1))
     h.feed(purchase("c1", amount=5000, day=1))
     h.feed(event("ticket_opened", "c1", ticket_id="t1", day=2))
-    h.feed(event("support_message", "c1", ticket_id="t1", direction="inbound", day=2.01,
-                 text="Hi, could you tell me when my order ships? Thanks"))
+    h.feed(
+        event(
+            "support_message",
+            "c1",
+            ticket_id="t1",
+            direction="inbound",
+            day=2.01,
+            text="Hi, could you tell me when my order ships? Thanks",
+        )
+    )
     assert h.alerts("angry_customer") == []
-    h.feed(event("support_message", "c1", ticket_id="t1", direction="inbound", day=2.1,
-                 text="This is the THIRD time I'm asking, unacceptable!!! Worst service ever"))
+    h.feed(
+        event(
+            "support_message",
+            "c1",
+            ticket_id="t1",
+            direction="inbound",
+            day=2.1,
+            text="This is the THIRD time I'm asking, unacceptable!!! Worst service ever",
+        )
+    )
     [alert] = h.alerts("angry_customer", SERVICE)
     assert alert["priority"] in ("urgent", "high") and alert["payload"]["ticket_id"] == "t1"
     assert any("anger score" in r for r in alert["reasons"]) and any("high-value" in r for r in alert["reasons"])
@@ -86,8 +102,10 @@ def test_chinese_anger_registers():
 def test_abandoned_interest_fires_when_the_clock_passes_even_without_more_events():
     h = Harness().feed(opt_in())
     for i in range(5):
-        h.feed(view("c1", category="cameras", day=1 + i * 0.01), event("add_to_cart", "c1", product_id="p7", category="cameras",
-                                                                         price=300.0, day=1 + i * 0.01 + 0.001))
+        h.feed(
+            view("c1", category="cameras", day=1 + i * 0.01),
+            event("add_to_cart", "c1", product_id="p7", category="cameras", price=300.0, day=1 + i * 0.01 + 0.001),
+        )
     assert h.alerts("abandoned_interest") == []
     h.advance(T0 + 3 * MS_PER_DAY + MS_PER_HOUR * 2)  # other customers' events move the stream's clock
     assert h.shard.profiles["c1"]["scheduled"]  # raised at 01:00 UTC: held until the quiet hours end (08:00)
@@ -235,7 +253,7 @@ def test_inactive_customers_leave_memory_and_come_back_from_the_store():
 
 
 def test_an_identify_that_releases_a_purchase_moves_the_segment_statistics_once():
-    from operators.identity import RELEASED
+    from crm_stream.operators.stages.identity import RELEASED
 
     h = Harness()
     earlier = dict(purchase("c1", amount=40, day=1, anonymous_id="a1"), amount_base=40.0, quantity=1)

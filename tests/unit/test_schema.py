@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from operators import jsonutil
-from operators.schema import EVENT_TYPES, DeadLetter, Decoder, Origin
+from crm_stream.operators.events.schema import EVENT_TYPES, DeadLetter, Decoder, Origin
+from crm_stream.operators.io import jsonutil
 from tests.events import T0, event
 
 RATES = {"USD": 1.0, "EUR": 1.08, "CNY": 0.138}
@@ -16,7 +16,12 @@ VALID = {
     "search": {"query": "beans"},
     "add_to_cart": {"product_id": "p1", "category": "coffee"},
     "remove_from_cart": {"product_id": "p1", "category": "coffee", "quantity": 2},
-    "purchase": {"order_id": "o1", "amount": 10, "currency": "EUR", "items": [{"product_id": "p1", "category": "coffee", "price": 10, "quantity": 1}]},
+    "purchase": {
+        "order_id": "o1",
+        "amount": 10,
+        "currency": "EUR",
+        "items": [{"product_id": "p1", "category": "coffee", "price": 10, "quantity": 1}],
+    },
     "refund": {"order_id": "o1", "amount": 5, "currency": "USD", "reason": "broken"},
     "support_message": {"ticket_id": "t1", "text": "hello", "direction": "inbound", "channel": "chat"},
     "ticket_opened": {"ticket_id": "t1", "subject": "late"},
@@ -45,8 +50,18 @@ def test_valid_events_decode(type_):
 
 
 def test_normalisation_trims_converts_time_and_currency_and_carries_extras():
-    out = decode({"event_id": " e1 ", "type": " purchase", "customer_id": " c9 ", "ts": "2026-01-01T08:00:00+08:00",
-                  "order_id": "o", "amount": 100, "currency": "eur", "campaign": {"utm": "x"}})
+    out = decode(
+        {
+            "event_id": " e1 ",
+            "type": " purchase",
+            "customer_id": " c9 ",
+            "ts": "2026-01-01T08:00:00+08:00",
+            "order_id": "o",
+            "amount": 100,
+            "currency": "eur",
+            "campaign": {"utm": "x"},
+        }
+    )
     assert out["event_id"] == "e1" and out["customer_id"] == "c9" and out["type"] == "purchase"
     assert out["ts"] == T0
     assert out["currency"] == "EUR" and out["amount_base"] == pytest.approx(108.0)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from config.settings import SegmentSettings
-from models import rhythm
-from operators.segments import Histogram, SegmentStats, segment_of
+from crm_stream.config.settings import SegmentSettings
+from crm_stream.models import rhythm
+from crm_stream.operators.profile.segments import Histogram, SegmentStats, segment_of
 
 CFG = SegmentSettings()
 

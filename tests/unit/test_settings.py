@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from config import settings as config
+from crm_stream.config import settings as config
 
 
 def test_defaults_load_and_validate():
@@ -16,13 +16,16 @@ def test_production_example_loads():
 
 
 def test_environment_overrides_file_with_types_coerced():
-    s = config.load(None, env={
-        "CRM_STREAM__ENGINE__SHARDS": "8",
-        "CRM_STREAM__STORE__URL": "redis://h:1/0",
-        "CRM_STREAM__KAFKA__TOPICS__CLICKSTREAM": "shop.clicks",
-        "CRM_STREAM__KAFKA__EXTRA__SASL.PASSWORD": "hunter2",
-        "UNRELATED": "x",
-    })
+    s = config.load(
+        None,
+        env={
+            "CRM_STREAM__ENGINE__SHARDS": "8",
+            "CRM_STREAM__STORE__URL": "redis://h:1/0",
+            "CRM_STREAM__KAFKA__TOPICS__CLICKSTREAM": "shop.clicks",
+            "CRM_STREAM__KAFKA__EXTRA__SASL.PASSWORD": "hunter2",
+            "UNRELATED": "x",
+        },
+    )
     assert s.engine.shards == 8 and s.store.url == "redis://h:1/0"
     assert s.kafka.topics.clickstream == "shop.clicks" and s.kafka.extra["sasl.password"] == "hunter2"
 
@@ -53,8 +56,10 @@ def test_missing_file_and_bad_toml(tmp_path):
 
 
 def test_secrets_are_masked_when_printed():
-    s = config.load(None, env={"CRM_STREAM__STORE__URL": "redis://crm:s3cret@redis:6379/0",
-                               "CRM_STREAM__KAFKA__EXTRA__SASL.PASSWORD": "hunter2"})
+    s = config.load(
+        None,
+        env={"CRM_STREAM__STORE__URL": "redis://crm:s3cret@redis:6379/0", "CRM_STREAM__KAFKA__EXTRA__SASL.PASSWORD": "hunter2"},
+    )
     text = repr(s.masked())
     assert "s3cret" not in text and "hunter2" not in text and "***" in text
     assert s.masked()["store"]["key_prefix"] == "crm"  # names that merely contain a marker word stay readable

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import gc
-
 from dataclasses import replace
 from datetime import timedelta
 
 from bytewax.testing import run_main
 
-from config import settings as config
-from flows.dataflow import build_flow
-from operators import jsonutil
-from operators.files_io import CollectingOutputs, FileReader
-from operators.io import MARKETING, SERVICE
-from operators.simulator import Shop
-from operators.stores import MemoryStore
+from crm_stream.config import settings as config
+from crm_stream.flows.dataflow import build_flow
+from crm_stream.operators.events.simulator import Shop
+from crm_stream.operators.io import jsonutil
+from crm_stream.operators.io.files import CollectingOutputs, FileReader
+from crm_stream.operators.io.interface import MARKETING, SERVICE
+from crm_stream.operators.io.stores import MemoryStore
 from tests.events import purchase, view
 from tests.unit.test_rules import SETTINGS, Harness
 
@@ -34,8 +33,13 @@ class BytesStore(MemoryStore):
 
 def _run(store, path):
     outputs, shards = CollectingOutputs(), {}
-    flow = build_flow(config.load(None, env={}), reader=FileReader(path, batch_size=50), outputs_factory=lambda w: outputs,
-                      store_provider=lambda: store, shard_registry=shards)
+    flow = build_flow(
+        config.load(None, env={}),
+        reader=FileReader(path, batch_size=50),
+        outputs_factory=lambda w: outputs,
+        store_provider=lambda: store,
+        shard_registry=shards,
+    )
     run_main(flow, epoch_interval=timedelta(seconds=10))
     alerts = [v for d in (SERVICE, MARKETING) for v in outputs.records.get(d, [])]
     profiles = {k: store.decode(v) if isinstance(v, bytes) else v for k, v in store.scan("crm:profile:")}
@@ -54,8 +58,9 @@ def test_held_blobs_give_the_same_alerts_and_profiles_as_held_objects(tmp_path):
     assert kept and all(type(p) is bytes for p in kept)  # between batches memory holds only blobs
     gc.collect()  # and so the collector untracks the shard's dict: its passes never walk a million entries
     assert not any(gc.is_tracked(s.profiles) for s in held.values())
-    assert sorted(p["customer_id"] for s in held.values() for p in s.held_profiles()) == \
-        sorted(p["customer_id"] for p in held_profiles.values())
+    assert sorted(p["customer_id"] for s in held.values() for p in s.held_profiles()) == sorted(
+        p["customer_id"] for p in held_profiles.values()
+    )
 
 
 def test_held_blobs_are_evicted_and_read_back():

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from config.settings import SimulatorSettings
-from operators import jsonutil, simulator
-from operators.io import Raw
-from operators.schema import TOPIC_OF_TYPE, DeadLetter, Decoder, Origin
-from operators.simulator import PERSONAS, Shop, SimulatorReader
-from operators.timeutil import MS_PER_DAY, parse_ts
+from crm_stream.config.settings import SimulatorSettings
+from crm_stream.operators.events import simulator
+from crm_stream.operators.events.schema import TOPIC_OF_TYPE, DeadLetter, Decoder, Origin
+from crm_stream.operators.events.simulator import PERSONAS, Shop, SimulatorReader
+from crm_stream.operators.events.timeutil import MS_PER_DAY, parse_ts
+from crm_stream.operators.io import jsonutil
+from crm_stream.operators.io.interface import Raw
 
 RATES = {"USD": 1, "EUR": 1.08, "CNY": 0.138, "GBP": 1.27, "JPY": 0.0066, "CAD": 0.73}
 SMALL = SimulatorSettings(customers=60, days=60, seed=3)
@@ -161,8 +162,15 @@ def test_truth_references_real_customers_products_and_tickets(default_run: Any) 
             assert customers[line["customer_id"]]["churned_at"] == line["ts"]
         if "product_id" in line:
             assert line["product_id"] in {p.product_id for p in shop.products}
-    assert set(kinds) == {"angry_customer", "abandoned_interest", "win_back", "replenishment", "return_spike",
-                          "churn", "duplicate_event"}
+    assert set(kinds) == {
+        "angry_customer",
+        "abandoned_interest",
+        "win_back",
+        "replenishment",
+        "return_spike",
+        "churn",
+        "duplicate_event",
+    }
     assert all(c["churned_at"] for c in customers.values() if c["persona"] == "lapsing")
     assert all(c["cycle_days"] in (21, 30) for c in customers.values() if c["persona"] == "replenishment")
 

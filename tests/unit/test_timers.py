@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from operators.timers import EventClock, TimerWheel, bucket_of
-from operators.timeutil import MS_PER_HOUR
+from crm_stream.operators.events.timeutil import MS_PER_HOUR
+from crm_stream.operators.profile.timers import EventClock, TimerWheel, bucket_of
 
 H = MS_PER_HOUR
 T0 = 1_000 * H
@@ -91,13 +91,13 @@ def _feed_partitioned(batches: list[list[tuple[str, dict]]], kinds: tuple[str, .
     event time of every partition in it. Returns the ids of the timer-driven alerts it raised."""
     from dataclasses import replace
 
-    from config import settings as config
-    from operators import jsonutil
-    from operators.io import MARKETING, SERVICE
-    from operators.keys import KeySpace
-    from operators.profile import SOURCE, SOURCE_OFFSET
-    from operators.shard import ProfileShard
-    from operators.stores import MemoryStore
+    from crm_stream.config import settings as config
+    from crm_stream.operators.io import jsonutil
+    from crm_stream.operators.io.interface import MARKETING, SERVICE
+    from crm_stream.operators.io.keys import KeySpace
+    from crm_stream.operators.io.stores import MemoryStore
+    from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
+    from crm_stream.operators.stages.shard import ProfileShard
 
     base = config.load(None, env={})
     shard = ProfileShard(0, replace(base, engine=replace(base.engine, allowed_lateness_ms=0)), MemoryStore(), KeySpace("crm"))
@@ -125,7 +125,9 @@ def test_a_partition_read_ahead_cancels_no_timer_the_watermark_has_not_reached_y
     from tests.events import T0, event, purchase, view
 
     def bought(day: float) -> dict:
-        return purchase("c1", amount=12, day=day, items=[{"product_id": "p-food", "category": "pet_food", "price": 12, "quantity": 1}])
+        return purchase(
+            "c1", amount=12, day=day, items=[{"product_id": "p-food", "category": "pet_food", "price": 12, "quantity": 1}]
+        )
 
     # pet_food every 21 days: reminders due 2 days ahead (days 61, 82, 103); then 86 days of silence (win-back at 159).
     purchases = [("purchases#0", bought(d)) for d in (0.5, 21.5, 42.5, 63.5, 84.5, 170.5)]
@@ -154,7 +156,9 @@ def test_a_look_read_ahead_of_the_watermark_neither_extends_nor_replaces_an_epis
     consent = ("clicks#0", event("consent", "c1", day=0.05, marketing_email=True))
     looks = [("clicks#0", view("c1", category="books", day=1 + i * 0.01, product_id=f"b{i}")) for i in range(9)]  # due day 3.1
     looks += [("clicks#0", view("c1", category="books", day=4 + i * 0.01, product_id=f"b{i}")) for i in range(9)]  # 3 days on
-    looks += [("clicks#0", view("c1", category="books", day=45 + i * 0.01, product_id=f"b{i}")) for i in range(9)]  # past cooldown
+    looks += [
+        ("clicks#0", view("c1", category="books", day=45 + i * 0.01, product_id=f"b{i}")) for i in range(9)
+    ]  # past cooldown
     looks += [("clicks#0", view("c3", category="toys", day=80))]  # the partition's clock moves on past every deadline
     slow = [("clicks#1", view("c2", category="garden", day=d)) for d in range(0, 81)]  # one look a day: the watermark
     by_day: dict[int, list] = {}

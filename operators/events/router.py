@@ -1,0 +1,117 @@
+"""Decode a batch of raw records and group the good ones by identity shard.
+
+Grouping per batch means the dataflow moves a handful of lists per input
+batch instead of one item per event: Bytewax's per-item cost stays out of the
+hot path (../shared/perf-facts.md: 50-70 k/s per-item keyed state at a million
+keys, 1.3 M/s for partition-local dicts).
+
+Per record, ``route`` tries ``Decoder.decode_fast`` first; only a record it
+declines pays for an ``Origin`` and the full validation, which words the dead
+letter. The ``_src`` label is built once per input partition.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from crm_stream.operators.events.schema import DeadLetter, Decoder, Origin
+from crm_stream.operators.io import jsonutil
+from crm_stream.operators.io.interface import DEADLETTER, Raw
+from crm_stream.operators.io.keys import shard_of
+from crm_stream.operators.io.metrics import EngineMetrics
+from crm_stream.operators.privacy.redact import redact
+from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
+from crm_stream.operators.stages.identity import ERASE_LINKS_ONLY
+
+DEAD = "dead"
+
+
+def shard_key(shard: int) -> str:
+    return f"s{shard:04d}"
+
+
+def identity_route(event: dict[str, Any], shards: int) -> int:
+    """Visitors (and identify) by anonymous id; everyone else by customer id, which is also their profile shard."""
+    if event["type"] == "identify" or event.get("customer_id") is None:
+        return shard_of(event["anonymous_id"], shards)
+    return shard_of(event["customer_id"], shards)
+
+
+class Router:
+    def __init__(
+        self, decoder: Decoder, shards: int, metrics: EngineMetrics | None = None, *, redact_deadletters: bool = True
+    ) -> None:
+        self.decoder = decoder
+        self.redact_deadletters = redact_deadletters
+        """E-mails, phones and card numbers out of dead letters' ``raw`` and ``reason`` (privacy.redact_deadletters)."""
+        self.shards = shards
+        self.metrics = metrics
+        self.max_ts = 0
+        """Newest event time decoded so far (replay reports profiles as of it)."""
+        self.decoded = 0
+        self.dead = 0
+        self._sources: dict[tuple[str | None, int], str] = {}
+        """(topic, partition) -> the ``_src`` label of its events, made once rather than per event."""
+
+    def _source(self, topic: str | None, partition: int) -> str:
+        source = self._sources[topic, partition] = f"{topic or 'file'}#{partition}"
+        return source
+
+    def route(self, batch: list[Raw]) -> list[tuple[str, Any]]:
+        """(identity shard key, (shard, events, clocks)) for EVERY shard, plus (DEAD, effects) if any.
+
+        ``clocks`` ({input partition: newest event time}) goes to every shard,
+        events or not, so that each shard's event-time clock moves with the
+        whole stream: timers must fire for customers who send nothing more.
+        """
+        groups: dict[int, list[dict[str, Any]]] = {}
+        dead: list[tuple[str, str | None, bytes]] = []
+        clocks: dict[str, int] = {}
+        reasons: list[str] = []
+        erasures: list[tuple[int, dict[str, Any]]] = []
+        decode_fast, decode_full = self.decoder.decode_fast, self.decoder.decode_full
+        sources = self._sources
+        shards = self.shards
+        crc32 = zlib.crc32  # identity_route inlined: the same shard_of(id) = crc32(id) % shards
+        counts: dict[tuple[str, str], int] | None = {} if self.metrics is not None else None
+        for topic, partition, offset, value in batch:
+            event = decode_fast(value)
+            if event is None:
+                full = decode_full(value, Origin(topic, line=offset) if partition < 0 else Origin(topic, partition, offset))
+                if type(full) is DeadLetter:
+                    record = full.to_record()
+                    if self.redact_deadletters:
+                        record["raw"], record["reason"] = redact(record["raw"]), redact(record["reason"])
+                    dead.append((DEADLETTER, None, jsonutil.dumps(record)))
+                    reasons.append(full.reason)
+                    continue
+                event = full  # type: ignore[assignment]
+            source = sources.get((topic, partition)) or self._source(topic, partition)
+            event[SOURCE] = source
+            event[SOURCE_OFFSET] = offset
+            ts = event["ts"]
+            if ts > clocks.get(source, -1):
+                clocks[source] = ts
+            customer = event.get("customer_id")
+            kind = event["type"]
+            if counts is not None:
+                counts[source, kind] = counts.get((source, kind), 0) + 1
+            own = crc32((event["anonymous_id"] if customer is None or kind == "identify" else customer).encode()) % shards
+            groups.setdefault(own, []).append(event)
+            if kind == "erasure_request" and customer is not None:
+                erasures.append((own, event))
+        if clocks:
+            self.max_ts = max(self.max_ts, max(clocks.values()))
+        self.dead += len(dead)
+        self.decoded += len(batch) - len(dead)
+        if self.metrics is not None:
+            self.metrics.count_batch(counts or {}, reasons)
+        for own, event in erasures:  # visitor links to the customer live on the visitors' shards: every one hears it
+            for other in range(shards):
+                if other != own:
+                    groups.setdefault(other, []).append({**event, ERASE_LINKS_ONLY: True})
+        out: list[tuple[str, Any]] = [(shard_key(s), (s, groups.get(s, []), clocks)) for s in range(shards)] if clocks else []
+        if dead:
+            out.append((DEAD, dead))
+        return out

@@ -1,0 +1,177 @@
+"""Event-time timers for millions of customers: hour buckets, lazily loaded, lazily cancelled.
+
+Absence rules ("no purchase within 48 h of the browsing", "silent for 90
+days") must fire when the *stream's* event time passes a deadline, even if the
+customer never sends another event, and a replay must fire them exactly as a
+live run does. Bytewax's ``notify_at`` is wall-clock time, so timers here are
+driven by the watermark instead (``EventClock``).
+
+Design, for a shard holding millions of pending deadlines:
+
+- the profile is the truth: it holds its own ``timers`` (kind -> deadline);
+- the wheel is only an index: bucket (hour of the deadline) -> {customer: deadline}.
+  Rescheduling adds an entry and never searches for the old one; a stale
+  entry is dropped when its bucket fires and the profile says otherwise;
+- buckets live in the store (``{prefix}:timers:{shard}:{hour}``), and a bucket
+  is read only when it is touched or due, so memory holds the hours in use,
+  not every pending deadline;
+- ``fired_through`` (persisted with the shard) says which hours are done, so a
+  restart resumes exactly where firing stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from crm_stream.operators.events.timeutil import MS_PER_HOUR
+
+Bucket = dict[str, int]
+
+
+def bucket_of(deadline_ms: int) -> int:
+    return deadline_ms // MS_PER_HOUR
+
+
+class EventClock:
+    """The watermark: how far event time has certainly progressed across all input partitions.
+
+    Each partition's clock is the newest event time it delivered. The watermark
+    is the slowest *active* partition's clock minus the allowed lateness, so a
+    fast partition cannot fire a timer whose cancelling event is still queued in
+    a slow one. A partition that delivered nothing for ``idle_after_s`` of wall
+    time (caught up, or a rarely used topic) stops holding the others back.
+    """
+
+    def __init__(
+        self, allowed_lateness_ms: int = 0, idle_after_s: float = 5.0, now: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.allowed_lateness_ms = allowed_lateness_ms
+        self.idle_after_s = idle_after_s
+        self.now = now
+        self.partitions: dict[str, int] = {}
+        self.last_heard: dict[str, float] = {}
+
+    def observe(self, clocks: dict[str, int]) -> None:
+        now = self.now()
+        for source, ts in clocks.items():
+            if ts > self.partitions.get(source, -1):
+                self.partitions[source] = ts
+                self.last_heard[source] = now
+
+    def watermark(self) -> int:
+        if not self.partitions:
+            return 0
+        now = self.now()
+        active = [ts for src, ts in self.partitions.items() if now - self.last_heard[src] < self.idle_after_s]
+        slowest = min(active) if active else max(self.partitions.values())
+        return slowest - self.allowed_lateness_ms
+
+
+class TimerWheel:
+    """The index of pending deadlines of one shard (see the module doc)."""
+
+    def __init__(
+        self, load: Callable[[list[int]], list[Bucket | None]], fired_through: int | None = None, *, complete: bool = False
+    ) -> None:
+        self._load = load
+        self.complete = complete
+        """True when the store holds no bucket this wheel has not written (a shard's first start): then a bucket
+        not in memory is empty, and is never read. Safe because a shard writes its record (which ends "first
+        start") in the same atomic store write as its first buckets."""
+        self.buckets: dict[int, Bucket] = {}
+        self.dirty: set[int] = set()
+        self.dropped: set[int] = set()
+        self.fired_through = fired_through
+        """Every deadline in an hour <= this has fired (None until the first watermark)."""
+
+    def schedule(self, customer_id: str, deadline_ms: int) -> int:
+        """Index the deadline; returns the hour bucket that holds it (erasure must find every bucket naming a customer)."""
+        hour = bucket_of(deadline_ms)
+        if self.fired_through is not None and hour <= self.fired_through:
+            hour = self.fired_through + 1  # already past: due at the next advance
+        bucket = self._bucket(hour)
+        current = bucket.get(customer_id)
+        if current is None or deadline_ms < current:
+            bucket[customer_id] = deadline_ms
+            self.dirty.add(hour)
+        return hour
+
+    def forget(self, customer_id: str, hours: set[int]) -> int:
+        """Erasure: remove the customer from every bucket in memory and from ``hours`` (read first if not loaded).
+
+        Stale entries (lazily cancelled) sit in any hour the customer was ever scheduled in, so the caller
+        passes the hours it recorded; returns how many entries were removed.
+        """
+        self.prefetch(hours)
+        removed = 0
+        for hour, bucket in self.buckets.items():
+            if bucket.pop(customer_id, None) is not None:
+                self.dirty.add(hour)
+                removed += 1
+        return removed
+
+    def prefetch(self, hours: set[int]) -> None:
+        """Read the given buckets in one store round trip (before scheduling a batch's timers)."""
+        missing = sorted(h for h in hours if h not in self.buckets and (self.fired_through is None or h > self.fired_through))
+        if missing:
+            if self.complete:
+                for hour in missing:
+                    self.buckets[hour] = {}
+                return
+            for hour, bucket in zip(missing, self._load(missing)):
+                self.buckets[hour] = dict(bucket) if bucket else {}
+
+    def due(self, watermark_ms: int) -> list[tuple[str, int]]:
+        """Pop every (customer, deadline) with deadline <= watermark, in deadline order."""
+        if watermark_ms <= 0:
+            return []
+        now_hour = bucket_of(watermark_ms)
+        if self.fired_through is None:  # a new wheel: start at the earliest hour anything is pending
+            self.fired_through = min(min(self.buckets, default=now_hour), now_hour) - 1
+        hours = range(self.fired_through + 1, now_hour + 1)
+        self.prefetch(set(hours))
+        fired: list[tuple[str, int]] = []
+        for hour in hours:
+            bucket = self.buckets[hour]
+            ready = [(c, d) for c, d in bucket.items() if d <= watermark_ms]
+            if hour < now_hour:  # every deadline of a past hour is due: the bucket is done with
+                fired.extend(bucket.items())
+                self._drop(hour)
+            elif ready:
+                for customer_id, _ in ready:
+                    del bucket[customer_id]
+                fired.extend(ready)
+                self.dirty.add(hour)
+        self.fired_through = now_hour - 1
+        fired.sort(key=lambda cd: (cd[1], cd[0]))
+        return fired
+
+    def _bucket(self, hour: int) -> Bucket:
+        bucket = self.buckets.get(hour)
+        if bucket is None:
+            self.prefetch({hour})
+            bucket = self.buckets[hour]
+        return bucket
+
+    def _drop(self, hour: int) -> None:
+        self.buckets.pop(hour, None)
+        self.dirty.discard(hour)
+        self.dropped.add(hour)
+
+    def take_changes(self) -> tuple[dict[int, Bucket], set[int]]:
+        """Buckets to write and hours to delete since the last call."""
+        puts = {h: self.buckets[h] for h in self.dirty if h in self.buckets and self.buckets[h]}
+        deletes = (self.dropped | {h for h in self.dirty if not self.buckets.get(h)}) - set(puts)
+        # An emptied bucket of an hour still to come stays in memory, known empty: the store's copy is deleted
+        # by this very write, so scheduling into that hour again (triggers due now, every batch) reads nothing.
+        self.dirty.clear()
+        self.dropped = set()
+        return puts, deletes
+
+    def pending(self) -> int:
+        return sum(len(b) for b in self.buckets.values())
+
+    def state(self) -> dict[str, Any]:
+        return {"fired_through": self.fired_through}

@@ -1,0 +1,159 @@
+"""Identity stitching: anonymous visitors become customers, with their history.
+
+Events are sharded by customer id, but a visitor's events before login carry
+only an ``anonymous_id`` and so land on another shard. This stage, sharded by
+anonymous id, sits before the profiles:
+
+- an event with a ``customer_id`` passes straight through to that customer's shard;
+- an anonymous event of a visitor already linked gets the customer's id and follows;
+- an anonymous event of an unknown visitor is buffered here (bounded);
+- an ``identify`` links the two ids and carries the buffered events along, so
+  the profile stage replays them into the customer's profile: the visitor's
+  interests, cart and active hours become the customer's, not just the id.
+
+The buffer stays in the store after release, and the profile remembers which
+anonymous ids it has merged, so an ``identify`` replayed after a crash merges
+nothing twice.
+
+An ``erasure_request`` reaches every identity shard (operators/events/router.py): each
+drops the visitors it holds that are linked to the customer, and the copy on
+the customer's own shard goes on to the profile shard, which deletes what the
+store holds. One with only an ``anonymous_id`` forgets that visitor here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crm_stream.operators.io.interface import AUDIT, Store
+from crm_stream.operators.io.keys import KeySpace, shard_of
+from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
+
+RELEASED = "_released"  # identify events carry the visitor's buffered events under this key
+ERASE_LINKS_ONLY = "_erase_links_only"  # an erasure's copy for the other identity shards: forget links, route nothing
+
+Effect = tuple[str, str | None, Any]
+
+
+def _released(event: dict[str, Any], customer_id: str) -> dict[str, Any]:
+    out = {k: v for k, v in event.items() if k not in (SOURCE, SOURCE_OFFSET)}
+    out["customer_id"] = customer_id
+    return out
+
+
+class IdentityShard:
+    def __init__(self, store: Store, keys: KeySpace, shards: int, max_events: int) -> None:
+        self.store = store
+        self.keys = keys
+        self.shards = shards
+        self.max_events = max_events
+        self.visitors: dict[str, dict[str, Any]] = {}
+
+    def process(
+        self, events: list[dict[str, Any]], own: int | None = None
+    ) -> tuple[dict[int, list[dict[str, Any]]], list[Effect]]:
+        """Route a batch to profile shards; returns (events per shard, store effects).
+
+        ``own``, this identity shard's number, when known: a customer's own event was routed here by its
+        customer id, so its profile shard is this number (no second hash).
+        """
+        self._hydrate(events)
+        routed: dict[int, list[dict[str, Any]]] = {}
+        dirty: set[str] = set()
+        linked: dict[str, dict[str, Any]] = {}
+        erased: set[str] = set()
+        audits: list[Effect] = []
+        shards = self.shards
+        for event in events:
+            customer_id = event.get("customer_id")
+            kind = event["type"]
+            if customer_id is not None and kind != "identify" and kind != "erasure_request":  # most events: straight on
+                target = own if own is not None else shard_of(customer_id, shards)
+                bucket = routed.get(target)
+                if bucket is None:
+                    bucket = routed[target] = []
+                bucket.append(event)
+                continue
+            if kind == "erasure_request":
+                forgotten = self._erase(event)
+                erased.update(forgotten)
+                dirty.difference_update(forgotten)
+                for anonymous_id in forgotten:
+                    linked.pop(anonymous_id, None)
+                if customer_id is None:  # a visitor only: nothing downstream knows them
+                    audits.append((AUDIT, None, {"event_id": event["event_id"], "anonymous_id": event["anonymous_id"]}))
+                if event.get(ERASE_LINKS_ONLY) or customer_id is None:
+                    continue
+            elif kind == "identify":
+                customer_id = self._identify(event, linked)
+                dirty.discard(event["anonymous_id"])
+                event[SOURCE] = f"{event[SOURCE]}|{event['anonymous_id']}"  # travels the visitor's path (see below)
+            elif customer_id is None:
+                visitor = self._visitor(event["anonymous_id"])
+                customer_id = visitor["customer_id"]
+                if customer_id is None:
+                    self._buffer(visitor, event)
+                    dirty.add(event["anonymous_id"])
+                    continue
+                event["customer_id"] = customer_id
+                # This path (via the visitor's shard) is ordered apart from the customer's own events.
+                event[SOURCE] = f"{event[SOURCE]}|{event['anonymous_id']}"
+            routed.setdefault(shard_of(customer_id, self.shards), []).append(event)
+        records = {a: self.visitors[a] for a in dirty}
+        records.update(linked)
+        effects: list[Effect] = [("put", self.keys.anon(a), self.store.encode(r)) for a, r in sorted(records.items())]
+        effects.extend(("del", self.keys.anon(a), None) for a in sorted(erased - records.keys()))
+        effects.extend(audits)
+        return routed, effects
+
+    def _erase(self, event: dict[str, Any]) -> set[str]:
+        """Forget the visitors linked to the erased customer that this shard holds, and the event's own visitor.
+
+        They stay known as blank visitors, so that a read-back from the store cannot race the delete.
+        Returns their anonymous ids (the store keys to delete). A scan of this shard's visitors: erasures
+        are rare, and a reverse index would cost memory on every link.
+        """
+        customer_id = event.get("customer_id")
+        forgotten = {a for a, v in self.visitors.items() if customer_id is not None and v["customer_id"] == customer_id}
+        anonymous_id = event.get("anonymous_id")
+        if anonymous_id and (anonymous_id in self.visitors or not event.get(ERASE_LINKS_ONLY)):
+            forgotten.add(anonymous_id)
+        for a in forgotten:
+            if a in self.visitors:
+                self.visitors[a] = {"customer_id": None, "events": []}
+        return forgotten
+
+    def _hydrate(self, events: list[dict[str, Any]]) -> None:
+        missing = sorted(
+            {
+                e["anonymous_id"]
+                for e in events
+                if (e.get("customer_id") is None or e["type"] == "identify") and e["anonymous_id"] not in self.visitors
+            }
+        )
+        if not missing:
+            return
+        for anonymous_id, blob in zip(missing, self.store.get_many([self.keys.anon(a) for a in missing])):
+            self.visitors[anonymous_id] = self.store.decode(blob) if blob else {"customer_id": None, "events": []}
+
+    def _visitor(self, anonymous_id: str) -> dict[str, Any]:
+        return self.visitors.setdefault(anonymous_id, {"customer_id": None, "events": []})
+
+    def _buffer(self, visitor: dict[str, Any], event: dict[str, Any]) -> None:
+        buffered = visitor["events"]
+        if any(e["event_id"] == event["event_id"] for e in buffered):
+            return  # a redelivery while still anonymous
+        buffered.append(event)
+        if len(buffered) > self.max_events:
+            del buffered[0]
+
+    def _identify(self, event: dict[str, Any], linked: dict[str, dict[str, Any]]) -> str:
+        customer_id: str = event["customer_id"]
+        anonymous_id: str = event["anonymous_id"]
+        visitor = self._visitor(anonymous_id)
+        # Released events are guarded by the profile's merged_anonymous_ids, not by source offsets.
+        event[RELEASED] = [_released(e, customer_id) for e in visitor["events"]]
+        # The store keeps the released events (crash safety, see the module doc); memory keeps only the link.
+        linked[anonymous_id] = {"customer_id": customer_id, "events": visitor["events"]}
+        self.visitors[anonymous_id] = {"customer_id": customer_id, "events": []}
+        return customer_id
