@@ -54,7 +54,7 @@ shards spread over processes there are three ways to share it:
 
 A hub is not thread-safe: Bytewax worker threads of one process sharing it
 must hold a lock around every call (or run one process per worker, which
-perf-facts recommends anyway).
+the measured stack costs in docs/stack-costs.md recommend anyway).
 
 Memory and snapshot size: per customer with open predictions, at most
 ``max_pending_per_customer`` entries (~0.5 KB each, features as a float

@@ -2,7 +2,7 @@
 
 Grouping per batch means the dataflow moves a handful of lists per input
 batch instead of one item per event: Bytewax's per-item cost stays out of the
-hot path (../shared/perf-facts.md: 50-70 k/s per-item keyed state at a million
+hot path (docs/stack-costs.md: 50-70 k/s per-item keyed state at a million
 keys, 1.3 M/s for partition-local dicts).
 
 Per record, ``route`` tries ``Decoder.decode_fast`` first; only a record it

@@ -1,7 +1,7 @@
 """The event schema: every contract event type, its fields, and the decoder.
 
 This is the one place that knows the wire format of input events
-(../shared/contract/CONTRACT.md). ``decode`` turns raw bytes into a normalised
+(docs/contract.md). ``decode`` turns raw bytes into a normalised
 event dict or a ``DeadLetter`` value; it never raises on bad input, so a
 malformed message flows to the dead-letter output instead of stopping the job.
 

@@ -2,7 +2,7 @@
 
 Both take whole batches: one ``MGET`` to hydrate the customers of a batch that
 are not in memory, one ``MULTI``/``EXEC`` pipeline per write. Never a round
-trip per event (../shared/perf-facts.md: that caps a pipeline near 6 k/s).
+trip per event (docs/stack-costs.md: that caps a pipeline near 6 k/s).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A profile is a plain dict of JSON types, so writing it to the store is one
 ``orjson.dumps`` and reading it back one ``loads`` (a blob per customer is ~3x
-faster to persist than a field-per-hash layout; see ../shared/perf-facts.md).
+faster to persist than a field-per-hash layout; see docs/stack-costs.md).
 
 Event time, not arrival order, drives everything that can be made
 order-independent: decayed interest and sentiment are sums of
