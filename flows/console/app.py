@@ -6,10 +6,12 @@ Routes (everything but the page, ``/healthz`` and signing in needs a signed-in a
     POST   /session                   {"agent", "password"} -> {"agent", "token"} + HttpOnly cookie
     DELETE /session                   sign out
     GET    /me                        {"agent"}
-    GET    /alerts                    ?limit=50&before=SEQ&priority=&kind=&customer_id= -> newest first, paged
+    GET    /alerts                    ?limit=50&before=SEQ&priority=&kind=&customer_id=&destination=service|marketing
+                                      -> newest first, paged, with the backend's destinations and the base currency
     GET    /alerts/stream             Server-Sent Events: "alert", "claim" and "forget" (an erased customer) events
-                                      (?after=SEQ replays newer alerts)
-    POST   /alerts/{alert_id}/feedback {"label": "correct"|"incorrect"} -> the alert_feedback event sent
+                                      (?after=SEQ replays newer alerts, of every destination)
+    POST   /alerts/{alert_id}/feedback {"label": "correct"|"incorrect"} -> the alert_feedback event sent (service
+                                      alerts only: a marketing trigger's outcome is what judges it)
     GET    /customers/{customer_id}   the live profile (audited), its claim and recent alerts
     POST   /customers/{customer_id}/claim    take (or extend) the claim; 409 if another agent holds it
     DELETE /customers/{customer_id}/claim    release one's own claim
@@ -37,10 +39,10 @@ from starlette.routing import Route
 from crm_stream.config.settings import Settings
 from crm_stream.flows.console.auth import Agents, SessionSigner
 from crm_stream.flows.console.claims import ClaimBook
-from crm_stream.flows.console.feed import PRIORITIES, AlertRing, FeedbackUnavailable, feedback_event
+from crm_stream.flows.console.feed import DESTINATIONS, PRIORITIES, AlertRing, FeedbackUnavailable, feedback_event
 from crm_stream.flows.console.profiles import customer_view
 from crm_stream.operators.io import jsonutil
-from crm_stream.operators.io.interface import Store
+from crm_stream.operators.io.interface import SERVICE, Store
 from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.io.stores import StoreUnavailable
 from crm_stream.operators.privacy.audit import AuditLog, AuditUnavailable
@@ -71,6 +73,8 @@ class ConsoleBackend:
     now_ms: Callable[[], int]
     """The time stamped on feedback events: wall time in production, the stream's event time in the demo."""
     closers: list[Callable[[], None]] = field(default_factory=list)
+    destinations: tuple[str, ...] = (SERVICE,)
+    """What its feed brings: service alerts only (``crm-stream console``), or marketing triggers too (the demo)."""
 
     def close(self) -> None:
         for close in reversed(self.closers):
@@ -202,12 +206,16 @@ def build_app(backend: ConsoleBackend) -> Starlette:
             before = _int(request, "before", None)
         except ValueError as exc:
             return _error(400, str(exc))
+        destination = q.get("destination") or SERVICE
+        if destination not in DESTINATIONS:
+            return _error(400, f"destination must be one of {', '.join(DESTINATIONS)}, got {destination!r}")
         entries, next_before = backend.ring.page(
             before=before,
             limit=limit,
             priority=q.get("priority") or None,
             kind=q.get("kind") or None,
             customer_id=q.get("customer_id") or None,
+            destination=destination,
         )
         customers = sorted({e["customer_id"] for e in entries})
         claims = await run_in_threadpool(backend.claims.holders, customers)
@@ -216,8 +224,11 @@ def build_app(backend: ConsoleBackend) -> Starlette:
                 "alerts": entries,
                 "next_before": next_before,
                 "claims": claims,
-                "kinds": backend.ring.kinds(),
+                "kinds": backend.ring.kinds(destination),
                 "priorities": list(PRIORITIES),
+                "destination": destination,
+                "destinations": list(backend.destinations),
+                "currency": backend.settings.engine.base_currency,  # profiles' amounts are in it (events are converted)
             }
         )
 
@@ -236,7 +247,7 @@ def build_app(backend: ConsoleBackend) -> Starlette:
             try:
                 yield b"retry: 2000\nevent: hello\ndata: " + jsonutil.dumps({"agent": agent}) + b"\n\n"
                 if after is not None:
-                    missed, _ = backend.ring.page(limit=backend.ring.capacity)
+                    missed, _ = backend.ring.page(limit=backend.ring.capacity * len(DESTINATIONS))
                     for entry in reversed([e for e in missed if e["seq"] > after]):
                         yield b"event: alert\ndata: " + jsonutil.dumps(entry) + b"\n\n"
                 while True:
@@ -273,6 +284,8 @@ def build_app(backend: ConsoleBackend) -> Starlette:
         alert = backend.ring.get(request.path_params["alert_id"])
         if alert is None:
             return _error(404, "that alert is not among the console's recent alerts: reload the page")
+        if alert["destination"] != SERVICE:
+            return _error(400, "feedback is for service alerts; a marketing trigger is judged by what the customer does next")
         body = await body_of(request)
         label = body.get("label") if body else None
         if label not in ("correct", "incorrect"):

@@ -5,7 +5,9 @@
   control topic.
 - ``embedded_backend``: beside a running engine in the same process
   (``crm-stream run --console``): alerts copied from its outputs, profiles from
-  its store, claims in memory, feedback into its input.
+  its store, claims in memory, feedback into its input; marketing triggers
+  are shown too, in a section of their own (the demo has no marketing
+  automation to show them).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from crm_stream.config.settings import ConfigError, Settings
 from crm_stream.flows.console.app import ConsoleBackend, build_app
 from crm_stream.flows.console.claims import MemoryClaims, RedisClaims
 from crm_stream.flows.console.feed import AlertRing, ControlInbox, KafkaAlertFeed, KafkaControl, wall_clock_ms
-from crm_stream.operators.io.interface import Store
+from crm_stream.operators.io.interface import MARKETING, SERVICE, Store
 from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.privacy.audit import AuditLog
 
@@ -75,7 +77,9 @@ def embedded_backend(settings: Settings, store: Store | None, inbox: ControlInbo
         # customer's last_seen (and recency) far into the simulated future. So: the stream's newest event time.
         return ring.newest_ts or wall_clock_ms()
 
-    return ConsoleBackend(settings, ring, claims, store, inbox, audit, stream_now, closers=[audit.close])
+    return ConsoleBackend(
+        settings, ring, claims, store, inbox, audit, stream_now, closers=[audit.close], destinations=(SERVICE, MARKETING)
+    )
 
 
 class ConsoleServer:
@@ -140,7 +144,8 @@ class EmbeddedConsole:
     """``crm-stream run --console``: the console beside the engine in this process.
 
     ``run_kwargs()`` are what ``flows.runtime.run`` needs for it: the configured reader with the console's
-    feedback partition added, the configured outputs teed into the alert ring, and (for the in-process
+    feedback partition added, the configured outputs teed into the alert ring (service alerts and marketing
+    triggers, every kind the engine raises), and (for the in-process
     store) the store instance the console reads. With no ``[console.password_hashes]`` an agent ``demo``
     gets a random password for this run, printed at start.
     """

@@ -1,17 +1,21 @@
 """Where the agents' console gets its alerts, and where its feedback goes (no web framework here).
 
-The console reads service alerts from an ``AlertRing``: the newest
-``console.recent_alerts`` alerts, deduplicated on ``alert_id`` (delivery is at
-least once), each with an arrival number for paging and for the live stream.
-Two feeds fill it:
+The console reads alerts from an ``AlertRing``: per destination (service
+alerts, marketing triggers) the newest ``console.recent_alerts``, deduplicated
+on ``alert_id`` (delivery is at least once), each with an arrival number for
+paging and for the live stream, and the destination it went to. Two feeds
+fill it:
 
 - ``KafkaAlertFeed`` (``crm-stream console``): a thread that follows
   ``kafka.topics.service_alerts``, starting ``console.backlog_alerts`` records
   before the end of each partition. Like the engine's reader it ``assign()``s
   partitions (no group join, which costs seconds on some brokers) and commits
-  nothing: every console process sees every alert.
+  nothing: every console process sees every alert. Marketing triggers have
+  their own tools (marketing automation) and are not followed here.
 - ``TeeOutputs`` (``crm-stream run --console``): wraps the running engine's
-  outputs and copies each service alert into the ring once it is flushed.
+  outputs and copies each service alert and marketing trigger into the ring
+  once it is flushed: the demo has no marketing automation to look at, so its
+  console shows the triggers in a section of their own.
 
 Feedback is a contract ``alert_feedback`` event (``feedback_event``), sent by
 ``KafkaControl`` to ``kafka.topics.control`` in production, or by
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import heapq
 import logging
 import threading
 import time
@@ -32,21 +37,28 @@ from typing import Any
 from crm_stream.config.settings import KafkaSettings
 from crm_stream.operators.events.timeutil import parse_ts, to_rfc3339
 from crm_stream.operators.io import jsonutil
-from crm_stream.operators.io.interface import SERVICE, Outputs, PartitionReader, Raw, Reader
+from crm_stream.operators.io.interface import MARKETING, SERVICE, Outputs, PartitionReader, Raw, Reader
 
 log = logging.getLogger(__name__)
 
 PRIORITIES = ("urgent", "high", "medium", "low")
+DESTINATIONS = (SERVICE, MARKETING)
 Entry = dict[str, Any]
-"""An alert as the console shows it: the contract fields plus ``seq`` (arrival number, newest highest)."""
+"""An alert as the console shows it: the contract fields plus ``seq`` (arrival number, newest highest) and
+``destination`` (``service`` or ``marketing``)."""
 
 
 class AlertRing:
-    """The newest alerts, thread-safe; listeners hear each new one (the web layer pushes it to browsers)."""
+    """The newest alerts, thread-safe; listeners hear each new one (the web layer pushes it to browsers).
+
+    Each destination keeps its own newest ``capacity``, so a flood of marketing triggers never pushes the
+    service alerts an agent must answer out of the console.
+    """
 
     def __init__(self, capacity: int = 1000) -> None:
         self.capacity = capacity
-        self._entries: collections.OrderedDict[str, Entry] = collections.OrderedDict()
+        self._kept: dict[str, collections.OrderedDict[str, Entry]] = {d: collections.OrderedDict() for d in DESTINATIONS}
+        self._where: dict[str, str] = {}  # alert_id -> its destination
         self._seq = 0
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Entry], None]] = []
@@ -54,19 +66,23 @@ class AlertRing:
         self.newest_ts = 0
         """Newest alert event time seen (epoch ms): the embedded demo's "now" for feedback events."""
 
-    def add(self, alert: dict[str, Any]) -> Entry | None:
+    def add(self, alert: dict[str, Any], destination: str = SERVICE) -> Entry | None:
         """Keep ``alert``; None (and nothing heard) if it has no ``alert_id`` or is already kept."""
         alert_id = alert.get("alert_id")
         if not isinstance(alert_id, str) or not isinstance(alert.get("customer_id"), str):
             return None
+        if destination not in self._kept:
+            raise ValueError(f"destination {destination!r} must be one of {DESTINATIONS}")
         with self._lock:
-            if alert_id in self._entries:
+            if alert_id in self._where:
                 return None
             self._seq += 1
-            entry = {**alert, "seq": self._seq}
-            self._entries[alert_id] = entry
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+            entry = {**alert, "seq": self._seq, "destination": destination}
+            kept = self._kept[destination]
+            kept[alert_id] = entry
+            self._where[alert_id] = destination
+            while len(kept) > self.capacity:
+                del self._where[kept.popitem(last=False)[0]]
             try:
                 self.newest_ts = max(self.newest_ts, parse_ts(alert.get("ts")))
             except Exception:  # a malformed ts must not stop the feed; the alert still shows
@@ -77,17 +93,22 @@ class AlertRing:
 
     def get(self, alert_id: str) -> Entry | None:
         with self._lock:
-            return self._entries.get(alert_id)
+            destination = self._where.get(alert_id)
+            return None if destination is None else self._kept[destination].get(alert_id)
 
     def forget(self, customer_id: str) -> int:
         """Erasure (a tombstone on the alert topic): drop the customer's alerts, so no agent sees or labels them again."""
+        gone = 0
         with self._lock:
-            gone = [a for a, e in self._entries.items() if e.get("customer_id") == customer_id]
-            for alert_id in gone:
-                del self._entries[alert_id]
+            for kept in self._kept.values():
+                ids = [a for a, e in kept.items() if e.get("customer_id") == customer_id]
+                for alert_id in ids:
+                    del kept[alert_id]
+                    del self._where[alert_id]
+                gone += len(ids)
         for listener in list(self._forget_listeners):  # open pages drop them too
             listener(customer_id)
-        return len(gone)
+        return gone
 
     def on_forget(self, listener: Callable[[str], None]) -> None:
         """Hear every erased customer id (the web layer tells open pages to drop their alerts)."""
@@ -101,11 +122,15 @@ class AlertRing:
         priority: str | None = None,
         kind: str | None = None,
         customer_id: str | None = None,
+        destination: str | None = None,
     ) -> tuple[list[Entry], int | None]:
-        """Newest first, optionally only those with ``seq < before``; returns (entries, ``before`` for the next page)."""
+        """Newest first, optionally only those with ``seq < before`` (and of one ``destination``; None: all);
+        returns (entries, ``before`` for the next page)."""
         out: list[Entry] = []
         with self._lock:
-            for entry in reversed(self._entries.values()):
+            rings = [self._kept[destination]] if destination is not None else list(self._kept.values())
+            newest_first = heapq.merge(*(reversed(r.values()) for r in rings), key=lambda e: -e["seq"])
+            for entry in newest_first:
                 if before is not None and entry["seq"] >= before:
                     continue
                 if (
@@ -122,9 +147,10 @@ class AlertRing:
                 out.append(entry)
         return out, None
 
-    def kinds(self) -> list[str]:
+    def kinds(self, destination: str | None = None) -> list[str]:
         with self._lock:
-            return sorted({str(e.get("kind")) for e in self._entries.values()})
+            rings = [self._kept[destination]] if destination is not None else list(self._kept.values())
+            return sorted({str(e.get("kind")) for r in rings for e in r.values()})
 
     def listen(self, listener: Callable[[Entry], None]) -> Callable[[], None]:
         """Hear every new entry; returns the function that stops it."""
@@ -154,28 +180,31 @@ def feedback_event(alert: dict[str, Any], label: str, agent: str, at_ms: int) ->
 
 
 class TeeOutputs:
-    """The engine's outputs, unchanged, plus a copy of each service alert into the ring once flushed."""
+    """The engine's outputs, unchanged, plus a copy of each service alert and marketing trigger into the ring
+    once flushed (durable)."""
 
     def __init__(self, inner: Outputs, ring: AlertRing) -> None:
         self.inner = inner
         self.ring = ring
-        self._pending: list[tuple[str | None, bytes | None]] = []
+        self._pending: list[tuple[str, str | None, bytes | None]] = []
 
     def send(self, destination: str, key: str | None, value: bytes | None) -> None:
         self.inner.send(destination, key, value)
-        if destination == SERVICE:
-            self._pending.append((key, value))
+        if destination in DESTINATIONS:
+            self._pending.append((destination, key, value))
 
     def flush(self) -> None:
         self.inner.flush()
         pending, self._pending = self._pending, []
-        for key, value in pending:  # durable now: show it
-            if value is None:  # an erasure's tombstone
-                if key is not None:
+        erased: set[str] = set()
+        for destination, key, value in pending:  # durable now: show it
+            if value is None:  # an erasure's tombstone (one on each alert topic: forget the customer once)
+                if key is not None and key not in erased:
+                    erased.add(key)
                     self.ring.forget(key)
                 continue
             try:
-                self.ring.add(jsonutil.loads(value))
+                self.ring.add(jsonutil.loads(value), destination)
             except Exception:
                 log.warning("console: an alert the engine sent is not JSON; not shown")
 

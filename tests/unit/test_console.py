@@ -131,6 +131,23 @@ def test_ring_dedupes_pages_newest_first_and_filters() -> None:
     assert ring.newest_ts == parse_ts("2026-01-07T10:00:00Z")  # alert(6)'s, the newest event time seen
 
 
+def test_ring_keeps_each_destination_apart() -> None:
+    ring = AlertRing(capacity=2)
+    for n in range(5):  # a flood of marketing triggers...
+        ring.add(alert(n, kind="win_back"), MARKETING)
+    ring.add(alert(9), SERVICE)  # ...never pushes a service alert out
+    assert [e["alert_id"] for e in ring.page(destination=SERVICE)[0]] == ["angry_customer-9"]
+    assert [e["alert_id"] for e in ring.page(destination=MARKETING)[0]] == ["win_back-4", "win_back-3"]
+    assert [e["seq"] for e in ring.page()[0]] == [6, 5, 4]  # all destinations, newest first
+    assert ring.page(limit=1)[1] == 6 and [e["seq"] for e in ring.page(before=6)[0]] == [5, 4]
+    assert ring.get("win_back-0") is None and ring.get("win_back-4")["destination"] == MARKETING
+    assert ring.kinds(SERVICE) == ["angry_customer"] and ring.kinds() == ["angry_customer", "win_back"]
+    assert ring.add(alert(4, kind="win_back"), SERVICE) is None  # one alert id is kept once, wherever it went
+    assert ring.forget("c1") == 3 and ring.page()[0] == []
+    with pytest.raises(ValueError, match="destination"):
+        ring.add(alert(1), "deadletter")
+
+
 def test_feedback_event_is_a_valid_contract_event() -> None:
     ev = feedback_event(alert(1, "c42"), "incorrect", "alice", T0)
     assert ev["type"] == "alert_feedback" and ev["customer_id"] == "c42" and ev["agent_id"] == "alice"
@@ -142,15 +159,25 @@ def test_feedback_event_is_a_valid_contract_event() -> None:
         feedback_event(alert(1), "maybe", "alice", T0)
 
 
-def test_tee_outputs_show_service_alerts_once_flushed() -> None:
+def test_tee_outputs_show_service_alerts_and_marketing_triggers_once_flushed() -> None:
     inner, ring = CollectingOutputs(), AlertRing()
     tee = TeeOutputs(inner, ring)
     tee.send(SERVICE, "c1", jsonutil.dumps(alert(1)))
     tee.send(MARKETING, "c1", jsonutil.dumps(alert(2, kind="win_back")))
+    tee.send("deadletter", None, b'{"reason": "not JSON"}')
     assert ring.page()[0] == []
     tee.flush()
-    assert [e["alert_id"] for e in ring.page()[0]] == ["angry_customer-1"]
+    assert [(e["alert_id"], e["destination"]) for e in ring.page()[0]] == [
+        ("win_back-2", MARKETING),
+        ("angry_customer-1", SERVICE),
+    ]
     assert len(inner.records[SERVICE]) == 1 and len(inner.records[MARKETING]) == 1
+    heard: list[str] = []
+    ring.on_forget(heard.append)
+    tee.send(SERVICE, "c1", None)  # an erasure puts a tombstone on both alert topics
+    tee.send(MARKETING, "c1", None)
+    tee.flush()
+    assert heard == ["c1"] and ring.page()[0] == []  # open pages are told once
 
 
 def test_an_erasure_tombstone_takes_the_customers_alerts_off_the_console() -> None:
@@ -306,6 +333,37 @@ def test_alerts_page_and_filter(console: Any) -> None:
     assert [a["priority"] for a in client.get("/alerts", params={"priority": "urgent"}).json()["alerts"]] == ["urgent"]
     assert client.get("/alerts", params={"limit": "x"}).status_code == 400
     assert body["kinds"] == ["angry_customer", "return_spike"]
+    assert body["currency"] == "USD" and body["destinations"] == ["service"] and body["destination"] == "service"
+    assert client.get("/alerts", params={"destination": "deadletter"}).status_code == 400
+
+
+def test_marketing_triggers_are_apart_and_take_no_feedback(console: Any) -> None:
+    client, sink, _ = console
+    _sign_in(client)
+    ring = client.app.state.backend.ring
+    ring.add({**alert(3, "c1", kind="win_back", priority="low"), "send_at": "2026-01-05T09:00:00.000Z"}, MARKETING)
+    assert [a["alert_id"] for a in client.get("/alerts").json()["alerts"]] == ["return_spike-2", "angry_customer-1"]
+    triggers = client.get("/alerts", params={"destination": "marketing"}).json()
+    assert [a["alert_id"] for a in triggers["alerts"]] == ["win_back-3"] and triggers["kinds"] == ["win_back"]
+    assert [a["alert_id"] for a in client.get("/customers/c1").json()["alerts"]] == ["win_back-3", "angry_customer-1"]
+    response = client.post("/alerts/win_back-3/feedback", json={"label": "incorrect"})
+    assert response.status_code == 400 and "service alerts" in response.json()["error"] and sink.events == []
+
+
+def test_amounts_come_in_the_configured_base_currency(tmp_path: Any) -> None:
+    import re
+
+    from crm_stream.flows.console.app import PAGE
+
+    console = dataclasses.replace(ConsoleSettings(), password_hashes={"alice": hash_password(PASSWORD, salt=SALT)})
+    settings = dataclasses.replace(Settings(), engine=dataclasses.replace(EngineSettings(), base_currency="EUR"), console=console)
+    backend = ConsoleBackend(settings, AlertRing(), MemoryClaims(600), MemoryStore(), _Sink(), AuditLog(settings), lambda: T0)
+    client = TestClient(build_app(backend))
+    _sign_in(client)
+    assert client.get("/alerts").json()["currency"] == "EUR"
+    page = PAGE.read_text()
+    assert "state.currency = data.currency" in page  # the page formats with what the API says...
+    assert not re.search(r"currency: *['\"][A-Z]{3}['\"]", page)  # ...and hard-codes no currency
 
 
 def test_profile_read_is_audited(console: Any) -> None:
@@ -316,6 +374,8 @@ def test_profile_read_is_audited(console: Any) -> None:
     assert profile["customer_id"] == "c1" and profile["frequency"] == 1 and profile["monetary"] == 120.0
     assert profile["open_tickets"] == ["t9"] and "churn_risk" in profile and "next_purchase_in_days" in profile
     assert profile["events_by_type"] == {"product_view": 1, "purchase": 1, "ticket_opened": 1}
+    [ticket] = profile["tickets"]
+    assert ticket["ticket_id"] == "t9" and ticket["messages"] == 0 and ticket["scores"] == [] and not ticket["reopened"]
     assert [a["alert_id"] for a in body["alerts"]] == ["angry_customer-1"]
     reads = [r for r in _audit(audit_path) if r["action"] == "profile_read"]
     assert reads == [
@@ -377,6 +437,9 @@ def test_run_console_shows_the_demo_and_feeds_feedback_into_the_dataflow(tmp_pat
             "CRM_STREAM__SIMULATOR__CUSTOMERS": "40",
             "CRM_STREAM__SIMULATOR__DAYS": "40",
             "CRM_STREAM__SIMULATOR__RATE": "0",
+            # The feedback below gives the console partition an event-time clock of its own; at full speed the whole
+            # run is over before the default 5 s of silence that stop it holding the others' timers back.
+            "CRM_STREAM__ENGINE__IDLE_PARTITION_S": "0.2",
             "CRM_STREAM__SINK__KIND": "null",
             "CRM_STREAM__AUDIT__PATH": str(tmp_path / "audit.jsonl"),
         }
@@ -387,10 +450,32 @@ def test_run_console_shows_the_demo_and_feeds_feedback_into_the_dataflow(tmp_pat
     try:
         # Queued before the run starts, so it enters through the console partition like a click would.
         console.inbox.send(feedback_event(alert(1, "c0000001"), "correct", "demo", parse_ts(settings.simulator.start) + 1))
-        result = run(settings, RunOptions(), **console.run_kwargs())
+        kwargs = console.run_kwargs()
+        raised: set[tuple[str, str]] = set()  # (destination, kind) of everything the engine sent
+
+        class Watched:
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+            def send(self, destination: str, key: str | None, value: bytes | None) -> None:
+                if destination in (SERVICE, MARKETING) and value is not None:
+                    raised.add((destination, jsonutil.loads(value)["kind"]))
+                self.inner.send(destination, key, value)
+
+            def flush(self) -> None:
+                self.inner.flush()
+
+            def close(self) -> None:
+                self.inner.close()
+
+        teed = kwargs["outputs_factory"]
+        kwargs["outputs_factory"] = lambda worker: Watched(teed(worker))
+        result = run(settings, RunOptions(), **kwargs)
         profile = result.store.get_many([KeySpace().profile("c0000001")])[0]
         assert profile["type_counts"].get("alert_feedback") == 1
-        assert console.ring.page()[0], "the demo's service alerts should reach the console"
+        shown = {(e["destination"], e["kind"]) for e in console.ring.page(limit=10_000)[0]}
+        assert {d for d, _ in raised} == {SERVICE, MARKETING}, raised  # the demo raises both...
+        assert shown == raised  # ...and every kind of either reaches the console
 
         with httpx2.Client(base_url=console.url) as client:
             assert client.get("/customers/c0000001").status_code == 401
