@@ -108,7 +108,9 @@ def build_flow(
     )
 
     def identity_builder(resume: Any) -> _IdentityLogic:
-        return _IdentityLogic(IdentityShard(store_provider(), keys, e.shards, e.anonymous_max_events))
+        return _IdentityLogic(
+            IdentityShard(store_provider(), keys, e.shards, e.anonymous_max_events, settings.kafka.max_message_bytes)
+        )
 
     flow = Dataflow("crm_stream")
     batches = op.input("input", flow, reader if isinstance(reader, Source) else ReaderSource(reader, stop))

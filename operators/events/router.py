@@ -12,11 +12,12 @@ letter. The ``_src`` label is built once per input partition.
 
 from __future__ import annotations
 
+import logging
 import zlib
-from typing import Any
+from typing import Any, cast
 
+from crm_stream.operators.events import deadletters
 from crm_stream.operators.events.schema import DeadLetter, Decoder, Origin
-from crm_stream.operators.io import jsonutil
 from crm_stream.operators.io.interface import DEADLETTER, Raw
 from crm_stream.operators.io.keys import shard_of
 from crm_stream.operators.io.metrics import EngineMetrics
@@ -25,6 +26,11 @@ from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
 from crm_stream.operators.stages.identity import ERASE_LINKS_ONLY
 
 DEAD = "dead"
+log = logging.getLogger(__name__)
+
+
+def _origin(topic: str | None, partition: int, offset: int) -> Origin:
+    return Origin(topic, line=offset) if partition < 0 else Origin(topic, partition, offset)
 
 
 def shard_key(shard: int) -> str:
@@ -58,6 +64,19 @@ class Router:
         source = self._sources[topic, partition] = f"{topic or 'file'}#{partition}"
         return source
 
+    def _dead_letter(self, letter: DeadLetter) -> bytes:
+        record = letter.to_record()
+        if self.redact_deadletters:
+            record["raw"], record["reason"] = redact(record["raw"]), redact(record["reason"])
+        return deadletters.bounded(record, self.decoder.max_bytes)  # a dead letter must fit the dead-letter topic too
+
+    @staticmethod
+    def _internal_error(topic: str | None, partition: int, offset: int, value: bytes, exc: Exception) -> DeadLetter:
+        log.exception("could not decode the record at %s[%s]@%s", topic, partition, offset)
+        origin = _origin(topic, partition, offset)
+        reason = f"internal error decoding the record: {type(exc).__name__}: {str(exc)[:500]}; please report it with this record"
+        return DeadLetter(f"{reason} ({origin})", origin, value)
+
     def route(self, batch: list[Raw]) -> list[tuple[str, Any]]:
         """(identity shard key, (shard, events, clocks)) for EVERY shard, plus (DEAD, effects) if any.
 
@@ -76,17 +95,17 @@ class Router:
         crc32 = zlib.crc32  # identity_route inlined: the same shard_of(id) = crc32(id) % shards
         counts: dict[tuple[str, str], int] | None = {} if self.metrics is not None else None
         for topic, partition, offset, value in batch:
-            event = decode_fast(value)
+            try:
+                event = decode_fast(value)
+                full = None if event is not None else decode_full(value, _origin(topic, partition, offset))
+            except Exception as exc:  # a bug in decoding must cost one record, never the engine
+                event, full = None, self._internal_error(topic, partition, offset, value, exc)
             if event is None:
-                full = decode_full(value, Origin(topic, line=offset) if partition < 0 else Origin(topic, partition, offset))
                 if type(full) is DeadLetter:
-                    record = full.to_record()
-                    if self.redact_deadletters:
-                        record["raw"], record["reason"] = redact(record["raw"]), redact(record["reason"])
-                    dead.append((DEADLETTER, None, jsonutil.dumps(record)))
+                    dead.append((DEADLETTER, None, self._dead_letter(full)))
                     reasons.append(full.reason)
                     continue
-                event = full  # type: ignore[assignment]
+                event = cast(dict[str, Any], full)
             source = sources.get((topic, partition)) or self._source(topic, partition)
             event[SOURCE] = source
             event[SOURCE_OFFSET] = offset

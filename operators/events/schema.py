@@ -46,6 +46,11 @@ MAX_ID_CHARS = 256
 MAX_SHORT_TEXT_CHARS = 2_048
 MAX_LONG_TEXT_CHARS = 20_000
 MAX_ITEMS = 500
+MAX_NESTING = 64
+"""Levels of objects and arrays an event may nest, the event itself being level 1. orjson reads 1,024 levels but
+writes only 254, and later stages wrap an event in a few more (a visitor's buffer: record -> events -> event; an
+identify's released events; a dead letter's ``raw``): an event deeper than this could be decoded here and then fail to
+encode there, stopping the engine on every restart. Real events nest 2-4 levels (a purchase's items)."""
 UTC_OFFSET = "_utc_offset"  # minutes east of UTC that the event's ts was written with (the customer's clock)
 
 
@@ -332,6 +337,37 @@ def _fast_items(value: Any) -> list[dict[str, Any]] | None:
     return out
 
 
+def _too_deep(value: list[Any] | dict[str, Any], level: int) -> bool:
+    """Does ``value``, itself at nesting ``level``, hold a container deeper than ``MAX_NESTING``? A loop, not recursion:
+    orjson hands us up to 1,024 levels, past Python's recursion limit.
+
+    >>> _too_deep({"a": [[1]]}, 2), _too_deep([[[[1]]]], MAX_NESTING - 2)
+    (False, True)
+    """
+    stack = [(value, level)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        if depth > MAX_NESTING:
+            return True
+        for child in node.values() if type(node) is dict else node:  # type: ignore[union-attr]
+            if type(child) is dict or type(child) is list:
+                push((child, depth + 1))
+    return False
+
+
+def _nesting_error(event: dict[str, Any]) -> FieldError | None:
+    """The first top-level field nested deeper than ``MAX_NESTING`` allows, as the dead letter's reason, or None."""
+    for name, value in event.items():
+        if (type(value) is dict or type(value) is list) and _too_deep(value, 2):
+            return FieldError(
+                str(name)[:80],
+                f"nests more than {MAX_NESTING} levels of objects and arrays (the limit: every later stage must be able "
+                "to store and forward the event; flatten the field)",
+            )
+    return None
+
+
 class Decoder:
     """Validates and normalises raw records; bad ones become ``DeadLetter`` values."""
 
@@ -361,6 +397,9 @@ class Decoder:
             return None
         if type(event) is not dict:
             return None
+        for value in event.values():  # unknown fields are carried: they must stay encodable downstream
+            if (type(value) is dict or type(value) is list) and _too_deep(value, 2):
+                return None
         kind = event.get("type")
         plan = self._plans.get(kind) if type(kind) is str else None
         if plan is None:
@@ -444,6 +483,9 @@ class Decoder:
             return DeadLetter(f"not valid JSON: {exc} ({origin})", origin, raw)
         if not isinstance(event, dict):
             return DeadLetter(f"an event must be a JSON object, got {_kind(event)} ({origin})", origin, raw)
+        too_deep = _nesting_error(event)
+        if too_deep is not None:
+            return DeadLetter(f"{too_deep} ({origin})", origin, raw)
         try:
             self._normalise(event)
         except FieldError as exc:

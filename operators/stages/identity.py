@@ -23,12 +23,15 @@ store holds. One with only an ``anonymous_id`` forgets that visitor here.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from crm_stream.operators.io.interface import AUDIT, Store
+from crm_stream.operators.events import deadletters
+from crm_stream.operators.io.interface import AUDIT, DEADLETTER, Store
 from crm_stream.operators.io.keys import KeySpace, shard_of
 from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
 
+log = logging.getLogger(__name__)
 RELEASED = "_released"  # identify events carry the visitor's buffered events under this key
 ERASE_LINKS_ONLY = "_erase_links_only"  # an erasure's copy for the other identity shards: forget links, route nothing
 
@@ -42,11 +45,13 @@ def _released(event: dict[str, Any], customer_id: str) -> dict[str, Any]:
 
 
 class IdentityShard:
-    def __init__(self, store: Store, keys: KeySpace, shards: int, max_events: int) -> None:
+    def __init__(self, store: Store, keys: KeySpace, shards: int, max_events: int, dead_letter_bytes: int = 1_000_000) -> None:
+        """``dead_letter_bytes``: the dead-letter topic's message limit (kafka.max_message_bytes)."""
         self.store = store
         self.keys = keys
         self.shards = shards
         self.max_events = max_events
+        self.dead_letter_bytes = dead_letter_bytes
         self.visitors: dict[str, dict[str, Any]] = {}
 
     def process(
@@ -62,7 +67,7 @@ class IdentityShard:
         dirty: set[str] = set()
         linked: dict[str, dict[str, Any]] = {}
         erased: set[str] = set()
-        audits: list[Effect] = []
+        notes: list[Effect] = []
         shards = self.shards
         for event in events:
             customer_id = event.get("customer_id")
@@ -74,37 +79,77 @@ class IdentityShard:
                     bucket = routed[target] = []
                 bucket.append(event)
                 continue
-            if kind == "erasure_request":
-                forgotten = self._erase(event)
-                erased.update(forgotten)
-                dirty.difference_update(forgotten)
-                for anonymous_id in forgotten:
-                    linked.pop(anonymous_id, None)
-                if customer_id is None:  # a visitor only: nothing downstream knows them
-                    audits.append((AUDIT, None, {"event_id": event["event_id"], "anonymous_id": event["anonymous_id"]}))
-                if event.get(ERASE_LINKS_ONLY) or customer_id is None:
-                    continue
-            elif kind == "identify":
-                customer_id = self._identify(event, linked)
-                dirty.discard(event["anonymous_id"])
-                event[SOURCE] = f"{event[SOURCE]}|{event['anonymous_id']}"  # travels the visitor's path (see below)
-            elif customer_id is None:
-                visitor = self._visitor(event["anonymous_id"])
-                customer_id = visitor["customer_id"]
-                if customer_id is None:
-                    self._buffer(visitor, event)
-                    dirty.add(event["anonymous_id"])
-                    continue
-                event["customer_id"] = customer_id
-                # This path (via the visitor's shard) is ordered apart from the customer's own events.
-                event[SOURCE] = f"{event[SOURCE]}|{event['anonymous_id']}"
-            routed.setdefault(shard_of(customer_id, self.shards), []).append(event)
+            try:
+                self._visit(event, routed, dirty, linked, erased, notes)
+            except Exception as exc:  # a bug must cost one record, never the engine: the record is kept as a dead letter
+                log.exception("identity could not process event %s", event.get("event_id"))
+                notes.append((DEADLETTER, None, deadletters.failure(event, "identity", exc, self.dead_letter_bytes)))
         records = {a: self.visitors[a] for a in dirty}
         records.update(linked)
-        effects: list[Effect] = [("put", self.keys.anon(a), self.store.encode(r)) for a, r in sorted(records.items())]
+        effects: list[Effect] = []
+        for anonymous_id, record in sorted(records.items()):
+            effects.append(("put", self.keys.anon(anonymous_id), self._encode(record, effects)))
         effects.extend(("del", self.keys.anon(a), None) for a in sorted(erased - records.keys()))
-        effects.extend(audits)
+        effects.extend(notes)
         return routed, effects
+
+    def _encode(self, record: dict[str, Any], effects: list[Effect]) -> Any:
+        """A visitor's record as the store keeps it. Should a buffered event make that fail (the decoder's bounds
+        are meant to rule it out), that event leaves the buffer as a dead letter: never the whole engine, and never
+        again on each restart."""
+        try:
+            return self.store.encode(record)
+        except Exception:
+            kept = []
+            for event in record["events"]:
+                try:
+                    self.store.encode(event)
+                    kept.append(event)
+                except Exception as exc:
+                    log.exception("identity could not store buffered event %s", event.get("event_id"))
+                    effects.append(
+                        (DEADLETTER, None, deadletters.failure(event, "identity (visitor buffer)", exc, self.dead_letter_bytes))
+                    )
+            record["events"][:] = kept
+            return self.store.encode(record)
+
+    def _visit(
+        self,
+        event: dict[str, Any],
+        routed: dict[int, list[dict[str, Any]]],
+        dirty: set[str],
+        linked: dict[str, dict[str, Any]],
+        erased: set[str],
+        notes: list[Effect],
+    ) -> None:
+        """One event that is not a customer's own: an erasure, an identify, or a visitor's."""
+        customer_id = event.get("customer_id")
+        kind = event["type"]
+        if kind == "erasure_request":
+            forgotten = self._erase(event)
+            erased.update(forgotten)
+            dirty.difference_update(forgotten)
+            for anonymous_id in forgotten:
+                linked.pop(anonymous_id, None)
+            if customer_id is None:  # a visitor only: nothing downstream knows them
+                notes.append((AUDIT, None, {"event_id": event["event_id"], "anonymous_id": event["anonymous_id"]}))
+            if event.get(ERASE_LINKS_ONLY) or customer_id is None:
+                return
+        elif kind == "identify":
+            customer_id = self._identify(event, linked)
+            dirty.discard(event["anonymous_id"])
+            event[SOURCE] = f"{event[SOURCE]}|{event['anonymous_id']}"  # travels the visitor's path (see below)
+        elif customer_id is None:
+            visitor = self._visitor(event["anonymous_id"])
+            customer_id = visitor["customer_id"]
+            if customer_id is None:
+                self._buffer(visitor, event)
+                dirty.add(event["anonymous_id"])
+                return
+            event["customer_id"] = customer_id
+            # This path (via the visitor's shard) is ordered apart from the customer's own events.
+            event[SOURCE] = f"{event[SOURCE]}|{event['anonymous_id']}"
+        routed.setdefault(shard_of(customer_id, self.shards), []).append(event)
 
     def _erase(self, event: dict[str, Any]) -> set[str]:
         """Forget the visitors linked to the erased customer that this shard holds, and the event's own visitor.
