@@ -26,6 +26,25 @@ MARKETING = "marketing"
 DEADLETTER = "deadletter"
 DESTINATIONS = (SERVICE, MARKETING, DEADLETTER)
 AUDIT = "audit"  # an effect that is an audit record (operators/privacy/audit.py), written by the sink, never an output
+PUT = "put"  # an effect on the store of record: write ``value`` at ``key``
+DEL = "del"  # an effect on the store of record: delete ``key``
+CHANGES = "changes"  # a display-only effect: a line about a profile for the terminal (the demo), never stored
+
+
+class Effect(NamedTuple):
+    """One thing a step asks the sink to do; the sink applies a batch of them in the order that keeps restarts
+    honest (operators/io/effects.py: outputs and audit first, then the store in one transaction).
+
+    ``target`` is an output destination (``SERVICE``, ``MARKETING``, ``DEADLETTER``), ``AUDIT``, ``CHANGES``,
+    or a store operation (``PUT``, ``DEL``). A ``None`` value on an output is a tombstone.
+
+    >>> Effect(PUT, "crm:profile:c1", b"{}").target
+    'put'
+    """
+
+    target: str
+    key: str | None
+    value: Any
 
 
 class Raw(NamedTuple):

@@ -14,6 +14,7 @@ import math
 from typing import Any, NamedTuple
 
 from crm_stream.config.settings import SegmentSettings
+from crm_stream.operators.events.timeutil import MS_PER_DAY
 
 SEGMENTS = ("prospect", "new", "high_value", "potential", "at_risk", "sleeping", "lost")
 _BUCKETS = 160  # log2 buckets of 1/8 octave: covers 1 .. 2^20
@@ -82,6 +83,19 @@ class SegmentStats:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SegmentStats:
         return cls(Histogram(list(data["monetary"])), Histogram(list(data["gap_days"])))
+
+    def track(self, before: tuple[int, float, float | None], profile: dict[str, Any]) -> None:
+        """Move the distributions from a profile's (frequency, monetary, mean gap) before an event to after it."""
+        old_freq, old_monetary, old_gap = before
+        self.monetary.move(old_monetary if old_freq else None, profile["monetary"] if profile["frequency"] else None)
+        self.gap_days.move(old_gap, profile["gap_mean_days"])
+
+    def forget(self, profile: dict[str, Any]) -> None:
+        """Take an erased customer out of the distributions (shop-wide state keeps aggregates only)."""
+        if profile["frequency"]:
+            self.monetary.move(profile["monetary"], None)
+            if profile["gap_mean_days"] is not None:
+                self.gap_days.move(profile["gap_mean_days"], None)
 
     def thresholds(self, cfg: SegmentSettings) -> Thresholds:
         high_value = self.monetary.quantile(cfg.high_value_quantile) if self.monetary.total >= 20 else None
@@ -158,3 +172,18 @@ def merge_stats(parts: list[SegmentStats]) -> SegmentStats:
     monetary = [sum(col) for col in zip(*(p.monetary.counts for p in parts))] if parts else None
     gaps = [sum(col) for col in zip(*(p.gap_days.counts for p in parts))] if parts else None
     return SegmentStats(Histogram(monetary), Histogram(gaps))
+
+
+def profile_segment(profile: dict[str, Any], as_of: int, thresholds: Thresholds, cfg: SegmentSettings) -> str:
+    """The segment of a profile as of an event time, under the shop's current thresholds."""
+    first, last = profile["first_purchase_at"], profile["last_purchase_at"]
+    return segment_of(
+        profile["frequency"],
+        profile["monetary"],
+        (as_of - first) / MS_PER_DAY if first is not None else None,
+        max(0.0, (as_of - last) / MS_PER_DAY) if last is not None else None,
+        profile["gap_mean_days"],
+        thresholds.high_value,
+        thresholds.active_days,
+        cfg,
+    )

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from crm_stream.operators.events.timeutil import MS_PER_HOUR
+from crm_stream.operators.profile.state import TIMER_HOURS
 
 Bucket = dict[str, int]
 
@@ -97,6 +98,44 @@ class TimerWheel:
             bucket[customer_id] = deadline_ms
             self.dirty.add(hour)
         return hour
+
+    def index(self, profile: dict[str, Any], deadline: int) -> bool:
+        """Index a profile's deadline, remembering its hour in the profile, so that an erasure finds every bucket
+        naming the customer; True when that hour is new to the profile (which must then be written)."""
+        hour = self.schedule(profile["customer_id"], deadline)
+        hours = profile.get(TIMER_HOURS)
+        if hours is None:
+            profile[TIMER_HOURS] = [hour]
+            return True
+        if hour in hours:
+            return False
+        if self.fired_through is not None:
+            hours[:] = [h for h in hours if h > self.fired_through]  # buckets already fired hold nothing any more
+        hours.append(hour)
+        return True
+
+    def arm(self, profile: dict[str, Any], kind: str, deadline: int | None, passed_by: int | None = None) -> None:
+        """Set the profile's ``kind`` deadline (None: clear it). From an event, ``passed_by`` is the customer's
+        newest event time: a pending deadline older than that stays (or the new one if earlier). In event time
+        that deadline came before the event, so the timer must still judge it; only a watermark held back by a
+        slower partition (or the batch the event arrived in) kept it from firing yet, and an event read early must
+        not cancel it. The timer judges as of its deadline, and arms the rule's following deadline from the whole
+        history."""
+        timers = profile.get("timers")
+        if timers is None:
+            if deadline is None:
+                return  # nothing pending, nothing to set: no empty container materialised
+            timers = profile["timers"]
+        pending = timers.get(kind)
+        if passed_by is not None and pending is not None and pending < passed_by and (deadline is None or pending <= deadline):
+            return
+        if deadline is None:
+            timers.pop(kind, None)
+            return
+        if pending == deadline:
+            return
+        timers[kind] = deadline
+        self.index(profile, deadline)
 
     def forget(self, customer_id: str, hours: set[int]) -> int:
         """Erasure: remove the customer from every bucket in memory and from ``hours`` (read first if not loaded).

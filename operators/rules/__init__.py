@@ -1,18 +1,21 @@
 """Alert rules: one small module each, registered in ``RULES``.
 
-A rule is a module with ``KIND`` and up to three pure functions of a
+A rule is a module with ``KIND``, declarations of what it reacts to, and up to three pure functions of a
 ``RuleContext``:
 
-- ``on_event(ctx) -> list[Candidate]``: react to the event just applied;
-- ``deadline(ctx) -> int | None``: when this customer should next be looked at
-  by this rule, from the profile as it now stands (absence rules);
-- ``on_timer(ctx) -> list[Candidate]``: look again at that deadline (``ctx.now``
-  is the deadline, ``ctx.event`` is None).
+- ``REACTS_TO``: event types after which ``on_event(ctx) -> list[Candidate]`` runs;
+- ``ON_SEGMENT_CHANGE``: ``on_event`` also runs whenever the customer's segment moves (after an event or at a timer);
+- ``REARMS_ON``: event types after which ``deadline(ctx) -> int | None`` is asked when this customer should next
+  be looked at (absence rules); ``on_timer(ctx) -> list[Candidate]`` looks again at that deadline (``ctx.now`` is
+  the deadline, ``ctx.event`` is None);
+- ``TEACHES_ANGER``: agents' feedback on its alerts trains the anger model.
 
-Rules only propose; the shard deduplicates, governs marketing triggers
-(operators/policy/governance.py) and emits. To add a rule: a module here with its
-thresholds in ``config.settings.RuleSettings``, appended to ``RULES``, and a
-test with a small event sequence.
+The shard dispatches from these declarations only (``plan_for``); it knows no rule by name. Rules only
+propose; the shard deduplicates, holds marketing triggers (operators/policy/triggers.py) and emits.
+
+To add a rule: a module here with its declarations and thresholds in ``config.settings.RuleSettings``, appended
+to ``RULES``, and a test with a small event sequence (``context`` builds a ``RuleContext`` to call it directly).
+The alert itself is built with ``alerts.make_alert`` (deterministic ids).
 """
 
 from __future__ import annotations
@@ -75,3 +78,97 @@ def _registry() -> list[ModuleType]:
 
 RULES: list[ModuleType] = _registry()
 TIMED_RULES: dict[str, ModuleType] = {rule.KIND: rule for rule in RULES if hasattr(rule, "on_timer")}
+SEGMENT_RULES: tuple[ModuleType, ...] = tuple(rule for rule in RULES if getattr(rule, "ON_SEGMENT_CHANGE", False))
+
+
+class RulePlan(NamedTuple):
+    """What one rule does after an event of a given type."""
+
+    rule: ModuleType
+    reacts: bool
+    """``on_event`` runs."""
+    on_segment: bool
+    """``on_event`` runs if the event moved the customer's segment."""
+    rearms: bool
+    """``deadline`` is asked again."""
+    teaches_anger: bool
+
+
+RULE_EVENT_TYPES: frozenset[str] = frozenset().union(
+    *(getattr(rule, "REACTS_TO", ()) for rule in RULES), *(getattr(rule, "REARMS_ON", ()) for rule in RULES)
+)
+"""Event types some rule reacts to or re-arms on; for the rest (page views, searches...) no context is built."""
+
+
+def _plan(event_type: str) -> tuple[RulePlan, ...]:
+    entries = []
+    for rule in RULES:
+        plan = RulePlan(
+            rule,
+            event_type in getattr(rule, "REACTS_TO", ()),
+            getattr(rule, "ON_SEGMENT_CHANGE", False),
+            event_type in getattr(rule, "REARMS_ON", ()),
+            getattr(rule, "TEACHES_ANGER", False),
+        )
+        if plan.reacts or plan.on_segment or plan.rearms:
+            entries.append(plan)
+    return tuple(entries)
+
+
+_PLANS = {event_type: _plan(event_type) for event_type in RULE_EVENT_TYPES}
+_SEGMENT_ONLY = _plan("")
+
+
+def plan_for(event_type: str) -> tuple[RulePlan, ...]:
+    """The rules an event type can concern, in ``RULES`` order (the per-event loop visits only these).
+
+    >>> [p.rule.KIND for p in plan_for("support_message") if p.reacts]
+    ['angry_customer']
+    >>> [p.rule.KIND for p in plan_for("page_view")]
+    ['segment_change']
+    """
+    return _PLANS.get(event_type) or _SEGMENT_ONLY
+
+
+def context(
+    profile: dict[str, Any],
+    event: dict[str, Any] | None = None,
+    *,
+    now: int | None = None,
+    cfg: RuleSettings | None = None,
+    thresholds: Thresholds | None = None,
+    churn_risk: Callable[[dict[str, Any], int], float] | None = None,
+    anger: Callable[[dict[str, Any], dict[str, Any]], tuple[float, list[str]]] | None = None,
+    returns: Any = None,
+    segment_before: str | None = None,
+    horizon_days: float = 30.0,
+) -> RuleContext:
+    """A ``RuleContext`` with defaults, so a test can call a rule directly (the shard builds its own).
+
+    Defaults: ``now`` is the event's ``ts`` (else the profile's ``last_seen``), default rule settings,
+    thresholds of a new shop, a churn risk of 0, no anger, a fresh ``ReturnWatch``, an unchanged segment.
+
+    >>> from crm_stream.operators.profile.state import new_profile
+    >>> ctx = context(new_profile("c1", 0), {"type": "page_view", "ts": 5})
+    >>> ctx.customer_id, ctx.now, ctx.high_value()
+    ('c1', 5, False)
+    """
+    if returns is None:
+        from crm_stream.operators.rules.return_spike import ReturnWatch
+
+        returns = ReturnWatch()
+    if now is None:
+        now = event["ts"] if event is not None else profile["last_seen"]
+    return RuleContext(
+        profile,
+        event,
+        now,
+        cfg or RuleSettings(),
+        thresholds or Thresholds(high_value=float("inf"), active_days=30.0, population_gap_days=30.0),
+        churn_risk or (lambda _profile, _as_of: 0.0),
+        anger or (lambda _profile, _event: (0.0, [])),
+        returns,
+        profile["segment"] if segment_before is None else segment_before,
+        profile["segment"],
+        horizon_days,
+    )

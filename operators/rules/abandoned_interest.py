@@ -9,6 +9,7 @@ from crm_stream.operators.rules import Candidate, RuleContext
 from crm_stream.operators.rules.alerts import make_alert
 
 KIND = "abandoned_interest"
+REARMS_ON = frozenset({"product_view", "add_to_cart", "purchase", "identify"})
 
 
 def _cooled(ctx: RuleContext, category: str, last: int) -> bool:

@@ -9,6 +9,8 @@ from crm_stream.operators.rules import Candidate, RuleContext
 from crm_stream.operators.rules.alerts import make_alert
 
 KIND = "angry_customer"
+REACTS_TO = frozenset({"support_message"})
+TEACHES_ANGER = True  # agents' feedback on these alerts trains the anger model (models/anger/model.py)
 
 
 def on_event(ctx: RuleContext) -> list[Candidate]:

@@ -9,6 +9,7 @@ from crm_stream.operators.rules import Candidate, RuleContext
 from crm_stream.operators.rules.alerts import make_alert
 
 KIND = "churn_risk"
+REARMS_ON = frozenset({"purchase", "identify"})
 
 
 MAX_CHECKS = 6

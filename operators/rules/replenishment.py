@@ -10,6 +10,7 @@ from crm_stream.operators.rules import Candidate, RuleContext
 from crm_stream.operators.rules.alerts import make_alert
 
 KIND = "replenishment"
+REARMS_ON = frozenset({"purchase", "identify"})
 
 
 def _cycle(ctx: RuleContext, times: list[int]) -> tuple[float, int] | None:

@@ -16,6 +16,7 @@ from crm_stream.operators.rules import Candidate, RuleContext
 from crm_stream.operators.rules.alerts import make_alert
 
 KIND = "return_spike"
+REACTS_TO = frozenset({"purchase", "refund"})
 BASELINE_HALF_LIFE_DAYS = 90.0
 
 

@@ -7,6 +7,7 @@ from crm_stream.operators.rules import Candidate, RuleContext
 from crm_stream.operators.rules.alerts import make_alert
 
 KIND = "segment_change"
+ON_SEGMENT_CHANGE = True  # runs whenever the customer's segment moves, after an event or at a timer
 
 
 def on_event(ctx: RuleContext) -> list[Candidate]:

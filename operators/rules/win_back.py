@@ -8,6 +8,7 @@ from crm_stream.operators.rules import Candidate, RuleContext
 from crm_stream.operators.rules.alerts import make_alert
 
 KIND = "win_back"
+REARMS_ON = frozenset({"purchase", "identify"})
 
 
 def deadline(ctx: RuleContext) -> int | None:

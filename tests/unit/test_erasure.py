@@ -21,7 +21,8 @@ from crm_stream.operators.io.stores import MemoryStore
 from crm_stream.operators.privacy.access import export_customer
 from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
 from crm_stream.operators.stages.identity import ERASE_LINKS_ONLY, IdentityShard
-from crm_stream.operators.stages.shard import ProfileShard, _erasure_token
+from crm_stream.operators.privacy.erasure import erasure_token as _erasure_token
+from crm_stream.operators.stages.shard import ProfileShard
 from tests.events import T0, event, lines, purchase, view
 from tests.unit.test_rules import SETTINGS, Harness, _interest, opt_in
 
@@ -48,7 +49,7 @@ def test_erasure_forgets_every_in_memory_place_and_says_so_downstream():
     assert shard.models.hub.pending.entries("c1") and any("c1" in b for b in shard.wheel.buckets.values())
     h.out.clear()
     h.feed(event("erasure_request", "c1", day=12.2))
-    assert "c1" not in shard.profiles and "c1" not in shard._touched
+    assert "c1" not in shard.profiles and "c1" not in shard.working_set.touched
     assert not any(_mentions(b, "c1") for b in shard.wheel.buckets.values())
     assert shard.models.hub.pending.entries("c1") == []
     shard.models.hub.pending.advance(T0 + 13 * MS_PER_DAY)
@@ -96,7 +97,7 @@ def test_later_events_start_from_nothing_even_if_the_store_still_has_the_old_pro
     h = Harness()
     h.feed(purchase("c1", amount=40, day=1), purchase("c1", amount=60, day=2))
     h.shard.store.write({k: v for t, k, v in h.out if t == "put"})  # the old profile is in the store
-    h.shard.complete = False  # so a miss would read the store
+    h.shard.working_set.complete = False  # so a miss would read the store
     h.feed(event("erasure_request", "c1", day=3))  # ... and the delete has not reached it yet
     h.feed(purchase("c1", amount=5, day=4))
     fresh = h.shard.profiles["c1"]
@@ -140,11 +141,11 @@ def test_a_restart_that_rereads_the_erasure_and_what_came_before_resurrects_noth
 def test_the_erasure_guard_expires_and_leaves_nothing_in_the_shard_record():
     h = Harness()
     h.feed(purchase("c1", day=1), event("erasure_request", "c1", day=2))
-    h.shard.erasure_guard_s = 0.0
+    h.shard.erasures.guard_s = 0.0
     h.out.clear()
     h.advance(T0 + 3 * MS_PER_DAY)
     record = [v for t, k, v in h.out if t == "put" and k == "crm:shard:0"][-1]
-    assert "erasures" not in record and h.shard._erased == {}
+    assert "erasures" not in record and h.shard.erasures.erased == {}
 
 
 def test_timer_entries_in_buckets_not_in_memory_are_deleted_from_the_store():

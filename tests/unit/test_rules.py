@@ -243,7 +243,7 @@ def test_agent_feedback_on_an_escalation_teaches_the_shared_anger_model():
 def test_inactive_customers_leave_memory_and_come_back_from_the_store():
     settings = replace(SETTINGS, engine=replace(SETTINGS.engine, retention_days=2.0))
     h = Harness(settings)
-    h.shard.evict_every_s = 0.0
+    h.shard.working_set.evict_every_s = 0.0
     h.feed(purchase("c1", amount=10, day=0), purchase("c1", amount=20, day=1))
     h.shard.store.write({k: v for t, k, v in h.out if t == "put"})  # what the sink does
     h.feed(view("c2", day=5))

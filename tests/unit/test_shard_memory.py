@@ -67,7 +67,7 @@ def test_held_blobs_are_evicted_and_read_back():
     settings = replace(SETTINGS, engine=replace(SETTINGS.engine, retention_days=2.0))
     h = Harness(settings)
     h.shard = type(h.shard)(0, settings, BytesStore(), h.shard.keys)
-    h.shard.evict_every_s = 0.0
+    h.shard.working_set.evict_every_s = 0.0
     h.feed(purchase("c1", amount=10, day=0), purchase("c1", amount=20, day=1))
     assert type(h.shard.profiles["c1"]) is bytes
     h.shard.store.write({k: v for t, k, v in h.out if t == "put"})  # what the sink does
