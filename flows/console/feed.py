@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from crm_stream.config.settings import KafkaSettings
+from crm_stream.errors import UnavailableError
 from crm_stream.operators.events.timeutil import parse_ts, to_rfc3339
 from crm_stream.operators.io import jsonutil
 from crm_stream.operators.io.interface import MARKETING, SERVICE, Outputs, PartitionReader, Raw, Reader
@@ -236,7 +237,7 @@ class ControlInbox:
         return out
 
 
-class FeedbackUnavailable(RuntimeError):
+class FeedbackUnavailable(UnavailableError, RuntimeError):
     """Feedback could not be handed on (broker down, demo ended); the message says what to do."""
 
 

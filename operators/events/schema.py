@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from crm_stream.errors import InputError
 from crm_stream.operators.events.timeutil import (
     MAX_TS_MS,
     MIN_TS_MS,
@@ -54,7 +55,7 @@ encode there, stopping the engine on every restart. Real events nest 2-4 levels 
 UTC_OFFSET = "_utc_offset"  # minutes east of UTC that the event's ts was written with (the customer's clock)
 
 
-class FieldError(ValueError):
+class FieldError(InputError, ValueError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"field '{field}': {problem}")
         self.field = field

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+from crm_stream.errors import InputError
+
 MS_PER_HOUR = 3_600_000
 MS_PER_DAY = 86_400_000
 # Anything outside this is certainly a unit or typing error, not an event time.
@@ -25,7 +27,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 
 
-class TimeFormatError(ValueError):
+class TimeFormatError(InputError, ValueError):
     pass
 
 

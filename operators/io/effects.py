@@ -20,12 +20,11 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from crm_stream.operators.io.interface import AUDIT, MARKETING, SERVICE, Outputs, Store
+from crm_stream.operators.io.interface import AUDIT, MARKETING, SERVICE, Effect, Outputs, Store
 from crm_stream.operators.io.metrics import EngineMetrics
 from crm_stream.operators.privacy.audit import AuditUnavailable
 
 log = logging.getLogger(__name__)
-Effect = tuple[str, str | None, Any]
 ENGINE_ACTOR = "engine"
 AUDIT_RETRY_MAX_S = 30.0
 INGESTED = "ingested"

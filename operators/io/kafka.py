@@ -41,6 +41,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from crm_stream.config.settings import KafkaSettings, kafka_security_config
+from crm_stream.errors import UnavailableError
 from crm_stream.operators.io.interface import DEADLETTER, MARKETING, SERVICE, Raw
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ PERMANENT_DELIVERY_ERRORS = frozenset(
 )
 
 
-class KafkaIOError(RuntimeError):
+class KafkaIOError(UnavailableError, RuntimeError):
     """Root of the errors this module raises on purpose."""
 
 

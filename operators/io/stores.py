@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from crm_stream.config.settings import StoreSettings
+from crm_stream.errors import UnavailableError
 from crm_stream.operators.io import jsonutil
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ MGET_CHUNK = 2000
 MSET_CHUNK = 100
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(UnavailableError, RuntimeError):
     """The store could not be reached within the allowed time."""
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from crm_stream.config.settings import Settings
+from crm_stream.errors import UnavailableError
 from crm_stream.operators.events.timeutil import to_rfc3339
 from crm_stream.operators.io import jsonutil
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 ACTIONS = frozenset({"profile_read", "export", "erasure", "alert_feedback", "alert_claim", "sign_in", "sign_in_failed"})
 
 
-class AuditUnavailable(RuntimeError):
+class AuditUnavailable(UnavailableError, RuntimeError):
     """The audit record could not be written; the access it describes must not go ahead."""
 
 

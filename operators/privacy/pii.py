@@ -25,6 +25,8 @@ import hmac
 import os
 from typing import Any
 
+from crm_stream.errors import CrmStreamError
+
 MAGIC = b"crmE1"
 """Header of a sealed value: format version 1 (AES-256-GCM), then the key id, the nonce, the ciphertext."""
 KEY_ID_BYTES = 4
@@ -34,7 +36,7 @@ MAX_CACHED = 1 << 18
 """Pseudonyms cached per process: ~40 MB at most; an HMAC costs ~1 us, a cached one ~0.05 us."""
 
 
-class PiiKeyError(ValueError):
+class PiiKeyError(CrmStreamError, ValueError):
     """A stored value cannot be opened with the configured key; the message says why and what to do."""
 
 

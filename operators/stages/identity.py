@@ -27,7 +27,7 @@ import logging
 from typing import Any
 
 from crm_stream.operators.events import deadletters
-from crm_stream.operators.io.interface import AUDIT, DEADLETTER, Store
+from crm_stream.operators.io.interface import AUDIT, DEADLETTER, Effect, Store
 from crm_stream.operators.io.keys import KeySpace, shard_of
 from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
 
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 RELEASED = "_released"  # identify events carry the visitor's buffered events under this key
 ERASE_LINKS_ONLY = "_erase_links_only"  # an erasure's copy for the other identity shards: forget links, route nothing
 
-Effect = tuple[str, str | None, Any]
 
 
 def _released(event: dict[str, Any], customer_id: str) -> dict[str, Any]:
