@@ -17,6 +17,7 @@ from typing import Any
 
 from crm_stream.config.settings import Settings
 from crm_stream.flows.dataflow import build_flow, epoch_interval
+from crm_stream.flows.preflight import check_services
 from crm_stream.flows.shutdown import GracefulStop
 from crm_stream.operators.events.router import Router
 from crm_stream.operators.events.schema import Decoder
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class NullOutputs:
-    def send(self, destination: str, key: str | None, value: bytes) -> None:
+    def send(self, destination: str, key: str | None, value: bytes | None) -> None:
         pass
 
     def flush(self) -> None:
@@ -99,6 +100,14 @@ class RunOptions:
     process_id: int | None = None
     addresses: list[str] | None = None
     emit_changes: bool = False
+    watch: Callable[[Router], None] | None = None
+    """Called with the router before the dataflow starts, to follow progress (events, rejects, event time)."""
+    notify: Callable[[str], None] | None = None
+    """Says what a first Ctrl-C does (flows/shutdown.py; default: a log warning). Runs in a signal handler."""
+    on_abort: Callable[[], None] | None = None
+    """Runs just before a second Ctrl-C exits at once (e.g. to give the terminal its cursor back)."""
+    check_services: bool = True
+    """Ask the broker and Redis one short question before building the dataflow (flows/preflight.py)."""
 
 
 @dataclass
@@ -106,6 +115,10 @@ class RunResult:
     router: Router
     store: Store
     shards: dict[int, ProfileShard] = field(default_factory=dict)
+    stopped_by: str | None = None
+    """``"SIGTERM"`` or ``"SIGINT"`` when a signal ended the run (drained); None when the input ended."""
+    committed: int | None = None
+    """Partition positions committed to the consumer group after a drained stop (a reader that commits); else None."""
 
 
 def run(
@@ -116,10 +129,15 @@ def run(
     outputs_factory: Callable[[int], Outputs] | None = None,
     store: Store | None = None,
 ) -> RunResult:
-    """Run the engine until its input ends (never, for Kafka). Blocks."""
+    """Run the engine until its input ends (never, for Kafka) or a signal drains it. Blocks.
+
+    Raises ``flows.preflight.StartupError`` (before anything runs) when a configured broker or Redis does not answer.
+    """
     from bytewax.run import cli_main
 
     options = options or RunOptions()
+    if options.check_services:
+        check_services(settings)
     engine_gc()
     metrics = EngineMetrics()
     shared = SharedStore(settings, store, metrics)
@@ -130,7 +148,9 @@ def run(
     reader = reader or make_reader(settings)
     if hasattr(reader, "lags"):
         metrics.watch_lag(reader.lags)
-    stop = GracefulStop()
+    stop = GracefulStop(options.notify, options.on_abort)
+    if options.watch is not None:
+        options.watch(router)
     if settings.metrics.port:
         from crm_stream.flows.health import serve
 
@@ -158,16 +178,19 @@ def run(
             epoch_interval=epoch_interval(settings),
             recovery_config=_recovery(settings),
         )
+    committed = None
     if stop.requested:  # drained: everything read is written, so the positions can be committed
-        committed = reader.commit_positions() if hasattr(reader, "commit_positions") else 0
+        committed = reader.commit_positions() if hasattr(reader, "commit_positions") else None
         version = next((s.models.report()["version"] for s in shards.values()), 0)
-        log.warning(
-            "SIGTERM: drained; state written, models snapshotted at model version %d, %d partition position(s) "
-            "committed; exiting",
+        # Ctrl-C is someone at a terminal: the command's summary says this to them; SIGTERM is a platform: the log.
+        log.log(
+            logging.INFO if stop.signal_name == "SIGINT" else logging.WARNING,
+            "%s: drained; state written, models snapshotted at model version %d, %d partition position(s) committed; exiting",
+            stop.signal_name,
             version,
-            committed,
+            committed or 0,
         )
-    return RunResult(router, shared(), shards)
+    return RunResult(router, shared(), shards, stop.signal_name, committed)
 
 
 def _decoder(settings: Settings) -> Decoder:

@@ -1,8 +1,10 @@
-"""JSON-lines files as a source, and in-memory / file / terminal outputs."""
+"""JSON-lines files as a source, and in-memory / file / terminal outputs (the terminal's drawing: flows/terminal.py)."""
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -108,38 +110,63 @@ class FileOutputs:
 
 
 class TerminalOutputs:
-    """The demo's live view: alerts, triggers, rejects and profile changes, one line each."""
+    """The demo's live view: alerts, triggers, rejects and profile changes, one line each, and their counts.
+
+    ``show(label, style, text)`` draws a line (flows/terminal.py fits it to the terminal's width, with
+    ``style`` a Rich style name); without it, plain lines, never cut, go to ``stream``. ``quiet``: count
+    (for the status line and the summary), draw nothing. Workers may share one instance.
+
+    >>> import io
+    >>> out = io.StringIO()
+    >>> terminal = TerminalOutputs(out)
+    >>> terminal.send(DEADLETTER, None, b'{"reason": "line 3: not JSON"}')
+    >>> out.getvalue(), terminal.rejects
+    ('REJECT  line 3: not JSON\\n', 1)
+    """
 
     STYLES = {
-        SERVICE: ("ALERT  ", "\033[1;31m"),
-        MARKETING: ("TRIGGER", "\033[1;34m"),
-        DEADLETTER: ("REJECT ", "\033[33m"),
-        "changes": ("PROFILE", "\033[32m"),
+        SERVICE: ("ALERT", "bold red"),
+        MARKETING: ("TRIGGER", "bold blue"),
+        DEADLETTER: ("REJECT", "yellow"),
+        "changes": ("PROFILE", "green"),
     }
+    LABEL_WIDTH = 7
 
-    def __init__(self, stream: IO[str] = sys.stdout, color: bool | None = None, max_width: int = 160) -> None:
-        self.stream = stream
-        self.color = stream.isatty() if color is None else color
-        self.max_width = max_width
+    def __init__(
+        self, stream: IO[str] | None = None, *, show: Callable[[str, str, str], None] | None = None, quiet: bool = False
+    ) -> None:
+        self.stream = stream if stream is not None else sys.stdout  # looked up now, not at import: tests swap it
+        self.show = show
+        self.quiet = quiet
+        self.kinds: Counter[str] = Counter()
+        """Alerts and marketing triggers by kind (duplicates of an ``alert_id`` included, as they were sent)."""
+        self.rejects = 0
 
     def send(self, destination: str, key: str | None, value: bytes | None) -> None:
         if value is None:
             return  # an erasure tombstone: the shard prints one "erased" line instead (a profile change)
-        label, style = self.STYLES.get(destination, (destination.upper()[:7].ljust(7), ""))
-        text = value.decode("utf-8", errors="replace")
+        label, style = self.STYLES.get(destination, (destination.upper()[: self.LABEL_WIDTH], ""))
         if destination == DEADLETTER:  # the reason is what a person needs; the raw record is in the topic/file
-            text = str(_loads(value).get("reason", text))
+            self.rejects += 1
+            text = str(_loads(value).get("reason", value.decode("utf-8", errors="replace")))
         elif destination in (SERVICE, MARKETING):
             alert = _loads(value)
+            self.kinds[alert["kind"]] += 1
             when = f" send {alert['send_at'][:16]}" if alert.get("send_at") else ""
             text = f"{alert['priority']:<6} {alert['kind']} at {alert['ts'][:16]}{when}: {'; '.join(alert['reasons'])}"
-        line = f"{label} {key + ': ' if key else ''}{text}"[: self.max_width]
-        if self.color and style:
-            line = f"{style}{label}\033[0m{line[len(label) :]}"
-        self.stream.write(line + "\n")
+        else:
+            text = value.decode("utf-8", errors="replace")
+        if self.quiet:
+            return
+        body = f"{key}: {text}" if key else text
+        if self.show is not None:
+            self.show(label, style, body)
+        else:
+            self.stream.write(f"{label:<{self.LABEL_WIDTH}} {body}\n")
 
     def flush(self) -> None:
-        self.stream.flush()
+        if self.show is None:
+            self.stream.flush()
 
     def close(self) -> None:
         self.flush()

@@ -113,4 +113,37 @@ def evaluate_file(
         "events_per_second": round(router.decoded / seconds, 1) if seconds > 0 else 0.0,
         "metrics": metrics,
         "table": format_table(metrics) if metrics is not None else "",
+        "horizon_days": horizon,
     }
+
+
+def no_labels_reason(result: dict[str, Any]) -> str | None:
+    """Why ``evaluate_file``'s result holds no label to score (a table of zeros would read as a useless model); None if it has some.
+
+    >>> no_labels_reason({"events": 0, "dead": 0, "metrics": None})
+    'the file holds no records'
+    >>> no_labels_reason({"events": 0, "dead": 2, "metrics": None})[:50]
+    'all 2 records were rejected (none is a contract ev'
+    """
+    metrics = result.get("metrics")
+    if metrics is not None and (
+        metrics["churn"]["labels"]
+        or metrics["next_purchase"]["observed"]
+        or metrics["next_purchase"]["censored"]
+        or metrics["category"]["scored"]
+    ):
+        return None
+    if not result["events"] and not result["dead"]:
+        return "the file holds no records"
+    if not result["events"]:
+        return (
+            f"all {result['dead']:,} records were rejected (none is a contract event): "
+            "`crm-stream replay FILE --alerts-out a.jsonl --profiles-out p.jsonl --deadletter-out rejects.jsonl` writes each reason"
+        )
+    if metrics is None:
+        return "the models were off (with_models=False)"
+    return (
+        f"{result['events']:,} events gave no label: a churn label needs a purchase followed by the churn horizon "
+        f"({result.get('horizon_days', '?'):g} days) of later events, a next-purchase label a second purchase; "
+        "try a longer file, e.g. `crm-stream simulate --out shop.jsonl --days 180`"
+    )
