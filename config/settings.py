@@ -68,7 +68,7 @@ class ModelSettings:
 class RuleSettings:
     """Thresholds of the alert rules (operators/rules/), one group per rule."""
 
-    angry_threshold: float = 0.6
+    angry_threshold: float = 0.5  # models.anger.lexicon.DEFAULT_ESCALATION_THRESHOLD (set with load.eval_anger)
     angry_cooldown_hours: float = 24.0
     angry_urgent_threshold: float = 0.85
     abandoned_min_signals: int = 8
