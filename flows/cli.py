@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from crm_stream.config import settings as config
-from crm_stream.flows.preflight import StartupError
+from crm_stream.errors import CrmStreamError
 from crm_stream.flows.shutdown import EXIT_INTERRUPTED
 from crm_stream.operators.io import jsonutil
 from crm_stream.operators.privacy import log_redaction
@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
-    except (config.ConfigError, FileNotFoundError, StartupError) as exc:
-        # Expected failures (a setting, a missing file, a server that does not answer): one line that says what
-        # to check. --debug (or --log-level DEBUG) shows the traceback as well.
+    except (CrmStreamError, config.ConfigError, FileNotFoundError) as exc:
+        # Expected failures (a setting, a missing file, a server that does not answer at start, anything raised on
+        # purpose): one line that says what to check. --debug (or --log-level DEBUG) shows the traceback as well.
         if level == "DEBUG":
             traceback.print_exc()
         kind = "configuration error: " if isinstance(exc, config.ConfigError) else ""

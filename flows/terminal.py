@@ -271,11 +271,13 @@ class Screen:
         quiet: bool = False,
         interactive: bool | None = None,
         plain_progress_s: float = PLAIN_PROGRESS_S,
+        width: int | None = None,
     ) -> None:
         from rich.console import Console
 
         self.stream = stream if stream is not None else sys.stdout
-        self.console = Console(file=self.stream, highlight=False, markup=False, emoji=False, soft_wrap=False)
+        # width None: the terminal's, read at every line (a resized window is followed); a number: tests
+        self.console = Console(file=self.stream, highlight=False, markup=False, emoji=False, soft_wrap=False, width=width)
         self.interactive = (
             (self.console.is_terminal and not self.console.is_dumb_terminal) if interactive is None else interactive
         )
