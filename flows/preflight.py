@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from crm_stream.config.settings import Settings, StoreSettings, _mask_url
 from crm_stream.errors import UnavailableError
-from crm_stream.errors import UnavailableError
 
 KAFKA_TIMEOUT_S = 5.0
 REDIS_TIMEOUT_S = 3.0
