@@ -296,6 +296,10 @@ class PendingPredictions:
     def customers(self) -> int:
         return len(self._customers)
 
+    def customer_ids(self) -> list[str]:
+        """The customers with open predictions (a restart checks them against recent erasures)."""
+        return list(self._customers)
+
     def __len__(self) -> int:
         return self.open
 

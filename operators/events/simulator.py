@@ -169,6 +169,27 @@ class Product(NamedTuple):
 class Profile:
     """What the simulator decided about one customer; re-derived from the seed on demand."""
 
+    customer_id: str
+    persona: str
+    habits: Any
+    timezone: str
+    offset_ms: int
+    offset_str: str
+    peak_hour: float
+    hour_spread: float
+    app: bool
+    currency: str
+    language: str
+    favourites: tuple[str, ...]
+    anonymous_id: str | None
+    identify_at: int | None
+    consent: dict[str, Any] | None
+    churned_at: int | None
+    cycle_days: int | None
+    cycle_product: Any
+    first_visit_at: int
+    first_buy_at: int | None
+
     __slots__ = (
         "customer_id",
         "persona",
@@ -207,7 +228,7 @@ class Profile:
         }
         if self.anonymous_id:
             line["anonymous_id"] = self.anonymous_id
-            line["identify_after"] = to_rfc3339(self.identify_at)  # at their first visit from then on
+            line["identify_after"] = to_rfc3339(self.identify_at)  # type: ignore[arg-type]  # set with anonymous_id  # at their first visit from then on
         if self.cycle_days:
             line.update(
                 cycle_days=self.cycle_days,
@@ -354,7 +375,7 @@ class Shop:
             category = rng.choice(REPLENISHABLE)
             p.favourites = (category,) + tuple(c for c in p.favourites if c != category)[:1]
             p.cycle_product = rng.choice([q for q in self.products if q.category == category])
-            first_gap = rng.uniform(0, p.cycle_days)
+            first_gap: float | None = rng.uniform(0, p.cycle_days)
         else:
             first_gap = rng.uniform(0, p.habits.buy_gap[1]) if p.habits.buy_gap else None
         if first_gap is not None:
@@ -410,7 +431,7 @@ def _unpack(state: int) -> tuple[int, int, int | None, int]:
     return state & 0xFFFFFFFF, (state >> 32) & 0xFFFFFF, ((state >> 56) & 0xFFFFFFFFFFFF) or None, state >> 104
 
 
-def _weighted(rng: Random, items: Sequence[T], cum_weights: list[float]) -> T:
+def _weighted(rng: Random, items: Sequence[T], cum_weights: Sequence[float]) -> T:
     """``rng.choices(items, cum_weights=...)[0]`` at a third of the cost: this is the hot path."""
     return items[bisect.bisect(cum_weights, rng.random() * cum_weights[-1])]
 
@@ -467,7 +488,7 @@ class _Run:
             who = {"customer_id": p.customer_id} if p is not None else {}
             self.sink({"kind": "situation", "situation": kind, **who, **fields, "ts": to_rfc3339(ts)})
 
-    def event(self, p: Profile, ts: int, kind: str, ids: dict[str, str], fields: dict[str, Any], source: str) -> None:
+    def event(self, p: Profile, ts: int, kind: str, ids: Mapping[str, str | None], fields: Mapping[str, Any], source: str) -> None:
         if ts >= self.shop.end_ms:
             return
         self.event_no += 1
@@ -480,7 +501,7 @@ class _Run:
         else:
             local = _EPOCH + timedelta(milliseconds=ts + p.offset_ms)
             stamp = local.isoformat(timespec="seconds" if topic == "support" else "milliseconds") + p.offset_str
-        event = {"event_id": f"{self.shop._id_prefix}{self.event_no}", "type": kind, "ts": stamp, "source": source}
+        event: dict[str, Any] = {"event_id": f"{self.shop._id_prefix}{self.event_no}", "type": kind, "ts": stamp, "source": source}
         event.update(ids)
         event.update(fields)
         heapq.heappush(self.heap, (ts, next(self.seq), event))
@@ -510,7 +531,7 @@ class _Run:
         buying = bool(flags & BUY) and not churned
         source = "app" if p.app else "web"
         t = ts
-        if p.anonymous_id and not flags & IDENTIFIED and (ts >= p.identify_at or buying):
+        if p.anonymous_id and p.identify_at is not None and not flags & IDENTIFIED and (ts >= p.identify_at or buying):
             # Login: the anonymous visitor lands, then the two ids are linked.
             self.event(p, t, "page_view", {"anonymous_id": p.anonymous_id}, {"url": "/login"}, source)
             t += _step(rng)
@@ -551,7 +572,7 @@ class _Run:
         elif identified and not churned and rng.random() < h.question_p:
             opened = t + rng.randint(60, 3600) * SECOND
             self._ticket(p, rng, opened, f"t-{p.customer_id}-{n}", angry=False, order_id=None, refund=None)
-        if churned and not flags & WON_BACK and ts >= p.churned_at + 14 * MS_PER_DAY:
+        if churned and not flags & WON_BACK and p.churned_at is not None and ts >= p.churned_at + 14 * MS_PER_DAY:
             flags |= WON_BACK  # a lapsed customer is looking again: the moment for a win-back offer
             self.situation("win_back", ts, p, category=p.favourites[0])
         gap_days = h.visit_gap * (8 if churned else 1)  # lapsed customers mostly stop visiting
@@ -631,7 +652,7 @@ class _Run:
         subject = f"{'Problem' if angry else 'Question'} with order {order_id}" if order_id else "Pre-sales question"
         self.event(p, t, "ticket_opened", ids, {"ticket_id": ticket_id, "subject": subject}, channel)
 
-        def say(at: int, texts: dict[str, tuple[str, ...]], direction: str) -> None:
+        def say(at: int, texts: Mapping[str, tuple[str, ...]], direction: str) -> None:
             fields = {"ticket_id": ticket_id, "text": rng.choice(texts[lang]), "direction": direction, "channel": channel}
             self.event(p, at, "support_message", ids, fields, channel)
 
@@ -752,7 +773,7 @@ class SimulatorPartition:
 
     def read_batch(self) -> list[Raw]:
         limit = self._batch_size if self._rate <= 0 else min(self._batch_size, self._due())
-        batch = []
+        batch: list[Any] = []
         while len(batch) < limit and self._next is not None:
             role, _key, value = self._next
             batch.append(Raw(role, 0, self._offset, value))

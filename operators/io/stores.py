@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 from crm_stream.config.settings import StoreSettings
@@ -106,7 +107,7 @@ class RedisStore:
     def decode(self, stored: bytes) -> Any:
         return jsonutil.loads(stored)
 
-    def _retrying(self, what: str, fn: Callable[[], object]) -> object:
+    def _retrying(self, what: str, fn: Callable[[], Any]) -> Any:
         return _with_retries(
             self,
             what,
@@ -120,7 +121,7 @@ class RedisStore:
         out: list[bytes | None] = []
         for i in range(0, len(keys), MGET_CHUNK):
             chunk = list(keys[i : i + MGET_CHUNK])
-            out.extend(self._retrying("MGET", lambda chunk=chunk: self.client.mget(chunk)))  # type: ignore[arg-type]
+            out.extend(self._retrying("MGET", partial(self.client.mget, chunk)))
         return out
 
     def write(self, puts: dict[str, bytes], deletes: Iterable[str] = ()) -> None:
@@ -145,7 +146,7 @@ class RedisStore:
     def scan(self, prefix: str) -> Iterator[tuple[str, bytes]]:
         keys = sorted(
             k.decode() for k in self._retrying("SCAN", lambda: list(self.client.scan_iter(match=f"{prefix}*", count=1000)))
-        )  # type: ignore[union-attr]
+        )
         for i in range(0, len(keys), MGET_CHUNK):
             chunk = keys[i : i + MGET_CHUNK]
             for key, value in zip(chunk, self.get_many(chunk)):
@@ -220,9 +221,9 @@ class RedisClusterStore(RedisStore):
             lambda: RedisCluster.from_url(
                 url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30, **(connection or {})
             ),
-        )  # type: ignore[assignment]  # AUTH user and TLS, for every node: redis_connection_kwargs
+        )  # AUTH user and TLS, for every node: redis_connection_kwargs
 
-    def _retrying(self, what: str, fn: Callable[[], object]) -> object:
+    def _retrying(self, what: str, fn: Callable[[], Any]) -> Any:
         return _with_retries(
             self,
             what,
@@ -236,7 +237,7 @@ class RedisClusterStore(RedisStore):
         out: list[bytes | None] = []
         for i in range(0, len(keys), MGET_CHUNK):
             chunk = list(keys[i : i + MGET_CHUNK])
-            out.extend(self._retrying("MGET", lambda chunk=chunk: self._get(chunk)))  # type: ignore[arg-type]
+            out.extend(self._retrying("MGET", partial(self._get, chunk)))
         return out
 
     def _by_node(self, keys: Iterable[str]) -> dict[str, tuple[Any, list[str]]]:
@@ -276,7 +277,7 @@ class RedisClusterStore(RedisStore):
         except self._redis.exceptions.ResponseError as exc:
             if not self._redirected(exc):
                 raise
-            return self.client.mget_nonatomic(keys)  # type: ignore[attr-defined,no-any-return]
+            return self.client.mget_nonatomic(keys)  # type: ignore[attr-defined]
 
     def write(self, puts: dict[str, bytes], deletes: Iterable[str] = ()) -> None:
         deletes = list(deletes)
@@ -287,7 +288,7 @@ class RedisClusterStore(RedisStore):
             (early if key.startswith(self._early) else late if key.startswith(self._late) else middle)[key] = value
         for step, part, dels in (("write 1/3", early, ()), ("write 2/3", middle, ()), ("write 3/3", late, deletes)):
             if part or dels:
-                self._retrying(step, lambda part=part, dels=dels: self._pipeline(part, dels))
+                self._retrying(step, partial(self._pipeline, part, dels))
 
     def _pipeline(self, puts: dict[str, bytes], deletes: Sequence[str]) -> None:
         """SETs and DELs in one plain pipeline per node (one round trip each). Retrying a step is safe: both are idempotent."""
@@ -377,6 +378,7 @@ def redis_connection_kwargs(settings: StoreSettings) -> dict[str, Any]:
 def open_store(settings: StoreSettings, *, interactive: bool = False) -> MemoryStore | RedisStore:
     if settings.kind == "memory":
         return MemoryStore()
+    store: RedisStore | RedisClusterStore
     if settings.kind == "redis-cluster":
         store = RedisClusterStore(
             settings.url,

@@ -139,8 +139,8 @@ class ErasureGuard:
             hours.update(bucket_of(d) for d in profile["timers"].values())
             detail["scheduled_triggers"] = len(profile["scheduled"])
             forget_stats(profile)
-        if offset is not None:
-            guard[source] = max(guard.get(source, -1), offset)  # type: ignore[index]
+        if offset is not None and source is not None:
+            guard[source] = max(guard.get(source, -1), offset)
         self.erased[token] = guard
         self._erased_at[token] = time.monotonic()
         self._deleting.add(token)

@@ -163,7 +163,7 @@ _NEW_CONTAINER: dict[str, Any] = {  # how each container is made on first touch 
 _NEW_CONTAINER["active_hours"] = lambda: [0] * 24
 
 
-class Profile(dict):  # type: ignore[type-arg]
+class Profile(dict[str, Any]):
     """A profile dict that holds only what differs from a blank profile.
 
     Most customers in a stream are seen a handful of times (page views of one
@@ -327,7 +327,7 @@ def _episode(profile: Profile, category: str, ts: int, signals: int, rules: Prof
         and (window := rules.episode_window_ms) is not None
         and episode[1] >= rules.episode_min_signals
         and ts > episode[2] + window
-    ):  # type: ignore[operator]
+    ):
         closed = profile["closed_episodes"].setdefault(category, [])
         closed.append(episode)
         if len(closed) > MAX_CLOSED_EPISODES:

@@ -61,7 +61,7 @@ def contract_view(
     }
 
 
-def full_view(profile: profiles.Profile, as_of: int, thresholds: Thresholds, settings: Settings) -> dict[str, Any]:
+def full_view(profile: dict[str, Any], as_of: int, thresholds: Thresholds, settings: Settings) -> dict[str, Any]:
     """Everything worth showing a person about one customer."""
     profile = profiles.stored_profile(profile)  # a plain dict decoded from a sparse blob gets its defaults
     rules = profiles.ProfileRules.from_settings(settings.engine)

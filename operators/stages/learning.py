@@ -25,6 +25,7 @@ from crm_stream.models.anger.model import AngerModel
 from crm_stream.models.hub import ModelHub, SnapshotError
 from crm_stream.operators.io.interface import Store
 from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.privacy.erasure import erasure_token
 from crm_stream.operators.privacy.redact import redact
 from crm_stream.operators.profile.state import ANGER
 
@@ -36,11 +37,17 @@ Effect = tuple[str, str | None, Any]
 
 
 ERASURE_SNAPSHOT_MIN_S = 5.0
-"""Erasures replace the stored model snapshot at most this often (the customer leaves it within this time)."""
+"""Erasures replace the stored model snapshot at most this often (the customer leaves it within this time). A crash
+inside this window cannot bring them back: the next start forgets again every customer the shard records still guard
+as erased (``_forget_erased``)."""
 
 
 class SharedModels:
-    def __init__(self, store: Store, keys: KeySpace, cfg: ModelSettings | None = None, horizon_days: float = 30.0) -> None:
+    def __init__(
+        self, store: Store, keys: KeySpace, cfg: ModelSettings | None = None, horizon_days: float = 30.0, shards: int = 0
+    ) -> None:
+        """``shards``: how many profile shards write a shard record (engine.shards); 0 skips the start-up check of
+        recent erasures (tests and tools that build a hub of their own)."""
         self.keys = keys
         self._encode = store.encode  # bytes pass through, or are sealed at rest (store.pii_key: the hub holds customer ids)
         self.cfg = cfg or ModelSettings()
@@ -72,9 +79,10 @@ class SharedModels:
                 self.hub = ModelHub(horizon_days, self.cfg.seed)
         self._unsaved = 0
         self._last_save = time.monotonic()
+        forgotten = self._forget_erased(store, keys, shards) if self.hub is not None and shards else 0
         self._hub_version = self.hub.model_version if self.hub else 0
         self._hub_saved_at = time.monotonic()
-        self._erased = False
+        self._erased = forgotten > 0
         """A customer was forgotten since the last snapshot: a batch soon writes one, whatever the cadence."""
         self._erasure_saved_at = -ERASURE_SNAPSHOT_MIN_S  # the first erasure's snapshot goes out at once
 
@@ -154,6 +162,28 @@ class SharedModels:
             return []
         self._hub_version = self.hub.model_version
         return [("put", self.keys.model("customer"), self._encode(self.hub.snapshot()))]
+
+    def _forget_erased(self, store: Store, keys: KeySpace, shards: int) -> int:
+        """Drop what the restored snapshot still holds of customers erased moments before the last stop.
+
+        An erasure deletes the profile and records its guard (a hash of the id, operators/privacy/erasure.py) in
+        the shard record, both in one atomic store write; the model snapshot without the customer follows within
+        ``ERASURE_SNAPSHOT_MIN_S``. A crash in between leaves the customer's pending predictions in the stored
+        snapshot, and the restart skips the re-read erasure as done: so the snapshot is checked here against every
+        shard's guards, and the customer forgotten again (the next batch writes the snapshot without them).
+        Returns how many pending predictions were dropped.
+        """
+        assert self.hub is not None
+        tokens: set[str] = set()
+        for blob in store.get_many([keys.shard(n) for n in range(shards)]):
+            if blob:
+                tokens.update((store.decode(blob).get("erasures") or {}).keys())
+        if not tokens:
+            return 0
+        dropped = sum(self.hub.forget(c) for c in self.hub.pending.customer_ids() if erasure_token(c) in tokens)
+        if dropped:
+            log.info("the model snapshot held %d pending predictions of customers erased before the restart: forgotten", dropped)
+        return dropped
 
     def forget(self, customer_id: str) -> int:
         """Erasure: drop the customer's pending predictions; returns how many. The next batch snapshots the hub."""

@@ -32,7 +32,7 @@ from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.policy import governance
 from crm_stream.operators.policy.triggers import SEND, TriggerBook
 from crm_stream.operators.privacy.erasure import ErasureGuard
-from crm_stream.operators.profile import state as profiles
+from crm_stream.operators.profile import state
 from crm_stream.operators.profile.segments import SegmentStats, ThresholdBoard, Thresholds, profile_segment
 from crm_stream.operators.profile.timers import EventClock, TimerWheel
 from crm_stream.operators.rules import RULE_EVENT_TYPES, SEGMENT_RULES, TIMED_RULES, Candidate, RuleContext, plan_for
@@ -66,12 +66,12 @@ class ProfileShard:
         self.segment_cfg = settings.segments
         self.emit_changes = emit_changes
         e = settings.engine
-        self.rules = profiles.ProfileRules.from_settings(e, settings.rules)
+        self.rules = state.ProfileRules.from_settings(e, settings.rules)
         blob = store.get_many([keys.shard(shard)])[0]
         saved = store.decode(blob) if blob else {}
         # The shard record is written with the first profiles: a shard without one has none in the store.
         self.working_set = WorkingSet(
-            store, keys, hold_encoded=hold_encoded, complete=blob is None, retention_ms=e.retention_days * MS_PER_DAY
+            store, keys, hold_encoded=hold_encoded, complete=blob is None, retention_ms=int(e.retention_days * MS_PER_DAY)
         )
         self.stats = SegmentStats.from_dict(saved) if saved else SegmentStats()
         self._stats_dirty = False
@@ -95,7 +95,7 @@ class ProfileShard:
 
     # The working set's state, under the names tests, benchmarks and metrics read.
     @property
-    def profiles(self) -> dict[str, profiles.Profile | bytes]:
+    def profiles(self) -> dict[str, state.Profile | bytes]:
         return self.working_set.held
 
     @property
@@ -106,9 +106,9 @@ class ProfileShard:
     def evicted(self) -> int:
         return self.working_set.evicted
 
-    def held_profiles(self) -> Iterator[profiles.Profile]:
+    def held_profiles(self) -> Iterator[state.Profile]:
         """Every customer in memory, decoded: for a summary at the end of a run, not for the hot path."""
-        return self.working_set.profiles()
+        return self.working_set.decoded()
 
     # -- batch processing ------------------------------------------------------------
 
@@ -117,12 +117,12 @@ class ProfileShard:
         if not ws.complete:
             ws.hydrate((e["customer_id"] for e in events), erasures.blocks_read)
         before = (self.clock, self.applied, self.wheel.fired_through, sum(self.suppressed.values()))
-        dirty: dict[str, profiles.Profile] = {}
+        dirty: dict[str, state.Profile] = {}
         out: list[Effect] = []
         if erasures and erasures.expire():
             self._stats_dirty = True
         batch, hold, get = ws.batch, ws.hold_encoded, ws.get
-        apply, new_profile = self._apply, profiles.new_profile
+        apply, new_profile = self._apply, state.new_profile
         clock, applied = self.clock, 0
         for event in events:
             customer_id: str = event["customer_id"]
@@ -203,10 +203,10 @@ class ProfileShard:
 
     # -- events ------------------------------------------------------------------------
 
-    def _apply(self, profile: profiles.Profile, event: dict[str, Any], out: list[Effect]) -> bool:
+    def _apply(self, profile: state.Profile, event: dict[str, Any], out: list[Effect]) -> bool:
         before = (profile["frequency"], profile["monetary"], profile["gap_mean_days"])
         segment_before = profile["segment"]
-        changed = profiles.apply(profile, event, self.rules)
+        changed = state.apply(profile, event, self.rules)
         if not changed:
             return False
         kind = event["type"]
@@ -243,13 +243,13 @@ class ProfileShard:
         self._emit(profile, candidates, event["ts"], out)
         return True
 
-    def _context(self, profile: profiles.Profile, event: dict[str, Any] | None, now: int, segment_before: str) -> RuleContext:
-        thresholds, after = self.board.thresholds(), profile["segment"]
+    def _context(self, profile: state.Profile, event: dict[str, Any] | None, now: int, segment_before: str) -> RuleContext:
+        thresholds, after, risk, anger, returns = self.board.thresholds(), profile["segment"], *self._served
         return RuleContext(
-            profile, event, now, self._rule_cfg, thresholds, *self._served, segment_before, after, self._horizon_days
+            profile, event, now, self._rule_cfg, thresholds, risk, anger, returns, segment_before, after, self._horizon_days
         )
 
-    def churn_risk(self, profile: profiles.Profile, as_of: int) -> float:
+    def churn_risk(self, profile: dict[str, Any], as_of: int) -> float:
         thresholds = self.thresholds()
         modelled = self.models.churn_risk(profile, as_of, thresholds.population_gap_days)
         if modelled is not None:
@@ -264,16 +264,16 @@ class ProfileShard:
             thresholds.population_gap_days,
         )
 
-    def _merge_visitor(self, profile: profiles.Profile, event: dict[str, Any], out: list[Effect]) -> None:
+    def _merge_visitor(self, profile: state.Profile, event: dict[str, Any], out: list[Effect]) -> None:
         merged = profile.setdefault("merged_anonymous_ids", [])
         if event["anonymous_id"] in merged:
             return  # an identify replayed after a crash: its events are already in
         merged.append(event["anonymous_id"])
-        profiles.link_anonymous_id(profile, event["anonymous_id"])
+        state.link_anonymous_id(profile, event["anonymous_id"])
         # The segment statistics move once, in ``_apply``, from before the identify to after the merge (moving
         # them here per released event as well counted the change twice).
         for earlier in event.get(RELEASED, ()):
-            if profiles.apply(profile, earlier, self.rules):
+            if state.apply(profile, earlier, self.rules):
                 self.applied += 1
         if self.emit_changes:
             released = len(event.get(RELEASED, ()))
@@ -282,7 +282,7 @@ class ProfileShard:
 
     # -- timers ----------------------------------------------------------------------------
 
-    def _fire_timers(self, dirty: dict[str, profiles.Profile], out: list[Effect]) -> None:
+    def _fire_timers(self, dirty: dict[str, state.Profile], out: list[Effect]) -> None:
         watermark = self.event_clock.watermark()
         due = self.wheel.due(watermark)
         if not due:
@@ -311,7 +311,7 @@ class ProfileShard:
             if pending and self.wheel.index(profile, min(pending)):
                 dirty[customer_id] = profile  # the profile now names one more timer bucket: persist it
 
-    def _on_timer(self, profile: profiles.Profile, kind: str, now: int, out: list[Effect]) -> None:
+    def _on_timer(self, profile: state.Profile, kind: str, now: int, out: list[Effect]) -> None:
         if kind == SEND:
             self.triggers.send_due(profile, now, out)
             return
@@ -332,7 +332,7 @@ class ProfileShard:
 
     # -- alerts and segments ---------------------------------------------------------------
 
-    def _emit(self, profile: profiles.Profile, candidates: list[Candidate], now: int, out: list[Effect]) -> None:
+    def _emit(self, profile: state.Profile, candidates: list[Candidate], now: int, out: list[Effect]) -> None:
         """Each proposed alert once per customer (by id): service alerts go out, marketing triggers are held."""
         for destination, alert in candidates:
             alerted = profile["alerted"]
@@ -350,10 +350,10 @@ class ProfileShard:
     def thresholds(self) -> Thresholds:
         return self.board.thresholds()
 
-    def segment(self, profile: profiles.Profile, as_of: int) -> str:
+    def segment(self, profile: state.Profile, as_of: int) -> str:
         return profile_segment(profile, as_of, self.thresholds(), self.segment_cfg)
 
-    def _resegment(self, profile: profiles.Profile, ts: int, out: list[Effect]) -> None:
+    def _resegment(self, profile: state.Profile, ts: int, out: list[Effect]) -> None:
         as_of = max(ts, profile["last_seen"])
         profile["segment_checked_at"] = as_of
         segment = self.segment(profile, as_of)

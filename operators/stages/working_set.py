@@ -154,13 +154,13 @@ class WorkingSet:
             self.complete = False  # memory no longer holds everyone: misses must read the store
             self.evicted += len(stale)
 
-    def profiles(self) -> Iterator[profiles.Profile]:
+    def decoded(self) -> Iterator[profiles.Profile]:
         """Every customer in memory, decoded: for a summary at the end of a run, not for the hot path."""
         for profile in list(self.held.values()):
-            yield thaw(profile) if type(profile) is bytes else profile  # type: ignore[misc]
+            yield thaw(profile) if isinstance(profile, bytes) else profile
 
     def _seen_at(self, customer_id: str, profile: profiles.Profile | bytes) -> int:
-        if type(profile) is not bytes:
-            return profile["last_seen"]  # type: ignore[index]
+        if not isinstance(profile, bytes):
+            return profile["last_seen"]
         seen = self.last_seen.get(customer_id)
         return seen if seen is not None else jsonutil.loads(profile)["last_seen"]
