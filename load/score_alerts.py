@@ -1,6 +1,11 @@
 """Score every alert rule against the simulated shop's ground truth: precision and recall per kind.
 
-    python -m load.score_alerts [--customers 300] [--days 180] [--seed 7]
+    python -m load.score_alerts [--customers 300] [--days 180] [--seed 7] [--out FILE]
+
+The table is printed; the result is also written as JSON to ``--out``, by default
+under the user's cache directory (``$XDG_CACHE_HOME/crm-stream``, else
+``~/.cache/crm-stream``), never into the source tree. To record a result in the
+repository's history, name it: ``--out load/results/alerts-DATE.json``.
 
 Simulates the shop (operators/events/simulator.py), replays its events through the
 engine (the contract's replay, i.e. the live dataflow), and matches alerts to
@@ -25,6 +30,7 @@ it did decide, and recall says how many of those the segment moves caught.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
@@ -140,18 +146,39 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def default_out(now: datetime, env: dict[str, str] | None = None) -> Path:
+    """Where results go when ``--out`` is not given: the user's cache directory, dated.
+
+    >>> default_out(datetime(2026, 12, 6), {"XDG_CACHE_HOME": "/tmp/cache"}).as_posix()
+    '/tmp/cache/crm-stream/alerts-2026-12-06.json'
+    """
+    env = dict(os.environ) if env is None else env
+    cache = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return cache / "crm-stream" / f"alerts-{now:%Y-%m-%d}.json"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m load.score_alerts", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--customers", type=int, default=300)
-    parser.add_argument("--days", type=int, default=180)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--config", help="TOML settings (rule thresholds under [rules])")
+    parser = argparse.ArgumentParser(
+        prog="python -m load.score_alerts",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--customers", type=int, default=300, help="customers simulated (default: %(default)s)")
+    parser.add_argument("--days", type=int, default=180, help="days simulated (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=7, help="the simulator's seed (default: %(default)s)")
+    parser.add_argument("--config", help="TOML settings (rule thresholds under [rules]; default: config/default.toml)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="JSON file for the result (default: ~/.cache/crm-stream/alerts-DATE.json, or under $XDG_CACHE_HOME)",
+    )
     args = parser.parse_args(argv)
     result = run(args.customers, args.days, args.seed, config.load(args.config) if args.config else None)
     print(render(result))
-    out = Path(__file__).parent / "results" / f"alerts-{datetime.now():%Y-%m-%d}.json"
-    out.parent.mkdir(exist_ok=True)
+    out = args.out or default_out(datetime.now())
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(jsonutil.dumps(result))
+    print(f"\nresult written to {out}")
     return 0
 
 

@@ -269,3 +269,21 @@ def test_simulate_help_shows_the_defaults(capsys: Any) -> None:
     help_text = " ".join(capsys.readouterr().out.split())
     for option, default in [("--customers", "300"), ("--days", "180"), ("--seed", "7"), ("--bad-rate", "0")]:
         assert option in help_text and f"(default: {default}" in help_text.split(option, 2)[-1], option
+
+
+def test_score_alerts_writes_where_asked_or_to_the_cache_never_into_the_source_tree(
+    tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> None:
+    from load import score_alerts
+
+    assert doctest.testmod(score_alerts).failed == 0  # default_out's example
+    results = ROOT / "load" / "results"
+    before = set(results.iterdir())
+    asked = tmp_path / "mine" / "alerts.json"
+    assert score_alerts.main(["--customers", "12", "--days", "20", "--out", str(asked)]) == 0
+    assert asked.is_file() and f"result written to {asked}" in capsys.readouterr().out
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert score_alerts.main(["--customers", "12", "--days", "20"]) == 0
+    cached = list((tmp_path / "cache" / "crm-stream").glob("alerts-*.json"))
+    assert len(cached) == 1 and cached[0].read_bytes() == asked.read_bytes()  # same shop, same seed: same result
+    assert set(results.iterdir()) == before
