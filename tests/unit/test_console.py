@@ -237,6 +237,39 @@ def test_inbox_reader_feeds_console_events_and_ends_with_its_input() -> None:
         inbox.send({"type": "alert_feedback"})
 
 
+# ----------------------------------------------------------------------------- what an angry customer's alert carries
+
+
+def test_an_angry_alert_carries_the_message_channel_and_the_tickets_scores() -> None:
+    from crm_stream.flows.console.profiles import open_tickets
+    from tests.unit.test_rules import Harness
+
+    h = Harness()
+    h.feed(event("ticket_opened", "c1", ticket_id="t1", day=1.0))
+    said = [
+        "Hi, could you tell me when my order ships? Thanks",
+        "This is the THIRD time I'm asking, unacceptable!!! Call me on +44 20 7946 0958",
+        "still nothing!!! unacceptable",  # within the cooldown: no second alert, but its score is kept
+    ]
+    for n, text in enumerate(said):
+        h.feed(event("support_message", "c1", ticket_id="t1", direction="inbound", channel="chat", day=1.1 + n / 10, text=text))
+    h.feed(event("support_message", "c1", ticket_id="t1", direction="outbound", day=1.45, text="Sorry! Looking now"))
+    [alert] = h.alerts("angry_customer", SERVICE)
+    payload = alert["payload"]
+    assert payload["channel"] == "chat" and payload["ticket_id"] == "t1" and payload["ticket_messages"] == 2
+    assert payload["excerpt"].startswith("This is the THIRD time") and "[phone]" in payload["excerpt"]  # redacted
+    assert payload["ticket_opened_at"] == "2026-01-02T00:00:00.000Z"
+    first, second = payload["ticket_scores"]
+    threshold = h.shard.settings.rules.angry_threshold
+    assert first["ts"] < second["ts"] == alert["ts"] and first["score"] < threshold <= second["score"] == round(alert["score"], 4)
+    [ticket] = open_tickets(h.shard.profiles["c1"]["tickets"])  # the profile has the third (and only inbound ones)
+    assert ticket["messages"] == 3 and ticket["scores"][:2] == payload["ticket_scores"] and len(ticket["scores"]) == 3
+    for n in range(12):  # bounded: the newest few only
+        h.feed(event("support_message", "c1", ticket_id="t1", direction="inbound", day=2 + n / 10, text="any news?"))
+    kept = h.shard.profiles["c1"]["tickets"]["t1"]["scores"]
+    assert len(kept) == 8 and kept == sorted(kept) and kept[-1][0] == h.shard.profiles["c1"]["last_seen"]
+
+
 # ----------------------------------------------------------------------------- the JSON API
 
 
