@@ -1,9 +1,10 @@
 """End to end: the agents' console (`crm-stream console`, a real process) in a real headless Chromium,
 against real Redis and the Kafka-protocol broker.
 
-An alert produced upstream appears on the page within 2 seconds; opening it shows the customer's profile
-(written to Redis by the engine's own dataflow); "incorrect" puts an ``alert_feedback`` event on the control
-topic; an unauthenticated request gets no personal data. The screenshot goes to the test's tmp dir, and to
+An alert produced upstream appears on the page within 2 seconds; opening it shows what the customer wrote
+(the alert's redacted excerpt, its channel) and the ticket with its messages' anger scores, and the customer's
+profile (written to Redis by the engine's own dataflow); "incorrect" puts an ``alert_feedback`` event on the
+control topic; an unauthenticated request gets no personal data. The screenshot goes to the test's tmp dir, and to
 docs/console.png when that is missing or CRM_STREAM_SCREENSHOT=1 (so plain test runs leave the tree alone).
 """
 
@@ -101,6 +102,15 @@ def _engine_writes_profile(settings: config.Settings, redis_url: str, tmp_path: 
             ticket_id="t-77",
             direction="inbound",
             channel="email",
+            day=30.02,
+            text="Hello, my order has not arrived yet. Could you check where it is? Thank you",
+        ),
+        event(
+            "support_message",
+            CUSTOMER,
+            ticket_id="t-77",
+            direction="inbound",
+            channel="email",
             day=30.1,
             text="WHERE IS MY ORDER??? This is the third time I'm asking, completely unacceptable!!!",
         ),
@@ -120,7 +130,9 @@ def _engine_writes_profile(settings: config.Settings, redis_url: str, tmp_path: 
 def _background_alerts() -> list[dict[str, Any]]:
     """A few alerts already on the topic when the console starts (it shows the recent backlog)."""
 
-    def alert(n: int, kind: str, customer: str, priority: str, score: float, reasons: list[str]) -> dict[str, Any]:
+    def alert(
+        n: int, kind: str, customer: str, priority: str, score: float, reasons: list[str], payload: dict[str, Any]
+    ) -> dict[str, Any]:
         return {
             "alert_id": f"{kind}-e2e{n}",
             "kind": kind,
@@ -129,7 +141,7 @@ def _background_alerts() -> list[dict[str, Any]]:
             "priority": priority,
             "score": score,
             "reasons": reasons,
-            "payload": {},
+            "payload": payload,
         }
 
     return [
@@ -140,6 +152,7 @@ def _background_alerts() -> list[dict[str, Any]]:
             "medium",
             0.42,
             ["product p-toys-03 refunded 6 times in 14 days, 4.0x its baseline", "customer refunded it on 2026-01-29"],
+            {"product_id": "p-toys-03", "refund_rate": 0.4286, "baseline_rate": 0.0714, "order_id": "o-e2e-107"},
         ),
         alert(
             1,
@@ -152,6 +165,14 @@ def _background_alerts() -> list[dict[str, Any]]:
                 "churn model 0.77 (threshold 0.50)",
                 "high-value customer (lifetime 1,240.00)",
             ],
+            {
+                "model_churn_risk": 0.77,
+                "lapse_risk": 0.81,
+                "last_purchase_at": 1766102400000,
+                "days_silent": 48.0,
+                "segment": "loyal",
+                "offer": None,
+            },
         ),
         alert(
             2,
@@ -159,7 +180,20 @@ def _background_alerts() -> list[dict[str, Any]]:
             "c-e2e-212",
             "urgent",
             0.91,
-            ["anger score 0.91 (threshold 0.60)", "2 exclamation marks", "high-value customer (lifetime 2,310.40)"],
+            ["anger score 0.91 (threshold 0.50)", "2 exclamation marks", "high-value customer (lifetime 2,310.40)"],
+            {
+                "ticket_id": "t-e2e-212",
+                "channel": "chat",
+                "segment": "champions",
+                "open_tickets": 1,
+                "excerpt": "The replacement is broken too!! Call me at [phone], I want my money back",
+                "ticket_opened_at": "2026-01-29T11:40:00.000Z",
+                "ticket_messages": 2,
+                "ticket_scores": [
+                    {"ts": "2026-01-29T11:42:00.000Z", "score": 0.55},
+                    {"ts": "2026-01-29T12:15:00.000Z", "score": 0.91},
+                ],
+            },
         ),
     ]
 
@@ -255,6 +289,7 @@ def test_console_shows_live_alerts_profiles_and_sends_feedback(kafka_settings, r
         browser.find_element(By.ID, "signin-submit").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "live"), "live"))
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#alerts > li")) >= 3)  # the backlog
+        assert not browser.find_element(By.ID, "tab-marketing").is_displayed()  # production follows service alerts only
 
         # Produced upstream now: on the page within 2 seconds, on top.
         produce_records(kafka_settings, [(topics.service_alerts, CUSTOMER, jsonutil.dumps(alert))])
@@ -267,10 +302,22 @@ def test_console_shows_live_alerts_profiles_and_sends_feedback(kafka_settings, r
         appeared_s = time.monotonic() - produced
         assert browser.find_elements(By.CSS_SELECTOR, "#alerts > li")[0].get_attribute("data-alert-id") == alert["alert_id"]
         assert alert["reasons"][0] in card.text
+        excerpt = alert["payload"]["excerpt"]
+        assert excerpt and excerpt.startswith("WHERE IS MY ORDER") and excerpt[:40] in card.text  # what they wrote, at a glance
 
-        # Opening it shows the customer's live profile, and an audit record of the read.
+        # Opening it shows what the customer wrote, the ticket and its history, then the customer's live profile.
         card.click()
         profile = wait.until(ec.visibility_of_element_located((By.ID, "profile")))
+        message = browser.find_element(By.ID, "message")
+        assert browser.find_element(By.ID, "excerpt").text == excerpt and "by email" in message.text and "t-77" in message.text
+        ticket = browser.find_element(By.ID, "ticket")
+        assert ticket.is_displayed() and "ticket t-77" in ticket.text.lower() and "2 message(s) from the customer" in ticket.text
+        scores = [s["score"] for s in alert["payload"]["ticket_scores"]]
+        threshold = engine_settings.rules.angry_threshold
+        assert len(scores) == 2 and scores[0] < threshold <= scores[1]  # the polite first message, then the angry one
+        assert f"{scores[0]:.2f}" in ticket.text and f"{scores[1]:.2f}" in ticket.text and "(this alert)" in ticket.text
+        assert "segment" in browser.find_element(By.ID, "payload").text  # the payload, readable
+        assert "{" not in browser.find_element(By.ID, "detail").text  # never raw JSON
         assert "t-77" in profile.text and "$275.00" in profile.text and "churn risk" in profile.text
         assert "support message" in profile.text  # recent activity by type
         reads = [jsonutil.loads(line) for line in audit.read_bytes().splitlines()]
