@@ -34,17 +34,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
-    except (CrmStreamError, config.ConfigError, FileNotFoundError) as exc:
-        # Expected failures (a setting, a missing file, a server that does not answer at start, anything raised on
-        # purpose): one line that says what to check. --debug (or --log-level DEBUG) shows the traceback as well.
+    except BrokenPipeError:  # stdout piped into `head` or a pager that quit: nothing left to say, and nowhere to say it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the interpreter's final flush is silent too
+        return EXIT_BROKEN_PIPE
+    except (CrmStreamError, config.ConfigError, OSError) as exc:
+        # Expected failures (a setting, a file missing or not writable, a server that does not answer at start,
+        # anything raised on purpose): one line that says what to check. --debug (or --log-level DEBUG) shows the traceback as well.
         if level == "DEBUG":
             traceback.print_exc()
         kind = "configuration error: " if isinstance(exc, config.ConfigError) else ""
         print(f"crm-stream: {kind}{_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:  # stdout piped into `head` or a pager that quit: nothing left to say, and nowhere to say it
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the interpreter's final flush is silent too
-        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:  # Ctrl-C outside the engine's drain (flows/shutdown.py): starting up, or a summary
         if level == "DEBUG":
             traceback.print_exc()
