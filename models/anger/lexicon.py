@@ -896,8 +896,7 @@ def _sentiment_z(signals: dict[str, float]) -> float:
 # rated texts (python -m load.eval_anger --split tune) and are reported on the other half.
 _BIAS = -1.5
 # HowNet's lists find negative words in much Chinese praise (5% of the positive reviews of the tune half reach
-# valence -0.6; of the positive English texts, -0.25): a Chinese message's negative wording counts from -0.75
-# on, and one tenth as much before (so the ranking within stays the lexicon's). Set so that at most ~4.5% of
+# valence -0.69): a Chinese message's negative wording counts from -0.75 on, and one tenth as much before (so the ranking within stays the lexicon's). Set so that at most ~4.5% of
 # the tune half's positive reviews escalate; anger cues (repeat asks, threats, 到底) are not discounted.
 _ZH_DEAD_ZONE = 0.75
 _NEGATIVE_WORDING = 8.0
