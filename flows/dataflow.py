@@ -99,7 +99,7 @@ def build_flow(
     board = board or ThresholdBoard(settings.segments)
     returns = ReturnWatch()  # product-level refund rates, shared by the shards of this process
     models = _Once(
-        lambda: SharedModels(store_provider(), keys, settings.models, e.churn_horizon_days)
+        lambda: SharedModels(store_provider(), keys, settings.models, e.churn_horizon_days, e.shards)
     )  # online models, shared likewise
     router = router or Router(
         Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 import zlib
@@ -143,6 +144,58 @@ def test_erasure_end_to_end_leaves_nothing_and_tombstones_the_outputs(kafka_sett
     ]
     assert ("export", "agent:dpo", OTHER) in [(r["action"], r["actor"], r["customer_id"]) for r in records]
     assert any(r["action"] == "profile_read" and r["customer_id"] == OTHER for r in records)
+
+
+GONE = [f"cust-gone-{i}-5d2c" for i in range(6)]  # distinctive, as WHO
+STAYS = [f"cust-stays-{i}-5d2c" for i in range(3)]
+
+
+def _pending(client: redis.Redis) -> dict[str, int]:
+    """Customer id -> open predictions in the stored model snapshot, decoded as the engine restores it."""
+    from crm_stream.models.hub import ModelHub
+
+    blob = client.get("crm:model:customer")
+    hub = ModelHub.restore(blob) if blob else None
+    return {c: len(hub.pending.entries(c)) for c in hub.pending.customer_ids()} if hub else {}
+
+
+def test_erasures_then_kill_9_before_the_model_snapshot_leave_nothing_after_the_restart(
+    kafka_settings, redis_url, fresh_redis, tmp_path
+):
+    """Issue 14, item 2. Erasures carried out, then ``kill -9`` before the model snapshot without the customers was
+    written (it follows an erasure within ERASURE_SNAPSHOT_MIN_S): the stored snapshot still names them, and the
+    restart skips the re-read erasures as done. The restart must forget them again from the shard records' guards,
+    so that nothing in Redis names them once it runs, and after a graceful stop."""
+    ensure_topics(kafka_settings, partitions=1)
+    env = engine_env(kafka_settings, redis_url, tmp_path / "recovery", CRM_STREAM__MODELS__SNAPSHOT_EVERY_S="0.2")
+    items = [item for cid in GONE + STAYS for item in _customer_events(cid, f"anon-{cid}")]
+    _produce(kafka_settings, items)
+    engine = Engine(env, tmp_path / "engine.log")
+    engine.start()
+    try:
+        _wait(lambda: set(GONE + STAYS) <= set(_pending(fresh_redis)), "a model snapshot holding every customer", engine)
+        # The first erasure's snapshot goes out at once; the rest fall within ERASURE_SNAPSHOT_MIN_S of it.
+        _produce(kafka_settings, [("control", event("erasure_request", GONE[0], day=7))])
+        _wait(lambda: fresh_redis.get(f"crm:profile:{GONE[0]}") is None, "the first erasure", engine)
+        _produce(kafka_settings, [("control", event("erasure_request", cid, day=7.1)) for cid in GONE[1:]])
+        _wait(lambda: not any(fresh_redis.get(f"crm:profile:{c}") for c in GONE), "the other erasures", engine, 30)
+    finally:
+        engine.kill()  # SIGKILL
+    stale = [c for c in GONE if c in _pending(fresh_redis)]
+    assert stale, "the test must kill the engine inside the window where the stored snapshot still names them"
+
+    engine = Engine(env, tmp_path / "engine2.log")
+    engine.start()
+    try:
+        _produce(kafka_settings, [("clickstream", view(STAYS[0], category="garden", day=8))])  # the stream goes on
+        _wait(lambda: not any(_mentions(fresh_redis, c) for c in GONE), "every key to forget the erased customers", engine)
+        assert set(STAYS) <= set(_pending(fresh_redis))  # the model kept everyone else
+    finally:
+        engine.kill(signal.SIGTERM)
+    assert not any(_mentions(fresh_redis, c) for c in GONE)
+    assert not set(GONE) & set(_pending(fresh_redis))
+    for cid in GONE:
+        assert f"anon-{cid}" not in repr(_pending(fresh_redis)) and not _mentions(fresh_redis, f"anon-{cid}")
 
 
 def _redis_settings(redis_url: str) -> config.Settings:
