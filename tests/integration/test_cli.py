@@ -13,12 +13,14 @@ import struct
 import subprocess
 import termios
 import time
+import uuid
 
 import pytest
+import redis
 
 from crm_stream.flows import shutdown
 from crm_stream.operators.io.kafka import read_topic
-from tests.integration.engine_process import CLI, ROOT, engine_env
+from tests.integration.engine_process import CLI, ROOT, applied_events, engine_env
 
 
 def test_simulate_to_kafka_fills_the_input_topics(kafka_settings, redis_url, tmp_path):
@@ -154,3 +156,28 @@ def test_the_demo_fits_an_80_column_terminal_with_a_live_status_line(quiet, tmp_
     assert "Done: " in text and "Try next:" in text
     event_lines = [p for p in pieces if p.startswith(("ALERT ", "TRIGGER ", "PROFILE ", "REJECT "))]
     assert (not event_lines) if quiet else len(event_lines) > 20
+
+
+def test_ctrl_c_on_the_kafka_engine_drains_commits_and_exits_0(kafka_settings, redis_url, tmp_path):
+    prefix = f"ctrlc{uuid.uuid4().hex[:8]}"  # this test's keys only: the session's Redis is shared
+    env = engine_env(kafka_settings, redis_url, tmp_path / "rec", CRM_STREAM__STORE__KEY_PREFIX=prefix)
+    made = subprocess.run(
+        CLI + ["simulate", "--to-kafka", "--customers", "40", "--days", "40"], env=env, cwd=ROOT, capture_output=True, timeout=120
+    )
+    assert made.returncode == 0, made.stderr
+    client = redis.Redis.from_url(redis_url)
+    proc = subprocess.Popen(CLI + ["run"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while applied_events(client, prefix=prefix) == 0:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    _no_crash(out, err)
+    stopped = re.search(r"Stopped by Ctrl-C after ([\d,]+) events: .*; (\d+) partition position\(s\) committed", out)
+    assert stopped, out
+    assert (
+        int(stopped.group(1).replace(",", "")) > 0 and int(stopped.group(2)) == len(kafka_settings.topics.inputs()) * 4
+    )  # 4 partitions each
+    assert f"crm-stream: {shutdown.SIGINT_FIRST}" in err
