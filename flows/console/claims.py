@@ -16,10 +16,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from crm_stream.operators.io import jsonutil
 from crm_stream.operators.io.keys import KeySpace
+
+if TYPE_CHECKING:
+    from redis.client import PubSubWorkerThread
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +129,7 @@ class RedisClaims:
         self._release = client.register_script(_RELEASE_SCRIPT)
         self._listeners: list[Listener] = []
         self._pubsub: Any = None
-        self._thread: threading.Thread | None = None
+        self._thread: PubSubWorkerThread | None = None
 
     @classmethod
     def from_url(

@@ -382,12 +382,13 @@ class KafkaAlertFeed:
                 for message in consumer.consume(500, self.poll_s):
                     if message.error() is not None:
                         continue  # transient (broker restarting, ...): librdkafka retries by itself
-                    if message.value() is None:  # an erasure's tombstone (key: the customer id)
-                        if message.key():
-                            self.ring.forget(message.key().decode("utf-8", "replace"))
+                    value, key = message.value(), message.key()
+                    if value is None:  # an erasure's tombstone (key: the customer id)
+                        if key:
+                            self.ring.forget(key.decode("utf-8", "replace"))
                         continue
                     try:
-                        self.ring.add(jsonutil.loads(message.value()))
+                        self.ring.add(jsonutil.loads(value))
                     except Exception:
                         log.warning(
                             "console: %s[%d]@%d is not a JSON alert; skipped", topic, message.partition(), message.offset()
