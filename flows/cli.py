@@ -10,12 +10,18 @@ import time
 import traceback
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crm_stream.config import settings as config
 from crm_stream.errors import CrmStreamError
 from crm_stream.flows.shutdown import EXIT_INTERRUPTED
 from crm_stream.operators.io import jsonutil
 from crm_stream.operators.privacy import log_redaction
+
+if TYPE_CHECKING:  # the engine's modules load only for the commands that run it
+    from crm_stream.flows import terminal
+    from crm_stream.flows.runtime import RunResult
+    from crm_stream.operators.io.files import TerminalOutputs
 
 EXIT_USAGE = 2
 """Also what an expected failure at start exits with: a setting, a missing file, a server that does not answer."""
@@ -277,22 +283,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         if screen is not None:
             screen.stop()
-    elapsed = time.monotonic() - started
-    as_of = result.router.max_ts  # segments as of the stream's event time at the end, not each customer's last event
-    segments = Counter(shard.segment(p, as_of) for shard in result.shards.values() for p in shard.held_profiles())
-    suppressed = sum((shard.suppressed for shard in result.shards.values()), Counter())
-    summary = terminal.RunSummary(
-        result.router.decoded + result.router.dead,
-        result.router.dead,
-        elapsed,
-        dict(segments),
-        dict(shown.kinds) if shown is not None else None,
-        dict(suppressed),
-        result.stopped_by,
-        expected,
-        result.committed,
-        demo=demo,
-    )
+    summary = _run_summary(result, time.monotonic() - started, shown, expected, demo)
     _say(screen, ["", *terminal.summary_lines(summary)])
     if console is not None and result.stopped_by is None:
         _say(screen, ["", f"The input has ended; the agent console stays up at {console.url} (Ctrl-C stops it)."])
@@ -305,10 +296,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say(screen: object, lines: list[str]) -> None:
+def _run_summary(
+    result: RunResult, elapsed: float, shown: TerminalOutputs | None, expected: int | None, demo: bool
+) -> terminal.RunSummary:
+    from crm_stream.flows import terminal
+
+    as_of = result.router.max_ts  # segments as of the stream's event time at the end, not each customer's last event
+    segments = Counter(shard.segment(p, as_of) for shard in result.shards.values() for p in shard.held_profiles())
+    suppressed = sum((shard.suppressed for shard in result.shards.values()), Counter())
+    return terminal.RunSummary(
+        result.router.decoded + result.router.dead,
+        result.router.dead,
+        elapsed,
+        dict(segments),
+        dict(shown.kinds) if shown is not None else None,
+        dict(suppressed),
+        result.stopped_by,
+        expected,
+        result.committed,
+        demo=demo,
+    )
+
+
+def _say(screen: terminal.Screen | None, lines: list[str]) -> None:
     """Lines for the user: through the demo's screen (width-fitted), or plain on stdout."""
     if screen is not None:
-        screen.say(lines)  # type: ignore[attr-defined]
+        screen.say(lines)
     else:
         for line in lines:
             print(line, flush=True)
@@ -316,8 +329,6 @@ def _say(screen: object, lines: list[str]) -> None:
 
 def _stderr_notice(message: str) -> None:
     """A first Ctrl-C outside the demo: one line on stderr (a raw write: this runs in a signal handler)."""
-    import os
-
     os.write(2, f"crm-stream: {message}\n".encode())
 
 

@@ -33,12 +33,15 @@ from typing import Any
 
 from river import metrics, stats, utils
 
-CHURN_SOURCES = ("model", "served", "rhythm", "recency")
-"""Churn scores kept per prediction: the online model, what the hub served (model or its fallback),
-the engine's rhythm estimate (models/rhythm.py), and recency alone (days since last purchase squashed)."""
-DAYS_SOURCES = ("model", "served", "rhythm", "gap")
-"""Next-purchase predictions kept per prediction: model, served, rhythm estimate, and the customer's
-typical gap minus the days already elapsed (floored at 0)."""
+CHURN_SOURCES = ("model", "served", "rhythm", "recency", "bgnbd", "frequency")
+"""Churn scores kept per prediction: the online model, what the hub served (the source its serving guard
+chose: models/guard.py), the engine's rhythm estimate (models/rhythm.py), recency alone (days since last
+purchase squashed), the streaming BG/NBD's P(no purchase in the horizon) (models/bgnbd_stream.py), and
+frequency alone (1 / (1 + purchases))."""
+DAYS_SOURCES = ("model", "served", "rhythm", "gap", "bgnbd")
+"""Next-purchase predictions kept per prediction: model, served, rhythm estimate, the customer's
+typical gap minus the days already elapsed (floored at 0), and the streaming BG/NBD's median days to
+the next purchase if alive."""
 CATEGORY_SOURCES = ("most_bought", "top_interest")
 
 

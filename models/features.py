@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from crm_stream.models import rhythm
+from crm_stream.models.bgnbd_stream import StreamingBGNBD
 
 MS_PER_DAY = 86_400_000
 MAX_DAYS = 3650.0  # ten years: anything older says no more than that
@@ -62,6 +63,11 @@ FEATURE_NAMES: tuple[str, ...] = (
     "log_rhythm_next_days",
     "gap_due_days",
     "log_gap_due_days",
+    # the streaming BG/NBD (models/bgnbd_stream.py): for a prospect, the rhythm estimate's churn and next purchase
+    "bgnbd_churn_logit",
+    "bgnbd_alive_logit",
+    "bgnbd_next_days",
+    "log_bgnbd_next_days",
     # browsing and cart
     "log_events",
     "events_per_day",
@@ -91,6 +97,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "consent_low_frequency",
 )
 N_FEATURES = len(FEATURE_NAMES)
+BGNBD_CHURN_LOGIT = FEATURE_NAMES.index("bgnbd_churn_logit")
+BGNBD_NEXT_DAYS = FEATURE_NAMES.index("bgnbd_next_days")
+PRIOR_POPULATION = StreamingBGNBD()
+"""Population parameters for callers without a fitted population: the published CDNOW prior (models/bgnbd_stream.py)."""
 
 
 def _days(ms: float) -> float:
@@ -115,10 +125,16 @@ def feature_vector(
     *,
     horizon_days: float = DEFAULT_HORIZON_DAYS,
     interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS,
+    population: StreamingBGNBD | None = None,
 ) -> list[float]:
     """The features in ``FEATURE_NAMES`` order: what pending buffers store (compact, no keys)."""
     return feature_vector_and_rhythm(
-        profile, as_of_ms, population_gap_days, horizon_days=horizon_days, interest_half_life_days=interest_half_life_days
+        profile,
+        as_of_ms,
+        population_gap_days,
+        horizon_days=horizon_days,
+        interest_half_life_days=interest_half_life_days,
+        population=population,
     )[0]
 
 
@@ -141,6 +157,7 @@ def feature_vector_and_rhythm(
     *,
     horizon_days: float = DEFAULT_HORIZON_DAYS,
     interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS,
+    population: StreamingBGNBD | None = None,
 ) -> tuple[list[float], float, float]:
     """``feature_vector`` and the rhythm estimates it was built from (churn risk, days to next purchase).
 
@@ -170,6 +187,13 @@ def feature_vector_and_rhythm(
     last_90 = upto - bisect.bisect_right(times, as_of_ms - 90 * MS_PER_DAY)
 
     churn, next_days = rhythm.estimates_for_gap(frequency, typical_gap, recency, horizon_days)
+    if frequency > 0 and first_purchase is not None:
+        bg = (population or PRIOR_POPULATION).estimate(
+            frequency, first_purchase, profile["last_purchase_at"], as_of_ms, horizon_days
+        )
+        bg_churn, bg_alive, bg_next = bg.p_none, bg.p_alive, min(MAX_DAYS, bg.next_days)
+    else:  # a prospect: BG/NBD starts at the first purchase; the rhythm estimate's prior for prospects stands in
+        bg_churn, bg_alive, bg_next = churn, rhythm.PROSPECT_ALIVE, next_days
 
     counts = profile["type_counts"]
     half_life_ms = interest_half_life_days * MS_PER_DAY
@@ -212,6 +236,10 @@ def feature_vector_and_rhythm(
         math.log1p(next_days),
         due,
         math.log1p(due),
+        _logit(bg_churn),
+        _logit(bg_alive),
+        bg_next,
+        math.log1p(bg_next),
         math.log1p(events),
         min(MAX_RATIO, events / max(1.0, _days(as_of_ms - first_seen))),
         math.log1p(max(0.0, interest)),
@@ -252,6 +280,7 @@ def features(
     *,
     horizon_days: float = DEFAULT_HORIZON_DAYS,
     interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS,
+    population: StreamingBGNBD | None = None,
 ) -> dict[str, float]:
     """Named features of ``profile`` as of ``as_of_ms`` (see ``FEATURE_NAMES``); all finite floats."""
     return dict(
@@ -263,6 +292,7 @@ def features(
                 population_gap_days,
                 horizon_days=horizon_days,
                 interest_half_life_days=interest_half_life_days,
+                population=population,
             ),
         )
     )

@@ -73,14 +73,19 @@ step, ~55 us to score a churn label against four sources).
 from __future__ import annotations
 
 import bisect
+import math
 import pickle
 import struct
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from crm_stream.models import churn, next_purchase, rhythm
+from crm_stream.errors import CrmStreamError
+from crm_stream.models import churn, guard, next_purchase, rhythm
+from crm_stream.models.bgnbd_stream import StreamingBGNBD, cell_of
 from crm_stream.models.evaluation import ProgressiveValidation
 from crm_stream.models.features import (
+    BGNBD_CHURN_LOGIT,
+    BGNBD_NEXT_DAYS,
     DEFAULT_INTEREST_HALF_LIFE_DAYS,
     FEATURE_NAMES,
     MS_PER_DAY,
@@ -91,13 +96,13 @@ from crm_stream.models.features import (
 )
 from crm_stream.models.labels import CENSORED, CHURN, NEXT_PURCHASE, PendingPredictions, Resolved
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the streaming BG/NBD, its features and the serving guard
 _GAP_DUE = FEATURE_NAMES.index("gap_due_days")
 _MAGIC = b"CRMHUB"
 _HEADER = struct.Struct(">6sHQ")  # magic, format version, model version
 
 
-class SnapshotError(ValueError):
+class SnapshotError(CrmStreamError, ValueError):
     """A model snapshot cannot be restored (not a snapshot, or written by an incompatible version)."""
 
 
@@ -106,13 +111,26 @@ class Prediction(NamedTuple):
     next_purchase_in_days: float
     next_category: str | None
     source: str
-    """``model`` once the models are warmed up, ``rhythm`` before (per estimate: see ``ModelHub.ready``)."""
+    """What served the churn risk: the serving guard's choice (models/guard.py), or ``too_little_data``."""
 
 
 def recency_churn_score(days_since_last_purchase: float | None, horizon_days: float) -> float:
     """The naive baseline: days since the last purchase squashed into (0, 1); prospects count as long silent."""
     r = 3650.0 if days_since_last_purchase is None else days_since_last_purchase
     return r / (r + horizon_days) if r > 0 else 0.0
+
+
+def frequency_churn_score(frequency: int) -> float:
+    """The other naive baseline: the fewer purchases, the likelier none comes (1 / (1 + purchases))."""
+    return 1.0 / (1.0 + frequency)
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+
+TOO_LITTLE_DATA = "too_little_data"
+"""The basis of a prediction for a customer who has never bought: a population prior, not their own history."""
 
 
 class ModelHub:
@@ -132,8 +150,8 @@ class ModelHub:
     1
     >>> hub.churn_learned, hub.metrics()["churn"]["positive_rate"]
     ([0, 1], 1.0)
-    >>> round(hub.churn_risk(profile, 31 * day, 20.0), 3)  # not warmed up yet: the rhythm estimate
-    0.41
+    >>> round(hub.churn_risk(profile, 31 * day, 20.0), 3)  # before the guard chose the model: the streaming BG/NBD
+    0.908
     """
 
     def __init__(
@@ -147,8 +165,17 @@ class ModelHub:
         warmup_labels: int = 200,
         window: int = 10_000,
         interest_half_life_days: float = DEFAULT_INTEREST_HALF_LIFE_DAYS,
+        refit_every_days: float = 7.0,
+        min_buyers: int = 100,
+        guard_every: int = 200,
+        guard_margin: float = 0.005,
     ) -> None:
-        """``censor_days`` defaults to ``max(4 * horizon_days, 90)``: long enough to see a slow buyer's gap."""
+        """``censor_days`` defaults to ``max(4 * horizon_days, 90)``: long enough to see a slow buyer's gap.
+
+        ``refit_every_days`` / ``min_buyers``: the streaming BG/NBD's refit cadence (event time) and the
+        buyers it needs for a first fit. ``guard_every`` / ``guard_margin``: how often (labels) the serving
+        guard looks again, and by how much a source must beat the one serving to replace it (models/guard.py).
+        """
         self.horizon_days = float(horizon_days)
         self.seed = seed
         self.censor_days = float(censor_days if censor_days is not None else max(4 * horizon_days, 90.0))
@@ -166,6 +193,13 @@ class ModelHub:
         self.points = 0
         self.model_version = 0
         """Learning steps so far: the models' identity (same version, same models)."""
+        self.population = StreamingBGNBD(refit_every_days, min_buyers)
+        self.guard_every = guard_every
+        self.guard_margin = guard_margin
+        self.serving = [guard.START_CHURN, guard.START_DAYS]
+        """Which source serves (churn, next purchase): the serving guard's choice, looked at every ``guard_every`` labels."""
+        self.guard_switches = 0
+        self._labels_since_guard = 0
 
     # -- the stream ----------------------------------------------------------------------------
 
@@ -175,6 +209,11 @@ class ModelHub:
         """Call after the engine applied ``event`` to the profile (not for redeliveries)."""
         customer_id = profile_after["customer_id"]
         purchase = event["type"] == "purchase" and _recorded_purchase(profile_after, event)
+        if purchase:
+            # Refit first when this purchase's time crossed a refit point: the fit sees exactly the purchases
+            # before that point, whatever the batching (a batch of a sparse log can span weeks).
+            self.population.advance(event["ts"])
+            self._count_purchase(profile_after, event["ts"])
         # Resolved from the profile's purchase history, not from this event alone: the same answer for
         # a purchase just applied, and a catch-up for any the hub missed (restarted from an older snapshot).
         resolved = self.pending.on_purchases(customer_id, profile_after.get("purchase_times") or [])
@@ -192,6 +231,7 @@ class ModelHub:
 
     def advance(self, watermark_ms: int) -> int:
         """Resolve what event time up to ``watermark_ms`` reveals (churn after the horizon, censoring); returns how many."""
+        self.population.advance(watermark_ms)
         resolved = self.pending.advance(watermark_ms)
         for item in resolved:
             self._learn(item, None)
@@ -208,48 +248,86 @@ class ModelHub:
 
     @property
     def ready(self) -> tuple[bool, bool]:
-        """(churn model serving, next-purchase model serving): warmed up past ``warmup_labels``."""
-        return (min(self.churn_learned) >= self.warmup_labels, self.days_learned >= self.warmup_labels)
+        """(churn model serving, next-purchase model serving): the serving guard chose the learned model."""
+        return (self.serving[0] == "model", self.serving[1] == "model")
 
     @property
     def n_learned(self) -> int:
         return sum(self.churn_learned) + self.days_learned + self.censored_learned
 
     def predict(self, profile: Mapping[str, Any], as_of_ms: int, population_gap_days: float) -> Prediction:
-        """All served estimates at once (one feature computation)."""
-        churn_ready, days_ready = self.ready
-        x = self._features(profile, as_of_ms, population_gap_days) if churn_ready or days_ready else None
-        recency, frequency, gap = _rhythm_inputs(profile, as_of_ms)
-        if churn_ready:
-            risk = churn.predict(self.churn_model, x)
-        else:
-            risk = rhythm.churn_risk(frequency, gap, recency, self.horizon_days, population_gap_days)
-        if days_ready:
-            days = next_purchase.predict(self.days_model, x)
-        else:
-            days = rhythm.next_purchase_in_days(frequency, gap, recency, population_gap_days)
+        """All served estimates at once (one feature computation at most)."""
+        risk = self.churn_risk(profile, as_of_ms, population_gap_days)
+        days = self.next_purchase_in_days(profile, as_of_ms, population_gap_days)
         category = next_purchase.likely_category(profile, as_of_ms, self.interest_half_life_days)
-        return Prediction(risk, days, category, "model" if churn_ready and days_ready else "rhythm")
+        return Prediction(risk, days, category, self.basis(profile))
+
+    def basis(self, profile: Mapping[str, Any]) -> str:
+        """What the churn risk served for this customer rests on: the serving source, or ``too_little_data``
+        for a customer who never bought (their score is a population prior, not their own history)."""
+        return TOO_LITTLE_DATA if not profile["frequency"] else self.serving[0]
 
     def churn_risk(self, profile: Mapping[str, Any], as_of_ms: int, population_gap_days: float) -> float:
-        """P(no purchase in the ``horizon_days`` after ``as_of_ms``): the model once warmed up, else the rhythm estimate."""
-        if not self.ready[0]:
-            recency, frequency, gap = _rhythm_inputs(profile, as_of_ms)
-            return rhythm.churn_risk(frequency, gap, recency, self.horizon_days, population_gap_days)
-        return churn.predict(self.churn_model, self._features(profile, as_of_ms, population_gap_days))
+        """P(no purchase in the ``horizon_days`` after ``as_of_ms``), from the source the serving guard chose.
+
+        A look at a customer the hub learns from (one it holds prediction points for), at or after their
+        last event, is a prediction point too when the cadence says so (models/labels.py): this is how
+        silent customers, looked at by the churn rule's checks, enter training and the progressive scores
+        (a purchase log alone would only ever give points at purchases, where recency is always 0).
+        """
+        customer_id = profile["customer_id"]
+        if (
+            as_of_ms >= profile["last_seen"]
+            and self.pending.tracks(customer_id)
+            and self.pending.due(customer_id, as_of_ms, profile["last_purchase_at"] or profile["first_seen"], False)
+        ):
+            served = self._record_point(customer_id, profile, as_of_ms, population_gap_days)
+            if served is not None:
+                return served
+        source = self.serving[0]
+        if source == "model":
+            return churn.predict(self.churn_model, self._features(profile, as_of_ms, population_gap_days))
+        recency, frequency, gap = _rhythm_inputs(profile, as_of_ms)
+        if source == "bgnbd" and frequency and profile["first_purchase_at"] is not None:
+            return self.population.estimate(
+                frequency, profile["first_purchase_at"], profile["last_purchase_at"], as_of_ms, self.horizon_days
+            ).p_none
+        if source == "recency":
+            return recency_churn_score(recency, self.horizon_days)
+        return rhythm.churn_risk(frequency, gap, recency, self.horizon_days, population_gap_days)
 
     def next_purchase_in_days(self, profile: Mapping[str, Any], as_of_ms: int, population_gap_days: float) -> float:
-        """Days from ``as_of_ms`` to the next purchase: the model once warmed up, else the rhythm estimate."""
-        if not self.ready[1]:
-            recency, frequency, gap = _rhythm_inputs(profile, as_of_ms)
-            return rhythm.next_purchase_in_days(frequency, gap, recency, population_gap_days)
-        return next_purchase.predict(self.days_model, self._features(profile, as_of_ms, population_gap_days))
+        """Days from ``as_of_ms`` to the next purchase, from the source the serving guard chose."""
+        source = self.serving[1]
+        if source == "model":
+            return next_purchase.predict(self.days_model, self._features(profile, as_of_ms, population_gap_days))
+        recency, frequency, gap = _rhythm_inputs(profile, as_of_ms)
+        if source == "bgnbd" and frequency and profile["first_purchase_at"] is not None:
+            estimate = self.population.estimate(
+                frequency, profile["first_purchase_at"], profile["last_purchase_at"], as_of_ms, self.horizon_days
+            )
+            return min(next_purchase.MAX_DAYS, estimate.next_days)
+        if source == "gap":
+            typical = rhythm.typical_gap_days(frequency, gap, population_gap_days)
+            return max(0.0, typical - (recency if recency is not None else 0.0))
+        return rhythm.next_purchase_in_days(frequency, gap, recency, population_gap_days)
+
+    def expected_purchases(self, profile: Mapping[str, Any], as_of_ms: int, horizon_days: float | None = None) -> float:
+        """BG/NBD's conditional expectation of purchases in the horizon (0 for a prospect; not for the per-event path)."""
+        if not profile["frequency"] or profile["first_purchase_at"] is None:
+            return 0.0
+        return self.population.expected_purchases(
+            profile["frequency"],
+            profile["first_purchase_at"],
+            profile["last_purchase_at"],
+            as_of_ms,
+            self.horizon_days if horizon_days is None else horizon_days,
+        )
 
     # -- reporting and persistence ---------------------------------------------------------------
 
     def metrics(self) -> dict[str, Any]:
         """Progressive (test-then-train) metrics of the models and the baselines, and the hub's counters."""
-        churn_ready, days_ready = self.ready
         report = self.evaluation.report()
         report["hub"] = {
             "horizon_days": self.horizon_days,
@@ -259,7 +337,9 @@ class ModelHub:
             "churn_learned": {"bought": self.churn_learned[0], "churned": self.churn_learned[1]},
             "days_learned": self.days_learned,
             "censored_learned": self.censored_learned,
-            "serving": {"churn": "model" if churn_ready else "rhythm", "next_purchase": "model" if days_ready else "rhythm"},
+            "serving": {"churn": self.serving[0], "next_purchase": self.serving[1]},
+            "guard_switches": self.guard_switches,
+            "bgnbd": {"params": dict(self.population.params._asdict()), "fits": self.population.fits},
             "prediction_points": self.points,
             "points_skipped": self.pending.skipped,
             "pending_open": len(self.pending),
@@ -307,37 +387,49 @@ class ModelHub:
             population_gap_days,
             horizon_days=self.horizon_days,
             interest_half_life_days=self.interest_half_life_days,
+            population=self.population,
         )
 
-    def _record_point(self, customer_id: str, profile: Mapping[str, Any], as_of: int, population_gap_days: float) -> None:
+    def _record_point(self, customer_id: str, profile: Mapping[str, Any], as_of: int, population_gap_days: float) -> float | None:
+        """Record a prediction point; returns the churn risk served there (None when the customer's buffer is full)."""
         vector, churn_rhythm, days_rhythm = feature_vector_and_rhythm(
             profile,
             as_of,
             population_gap_days,
             horizon_days=self.horizon_days,
             interest_half_life_days=self.interest_half_life_days,
+            population=self.population,
         )
         x = as_dict(vector)
         recency, frequency, gap = _rhythm_inputs(profile, as_of)
         if not rhythm_inputs_match(as_of, profile["last_purchase_at"], population_gap_days):
             # The features' estimates saw clipped inputs: the baselines are scored on the raw ones.
             churn_rhythm, days_rhythm = rhythm.estimates(frequency, gap, recency, self.horizon_days, population_gap_days)
-        churn_ready, days_ready = self.ready
         churn_model = churn.predict(self.churn_model, x)
         days_model = next_purchase.predict(self.days_model, x)
         top = next_purchase.top_interest(profile, as_of, self.interest_half_life_days)
+        churn_recency = recency_churn_score(recency, self.horizon_days)
+        churn_bgnbd = _sigmoid(vector[BGNBD_CHURN_LOGIT])
+        days_bgnbd = min(next_purchase.MAX_DAYS, vector[BGNBD_NEXT_DAYS])
+        churn_source, days_source = self.serving
+        churn_scores = (churn_model, churn_rhythm, churn_recency, churn_bgnbd)
+        days_scores = (days_model, days_rhythm, vector[_GAP_DUE], days_bgnbd)
         payload = (
             (
                 churn_model,
-                churn_model if churn_ready else churn_rhythm,
+                churn_scores[_CHURN_INDEX[churn_source]],
                 churn_rhythm,
-                recency_churn_score(recency, self.horizon_days),
+                churn_recency,
+                churn_bgnbd,
+                frequency_churn_score(frequency),
             ),
-            (days_model, days_model if days_ready else days_rhythm, days_rhythm, vector[_GAP_DUE]),
+            (days_model, days_scores[_DAYS_INDEX[days_source]], days_rhythm, vector[_GAP_DUE], days_bgnbd),
             (next_purchase.likely_category(profile, as_of, self.interest_half_life_days, top=top), top),
         )
         if self.pending.add(customer_id, as_of, vector, payload):
             self.points += 1
+            return payload[0][1]
+        return None
 
     def _learn(self, resolved: Resolved, categories: set[str] | None) -> None:
         """Score the prediction made back then, *then* learn from its label (the order is the point)."""
@@ -349,6 +441,10 @@ class ModelHub:
             self.evaluation.score_churn(churned, churn_scores)
             churn.learn(self.churn_model, x, churned)
             self.churn_learned[churned] += 1
+            self._labels_since_guard += 1
+            if self._labels_since_guard >= self.guard_every:
+                self._labels_since_guard = 0
+                self._guard()
         elif resolved.kind == NEXT_PURCHASE:
             self.evaluation.score_days(resolved.value, days_scores)
             if categories is not None:
@@ -365,6 +461,45 @@ class ModelHub:
             raise ValueError(f"unknown label kind {resolved.kind!r}")
         self.model_version += 1
 
+    def _guard(self) -> None:
+        """Look again at which source serves (models/guard.py): recent paired scores, model only once warmed up."""
+        evaluation = self.evaluation
+        if min(self.churn_learned) < self.warmup_labels:
+            return
+        churn_scores = {name: evaluation.churn[name].rolling_auc.get() for name in guard.CHURN_CANDIDATES}
+        chosen = guard.choose(churn_scores, self.serving[0], margin=self.guard_margin, higher_is_better=True)
+        if self.days_learned >= self.warmup_labels:
+            days_scores = {name: evaluation.days[name].rolling_mae.get() for name in guard.DAYS_CANDIDATES}
+            days_chosen = guard.choose(days_scores, self.serving[1], margin=self.guard_margin * 10, higher_is_better=False)
+        else:
+            days_chosen = self.serving[1]
+        if [chosen, days_chosen] != self.serving:
+            self.guard_switches += 1
+            self.serving = [chosen, days_chosen]
+
+    def _count_purchase(self, profile: Mapping[str, Any], ts: int) -> None:
+        """Move the customer's cell of the streaming BG/NBD: O(1) from the profile as it stands after the purchase."""
+        frequency = profile["frequency"]
+        first, last = profile["first_purchase_at"], profile["last_purchase_at"]
+        if first is None or last is None:
+            return
+        new = cell_of(frequency, first, last)
+        if frequency <= 1:
+            old = None
+        else:
+            times = profile["purchase_times"]
+            if ts == last:  # the usual case: the newest purchase; before it, the last was the one before
+                old = cell_of(frequency - 1, first, times[-2] if len(times) >= 2 else first)
+            elif ts == first:  # a late purchase earlier than every other: the first moved back
+                old = cell_of(frequency - 1, times[1] if len(times) >= 2 else last, last)
+            else:
+                old = cell_of(frequency - 1, first, last)
+        self.population.on_purchase(old, new)
+
+
+_CHURN_INDEX = {"model": 0, "rhythm": 1, "recency": 2, "bgnbd": 3}
+_DAYS_INDEX = {"model": 0, "rhythm": 1, "gap": 2, "bgnbd": 3}
+
 
 def _recorded_purchase(profile: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
     """Did this purchase event count as a new purchase (not the same order again under another event id)?"""
@@ -380,4 +515,13 @@ def _rhythm_inputs(profile: Mapping[str, Any], as_of_ms: int) -> tuple[float | N
     return recency, profile["frequency"], profile["gap_mean_days"]
 
 
-__all__ = ["FEATURE_NAMES", "FORMAT_VERSION", "ModelHub", "Prediction", "SnapshotError", "recency_churn_score"]
+__all__ = [
+    "FEATURE_NAMES",
+    "FORMAT_VERSION",
+    "TOO_LITTLE_DATA",
+    "ModelHub",
+    "Prediction",
+    "SnapshotError",
+    "frequency_churn_score",
+    "recency_churn_score",
+]

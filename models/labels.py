@@ -289,6 +289,10 @@ class PendingPredictions:
         self._due = [item for item in self._due if item[3] not in gone]
         heapq.heapify(self._due)
 
+    def tracks(self, customer_id: str) -> bool:
+        """Has this customer had a prediction point that the clock has not yet forgotten?"""
+        return customer_id in self._customers
+
     def entries(self, customer_id: str) -> list[Entry]:
         record = self._customers.get(customer_id)
         return list(record.entries) if record is not None else []

@@ -1,0 +1,433 @@
+"""Churn and next-purchase predictions on real customers (CDNOW), against the classics fitted in the same run.
+
+    python -m load.eval_real                          # horizons 30 and 90 days, cuts at weeks 26, 39, 52 (~2-4 min)
+    python -m load.eval_real --out /tmp/real.json     # also the numbers as JSON
+    python -m load.eval_real --horizons 90 --cuts 39  # one row
+
+The log: CDNOW (load/cdnow.py): 23,502 real customers' 67,511 customer-day
+purchases over 18 months, converted to contract ``purchase`` events. The engine
+runs on them through its own pipeline, framework-free, as ``crm-stream
+evaluate`` does (router, identity shard, profile shards, the model hub fed in
+event time, rules and timers), with the churn horizon under test.
+
+Two protocols:
+
+1. **Progressive** (test-then-train) over the whole stream: every prediction
+   point of the hub is scored when its label resolves, before anyone learns
+   from it (models/evaluation.py). With a purchase log only, the points are the
+   purchases themselves (recency is 0 at every point: recency cannot rank there).
+2. **Cut dates** (weeks after 1997-01-01): the engine reads the log up to the
+   cut, and every customer who had bought by then is scored *as of the cut*
+   with what the engine serves (``ProfileShard.churn_risk``, the model hub's
+   served next purchase). Label: no purchase in the horizon after the cut.
+   Baselines scored on the same customers: recency (days since the last
+   purchase), frequency (fewer purchases, more risk), the engine's rhythm
+   estimate (models/rhythm.py), and BG/NBD and MBG/NBD fitted by maximum
+   likelihood on the prefix up to the cut (models/bgnbd.py), scored with
+   P(no purchase in the horizon) (never the raw P(alive): it is 1 for every
+   one-time buyer).
+
+Measures: churn AUC (exact, ties halved), Brier, a calibration table (deciles
+of the served score); next-purchase MAE in days over the customers whose next
+purchase after the cut is in the log (served, the mean-gap baseline "usual gap
+minus days elapsed", BG/NBD's median days to the next purchase if alive);
+purchases in the horizon, summed and per-customer MAE (served streaming BG/NBD
+vs BG/NBD fitted at the cut); the churn rate of the customers the engine flagged
+with a ``churn_risk`` service alert in the 30 days before the cut, against the
+base rate (lift).
+
+Nothing is written unless ``--out`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import sys
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import orjson
+from scipy import stats
+
+from crm_stream.config import settings as config
+from crm_stream.models import bgnbd, rhythm
+from crm_stream.models.evaluation import CHURN_SOURCES
+from crm_stream.models.hub import ModelHub, frequency_churn_score, recency_churn_score
+from crm_stream.operators.events.router import DEAD, Router
+from crm_stream.operators.events.schema import Decoder
+from crm_stream.operators.io.interface import SERVICE, Raw
+from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.io.stores import MemoryStore
+from crm_stream.operators.profile.segments import ThresholdBoard
+from crm_stream.operators.stages.identity import IdentityShard
+from crm_stream.operators.stages.learning import SharedModels
+from crm_stream.operators.stages.shard import ProfileShard
+from load import cdnow
+
+MS_PER_DAY = 86_400_000
+CUT_SOURCES = ("served", "recency", "frequency", "rhythm", "bgnbd", "mbgnbd")
+ALERT_WINDOW_DAYS = 30.0
+
+
+# -- measures ---------------------------------------------------------------------------------
+
+
+def auc(labels: Sequence[bool], scores: Sequence[float]) -> float:
+    """ROC AUC from ranks (ties count half).
+
+    >>> auc([False, False, True, True], [0.1, 0.4, 0.35, 0.8])
+    0.75
+    """
+    y = np.asarray(labels, dtype=bool)
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if not positives or not negatives:
+        return 0.5
+    ranks = stats.rankdata(np.asarray(scores, dtype=float))
+    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def brier(labels: Sequence[bool], scores: Sequence[float]) -> float:
+    y = np.asarray(labels, dtype=float)
+    return float(np.mean((np.asarray(scores, dtype=float) - y) ** 2))
+
+
+def calibration(labels: Sequence[bool], scores: Sequence[float], bins: int = 10) -> list[dict[str, float]]:
+    """Deciles of the score: customers, mean predicted, observed rate."""
+    order = np.argsort(np.asarray(scores, dtype=float), kind="stable")
+    y = np.asarray(labels, dtype=float)[order]
+    p = np.asarray(scores, dtype=float)[order]
+    out = []
+    for part_y, part_p in zip(np.array_split(y, bins), np.array_split(p, bins)):
+        if part_y.size:
+            out.append({"n": int(part_y.size), "predicted": float(part_p.mean()), "observed": float(part_y.mean())})
+    return out
+
+
+# -- the engine, driven as `crm-stream evaluate` drives it, with stops at the cut dates ---------------
+
+
+class Engine:
+    """The engine's pipeline (operators/stages/evaluate.py's loop) over in-memory events, keeping its alerts."""
+
+    def __init__(self, horizon_days: float, seed: int = 0) -> None:
+        settings = config.load(None, env={})
+        e = replace(settings.engine, churn_horizon_days=int(horizon_days))
+        self.settings = settings = replace(settings, engine=e)
+        self.hub = ModelHub(horizon_days, seed, interest_half_life_days=e.interest_half_life_days)
+        self.store = MemoryStore()
+        self.keys = KeySpace(settings.store.key_prefix)
+        self.models = SharedModels(self.store, self.keys, replace(settings.models, enabled=False), horizon_days)
+        self.models.hub = self.hub
+        self.board = ThresholdBoard(settings.segments)
+        self.router = Router(Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes), e.shards)
+        self.identities: dict[int, IdentityShard] = {}
+        self.shards: dict[int, ProfileShard] = {}
+        self.alerts: list[dict[str, Any]] = []
+        self.line = 0
+
+    def _shard(self, number: int) -> ProfileShard:
+        found = self.shards.get(number)
+        if found is None:
+            found = self.shards[number] = ProfileShard(
+                number, self.settings, self.store, self.keys, board=self.board, models=self.models
+            )
+        return found
+
+    def feed(self, events: Sequence[dict[str, Any]]) -> None:
+        batch = []
+        for event in events:
+            self.line += 1
+            batch.append(Raw(None, -1, self.line, orjson.dumps(event)))
+        e = self.settings.engine
+        for key, value in self.router.route(batch):
+            if key == DEAD:
+                continue
+            own, routed_events, clocks = value
+            identity = self.identities.get(own)
+            if identity is None:
+                identity = self.identities[own] = IdentityShard(self.store, self.keys, e.shards, e.anonymous_max_events)
+            routed, _ = identity.process(routed_events)
+            routed.setdefault(own, [])
+            for target, target_events in routed.items():
+                for effect in self._shard(target).process(target_events, clocks if target == own else None):
+                    if effect[0] == SERVICE:
+                        alert = orjson.loads(effect[2])
+                        if alert["kind"] == "churn_risk":
+                            self.alerts.append(alert)
+
+    def profiles(self) -> list[tuple[ProfileShard, dict[str, Any]]]:
+        return [(shard, p) for _, shard in sorted(self.shards.items()) for p in shard.held_profiles()]
+
+
+# -- one horizon: the stream with stops at the cuts --------------------------------------------
+
+
+def evaluate_horizon(
+    purchases: list[cdnow.Purchase],
+    horizon_days: float,
+    cut_weeks: Sequence[int],
+    *,
+    seed: int = 0,
+    batch_size: int = 1000,
+    progress: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    engine = Engine(horizon_days, seed)
+    by_customer: dict[str, list[int]] = {}
+    for p in purchases:
+        by_customer.setdefault(p.customer_id, []).append(cdnow.ts_ms(p))
+    end_ms = max(cdnow.ts_ms(p) for p in purchases)
+    cuts = sorted((cdnow.START_DAY + 7 * w) * MS_PER_DAY for w in cut_weeks)
+    results: list[dict[str, Any]] = []
+    pending_cuts = list(zip(sorted(cut_weeks), cuts))
+    batch: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for p in purchases:
+        ts = cdnow.ts_ms(p)
+        while pending_cuts and ts > pending_cuts[0][1]:
+            engine.feed(batch)
+            batch = []
+            week, cut = pending_cuts.pop(0)
+            progress(f"  horizon {horizon_days:g}: cut at week {week}")
+            results.append(score_cut(engine, by_customer, week, cut, horizon_days, end_ms))
+        batch.append(cdnow.purchase_event(p))
+        if len(batch) >= batch_size:
+            engine.feed(batch)
+            batch = []
+    engine.feed(batch)
+    seconds = time.perf_counter() - started
+    metrics = engine.hub.metrics()
+    return {
+        "horizon_days": horizon_days,
+        "events": len(purchases),
+        "seconds": round(seconds, 1),
+        "progressive": metrics,
+        "cuts": results,
+        "service_alerts": len(engine.alerts),
+        "alerted_customers": len({a["customer_id"] for a in engine.alerts}),
+    }
+
+
+def score_cut(
+    engine: Engine, by_customer: dict[str, list[int]], week: int, cut: int, horizon_days: float, end_ms: int
+) -> dict[str, Any]:
+    horizon_ms = horizon_days * MS_PER_DAY
+    rows: list[dict[str, Any]] = []
+    for shard, profile in engine.profiles():
+        first = profile["first_purchase_at"]
+        if first is None or first > cut:
+            continue
+        customer = profile["customer_id"]
+        times = by_customer[customer]
+        after = bisect.bisect_right(times, cut)
+        bought_in_horizon = bisect.bisect_right(times, cut + horizon_ms) - after
+        last = profile["last_purchase_at"]
+        recency = (cut - last) / MS_PER_DAY
+        frequency = profile["frequency"]
+        gap_days = shard.thresholds().population_gap_days
+        rows.append(
+            {
+                "churned": bought_in_horizon == 0,
+                "purchases": bought_in_horizon,
+                "next_days": (times[after] - cut) / MS_PER_DAY if after < len(times) else None,
+                "x": frequency - 1,
+                "t_x": (last - first) / MS_PER_DAY,
+                "T": (cut - first) / MS_PER_DAY,
+                "served": shard.churn_risk(profile, cut),
+                "basis": engine.hub.basis(profile),
+                "served_days": engine.models.next_purchase_in_days(profile, cut, gap_days),
+                "served_expected": engine.hub.expected_purchases(profile, cut, horizon_days),
+                "recency": recency_churn_score(recency, horizon_days),
+                "frequency": frequency_churn_score(frequency),
+                "rhythm": rhythm.churn_risk(frequency, profile["gap_mean_days"], recency, horizon_days, gap_days),
+                "gap_days": max(0.0, rhythm.typical_gap_days(frequency, profile["gap_mean_days"], gap_days) - recency),
+                "customer": customer,
+                "last": last,
+            }
+        )
+    x = np.array([r["x"] for r in rows], dtype=float)
+    t_x = np.array([r["t_x"] for r in rows], dtype=float)
+    T = np.array([r["T"] for r in rows], dtype=float)
+    fits = {model: bgnbd.fit(x, t_x, T, model=model) for model in bgnbd.MODELS}
+    for r in rows:
+        for model, params in fits.items():
+            r[model] = bgnbd.p_none(params, r["x"], r["t_x"], r["T"], horizon_days, model)
+        r["bgnbd_days"] = bgnbd.median_days_to_next(fits[bgnbd.BGNBD], r["x"], r["T"])
+        r["bgnbd_expected"] = bgnbd.expected_purchases(fits[bgnbd.BGNBD], r["x"], r["t_x"], r["T"], horizon_days)
+    labels = [r["churned"] for r in rows]
+    churn = {
+        source: {"auc": auc(labels, [r[source] for r in rows]), "brier": brier(labels, [r[source] for r in rows])}
+        for source in CUT_SOURCES
+    }
+    observed = [r for r in rows if r["next_days"] is not None]
+    days = {
+        source: float(np.mean([abs(r[key] - r["next_days"]) for r in observed])) if observed else None
+        for source, key in (("served", "served_days"), ("mean_gap", "gap_days"), ("bgnbd", "bgnbd_days"))
+    }
+    actual = np.array([r["purchases"] for r in rows], dtype=float)
+    expected = {
+        source: {
+            "sum": float(np.sum([r[key] for r in rows])),
+            "mae": float(np.mean(np.abs(np.array([r[key] for r in rows]) - actual))),
+        }
+        for source, key in (("served", "served_expected"), ("bgnbd", "bgnbd_expected"))
+    }
+    base_rate = float(np.mean(labels))
+    # The customers the engine flagged for a call in the 30 days before the cut, and not bought since.
+    flagged_at: dict[str, int] = {}
+    window = cut - ALERT_WINDOW_DAYS * MS_PER_DAY
+    for alert in engine.alerts:
+        at = _alert_ms(alert)
+        if window < at <= cut:
+            flagged_at[alert["customer_id"]] = at
+    alerted = [r for r in rows if r["customer"] in flagged_at and r["last"] <= flagged_at[r["customer"]]]
+    alerted_rate = float(np.mean([r["churned"] for r in alerted])) if alerted else None
+    return {
+        "week": week,
+        "customers": len(rows),
+        "churn_rate": base_rate,
+        "too_little_data": sum(r["basis"] == "too_little_data" for r in rows),
+        "served_basis": max({r["basis"] for r in rows}, key=lambda b: sum(r["basis"] == b for r in rows)) if rows else None,
+        "churn": churn,
+        "calibration": {
+            "served": calibration(labels, [r["served"] for r in rows]),
+            "bgnbd": calibration(labels, [r["bgnbd"] for r in rows]),
+        },
+        "next_purchase": {"observed": len(observed), "mae": days},
+        "expected_purchases": {"actual_sum": float(actual.sum()), **expected},
+        "alerts": {
+            "alerted": len(alerted),
+            "churn_rate": alerted_rate,
+            "base_rate": base_rate,
+            "lift": alerted_rate / base_rate if alerted_rate is not None and base_rate else None,
+        },
+        "fits": {model: dict(params._asdict()) for model, params in fits.items()},
+    }
+
+
+def _alert_ms(alert: dict[str, Any]) -> int:
+    from crm_stream.operators.events.timeutil import parse_ts
+
+    return int(parse_ts(alert["ts"]))
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def format_report(results: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    lines.append("Churn at cut dates: AUC (Brier), customers scored as of the cut, label = no purchase in the horizon")
+    head = f"{'horizon':>7} {'week':>4} {'cust':>6} {'churn':>6} " + " ".join(f"{s:>15}" for s in CUT_SOURCES)
+    lines.append(head)
+    for result in results:
+        for cut in result["cuts"]:
+            cells = " ".join(f"{cut['churn'][s]['auc']:>7.3f} ({cut['churn'][s]['brier']:.3f})".rjust(15) for s in CUT_SOURCES)
+            lines.append(f"{result['horizon_days']:>7g} {cut['week']:>4} {cut['customers']:>6} {cut['churn_rate']:>6.1%} {cells}")
+    lines.append("")
+    lines.append("Progressive (test-then-train, prediction points = purchases): churn AUC (Brier)")
+    lines.append(f"{'horizon':>7} {'labels':>7} {'churn':>6} " + " ".join(f"{s:>15}" for s in CHURN_SOURCES) + "  serving")
+    for result in results:
+        churn = result["progressive"]["churn"]
+        cells = " ".join(f"{churn[s]['auc']:>7.3f} ({churn[s]['brier']:.3f})".rjust(15) for s in CHURN_SOURCES)
+        hub = result["progressive"]["hub"]
+        lines.append(
+            f"{result['horizon_days']:>7g} {churn['labels']:>7} {churn['positive_rate']:>6.1%} {cells}  "
+            f"{hub['serving']['churn']}/{hub['serving']['next_purchase']} ({hub['guard_switches']} switches)"
+        )
+    lines.append("")
+    lines.append("Next purchase, MAE in days: at cuts (customers whose next purchase is in the log) and progressive")
+    lines.append(f"{'horizon':>7} {'week':>5} {'n':>6} {'served':>8} {'mean gap':>9} {'BG/NBD':>8}")
+    for result in results:
+        for cut in result["cuts"]:
+            m = cut["next_purchase"]["mae"]
+            lines.append(
+                f"{result['horizon_days']:>7g} {cut['week']:>5} {cut['next_purchase']['observed']:>6} "
+                f"{m['served']:>8.1f} {m['mean_gap']:>9.1f} {m['bgnbd']:>8.1f}"
+            )
+        days = result["progressive"]["next_purchase"]
+        lines.append(
+            f"{result['horizon_days']:>7g} {'prog':>5} {days['observed']:>6} {days['served']['mae']:>8.1f} "
+            f"{days['gap']['mae']:>9.1f} {days['bgnbd']['mae']:>8.1f}   (model {days['model']['mae']:.1f}, rhythm {days['rhythm']['mae']:.1f})"
+        )
+    lines.append("")
+    lines.append("Purchases in the horizon after the cut: sum and per-customer MAE (served = the engine's streaming BG/NBD)")
+    lines.append(f"{'horizon':>7} {'week':>5} {'actual':>8} {'served':>17} {'BG/NBD at cut':>17}")
+    for result in results:
+        for cut in result["cuts"]:
+            e = cut["expected_purchases"]
+            lines.append(
+                f"{result['horizon_days']:>7g} {cut['week']:>5} {e['actual_sum']:>8.0f} "
+                f"{e['served']['sum']:>8.0f} ({e['served']['mae']:.3f}) {e['bgnbd']['sum']:>8.0f} ({e['bgnbd']['mae']:.3f})"
+            )
+    lines.append("")
+    lines.append(
+        f"churn_risk service alerts: customers alerted in the {ALERT_WINDOW_DAYS:g} days before the cut (not bought since)"
+    )
+    lines.append(f"{'horizon':>7} {'week':>5} {'alerted':>8} {'churn':>7} {'base':>7} {'lift':>6}   (alerts in the run)")
+    for result in results:
+        for cut in result["cuts"]:
+            a = cut["alerts"]
+            rate = f"{a['churn_rate']:.1%}" if a["churn_rate"] is not None else "-"
+            lift = f"{a['lift']:.2f}" if a["lift"] is not None else "-"
+            lines.append(
+                f"{result['horizon_days']:>7g} {cut['week']:>5} {a['alerted']:>8} {rate:>7} {a['base_rate']:>7.1%} {lift:>6}"
+                f"   ({result['service_alerts']} to {result['alerted_customers']} customers)"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--cdnow", help="CDNOW_master.txt or a Lifetimes-*.whl holding it (default: the installed lifetimes package)"
+    )
+    parser.add_argument("--horizons", default="30,90", help="churn horizons in days, comma-separated (default 30,90)")
+    parser.add_argument("--cuts", default="26,39,52", help="cut dates in weeks after 1997-01-01 (default 26,39,52)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sample",
+        type=float,
+        default=1.0,
+        help="keep this share of customers (a fixed hash sample), for quick looks; default all",
+    )
+    parser.add_argument("--out", help="also write the results as JSON here (nothing is written by default)")
+    args = parser.parse_args(argv)
+    purchases, counts = cdnow.parse_with_counts(cdnow.read_lines(args.cdnow))
+    if args.sample < 1.0:
+        purchases = [p for p in purchases if zlib.crc32(p.customer_id.encode()) % 10_000 < args.sample * 10_000]
+    customers = len({p.customer_id for p in purchases})
+    print(
+        f"CDNOW: {counts['lines']} lines -> {len(purchases)} customer-day purchases of {customers} customers "
+        f"({counts['dropped_non_positive']} non-positive days left out)",
+        file=sys.stderr,
+    )
+    results = []
+    for horizon in (float(h) for h in args.horizons.split(",")):
+        results.append(
+            evaluate_horizon(
+                purchases,
+                horizon,
+                [int(w) for w in args.cuts.split(",")],
+                seed=args.seed,
+                progress=lambda line: print(line, file=sys.stderr),
+            )
+        )
+        print(f"  horizon {horizon:g}: {results[-1]['seconds']} s", file=sys.stderr)
+    print(format_report(results))
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump({"data": {"purchases": len(purchases), "customers": customers, **counts}, "results": results}, fh, indent=1)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+__all__ = ["auc", "brier", "calibration", "evaluate_horizon", "format_report", "main"]
