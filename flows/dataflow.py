@@ -26,47 +26,26 @@ from bytewax.operators import StatefulBatchLogic
 
 from crm_stream.config.settings import Settings
 from crm_stream.flows.bytewax_io import EffectsSink, ReaderSource
-from crm_stream.operators.events.router import DEAD, Router, shard_key
+from crm_stream.operators.events.router import DEAD, Routed, Router
 from crm_stream.operators.events.schema import Decoder
 from crm_stream.operators.io.effects import INGESTED, AuditWriter
-from crm_stream.operators.io.interface import Outputs, Reader, Store
+from crm_stream.operators.io.interface import Effect, Outputs, Reader, Store
 from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.io.metrics import INGESTED_AT, EngineMetrics
 from crm_stream.operators.profile.segments import ThresholdBoard
-from crm_stream.operators.rules.return_spike import ReturnWatch
-from crm_stream.operators.stages.identity import IdentityShard
 from crm_stream.operators.stages.learning import SharedModels
+from crm_stream.operators.stages.pipeline import Stages, ToProfiles
 from crm_stream.operators.stages.shard import ProfileShard
-
-ROUTE, EFFECTS = "route", "effects"
-
-
-def merge_clocks(parts: list[dict[str, int] | None]) -> dict[str, int]:
-    if len(parts) == 1 and parts[0] is not None:
-        return parts[0]
-    merged: dict[str, int] = {}
-    for clocks in parts:
-        for source, ts in (clocks or {}).items():
-            if ts > merged.get(source, -1):
-                merged[source] = ts
-    return merged
 
 
 class _IdentityLogic(StatefulBatchLogic):
-    def __init__(self, shard: IdentityShard) -> None:
-        self.shard = shard
+    """Identity shard n: ``Stages.identify`` on what the router sent it."""
 
-    def on_batch(self, values: list[tuple[int, list[dict[str, Any]], dict[str, int]]]) -> tuple[Iterable[Any], bool]:
-        own = values[0][0]
-        events = values[0][1] if len(values) == 1 else [e for v in values for e in v[1]]
-        clocks = merge_clocks([v[2] for v in values])
-        routed, effects = self.shard.process(events, own)
-        routed.setdefault(own, [])
-        # The clocks go on to the profile shard of the same number, so every profile shard hears them once.
-        out: list[Any] = [(ROUTE, shard_key(s), (evs, clocks if s == own else None)) for s, evs in routed.items()]
-        if effects:
-            out.append((EFFECTS, None, effects))
-        return out, StatefulBatchLogic.RETAIN
+    def __init__(self, stages: Stages) -> None:
+        self.stages = stages
+
+    def on_batch(self, values: list[Routed]) -> tuple[Iterable[Any], bool]:
+        return self.stages.identify(values), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> None:
         return None  # durable state is in the store, written through the effects sink
@@ -96,21 +75,17 @@ def build_flow(
     """
     e = settings.engine
     keys = KeySpace.of(settings.store)
-    board = board or ThresholdBoard(settings.segments)
-    returns = ReturnWatch()  # product-level refund rates, shared by the shards of this process
     models = _Once(
         lambda: SharedModels(store_provider(), keys, settings.models, e.churn_horizon_days, e.shards)
-    )  # online models, shared likewise
+    )  # online models, shared by the shards of this process
+    stages = Stages(
+        settings, store_provider, keys, models=models, board=board, emit_changes=emit_changes, registry=shard_registry
+    )
     router = router or Router(
         Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes),
         e.shards,
         redact_deadletters=settings.privacy.redact_deadletters,
     )
-
-    def identity_builder(resume: Any) -> _IdentityLogic:
-        return _IdentityLogic(
-            IdentityShard(store_provider(), keys, e.shards, e.anonymous_max_events, settings.kafka.max_message_bytes)
-        )
 
     flow = Dataflow("crm_stream")
     batches = op.input("input", flow, reader if isinstance(reader, Source) else ReaderSource(reader, stop))
@@ -118,20 +93,12 @@ def build_flow(
     split = op.branch("split_dead", routed, lambda kv: kv[0] != DEAD)
     dead = op.map("dead_effects", split.falses, lambda kv: kv[1])
 
-    identified = op.stateful_batch("identity", split.trues, identity_builder)
-    parts = op.branch("split_identity", identified, lambda kv: kv[1][0] == ROUTE)
-    to_profiles = op.map("rekey_profiles", parts.trues, lambda kv: (kv[1][1], kv[1][2]))
-    visitor_effects = op.map("visitor_effects", parts.falses, lambda kv: kv[1][2])
+    identified = op.stateful_batch("identity", split.trues, lambda resume: _IdentityLogic(stages))
+    parts = op.branch("split_identity", identified, lambda kv: type(kv[1]) is ToProfiles)
+    to_profiles = op.map("rekey_profiles", parts.trues, lambda kv: (kv[1].shard_key, kv[1]))
+    visitor_effects = op.map("visitor_effects", parts.falses, lambda kv: kv[1].effects)
 
-    # Each shard's logic must know its shard number; Bytewax builders get only the
-    # resume state, so the shard number travels in the key and is parsed on first use.
-    profiles = op.stateful_batch(
-        "profiles",
-        op.map("tag_shard", to_profiles, lambda kv: (kv[0], (kv[0], kv[1]))),
-        lambda resume: _LazyProfileLogic(
-            settings, store_provider, keys, emit_changes, shard_registry, board, returns, models, mark_ingest=metrics is not None
-        ),
-    )
+    profiles = op.stateful_batch("profiles", to_profiles, lambda resume: _ProfileLogic(stages, mark_ingest=metrics is not None))
     profile_effects = op.map("profile_effects", profiles, lambda kv: kv[1])
     effects = op.merge("all_effects", dead, visitor_effects, profile_effects)
     op.output("effects", effects, EffectsSink(outputs_factory, store_provider, metrics, audit))
@@ -171,55 +138,24 @@ class _Once:
             return self.value
 
 
-class _LazyProfileLogic(StatefulBatchLogic):
-    """Builds its ``ProfileShard`` on the first batch, when the shard's key is known."""
+class _ProfileLogic(StatefulBatchLogic):
+    """Profile shard n: ``Stages.apply``. Bytewax builders get only the resume state, so the shard number comes
+    with the first batch (in ``ToProfiles.shard_key``)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        store_provider: Callable[[], Store],
-        keys: KeySpace,
-        emit_changes: bool,
-        registry: dict[int, ProfileShard] | None,
-        board: ThresholdBoard,
-        returns: ReturnWatch,
-        models: _Once,
-        mark_ingest: bool = False,
-    ) -> None:
-        self.settings = settings
-        self.store_provider = store_provider
-        self.keys = keys
-        self.emit_changes = emit_changes
-        self.registry = registry
-        self.board = board
-        self.returns = returns
-        self.models = models
+    def __init__(self, stages: Stages, mark_ingest: bool = False) -> None:
+        self.stages = stages
         self.mark_ingest = mark_ingest
         self.shard: ProfileShard | None = None
 
-    def on_batch(
-        self, values: list[tuple[str, tuple[list[dict[str, Any]], dict[str, int] | None]]]
-    ) -> tuple[Iterable[Any], bool]:
+    def on_batch(self, values: list[ToProfiles]) -> tuple[Iterable[Any], bool]:
         if self.shard is None:
-            number = int(values[0][0][1:])
-            self.shard = ProfileShard(
-                number,
-                self.settings,
-                self.store_provider(),
-                self.keys,
-                emit_changes=self.emit_changes,
-                board=self.board,
-                returns=self.returns,
-                models=self.models(),
-            )
-            if self.registry is not None:
-                self.registry[number] = self.shard
-        events = values[0][1][0] if len(values) == 1 else [e for _, (evs, _) in values for e in evs]
-        effects = self.shard.process(events, merge_clocks([clocks for _, (_, clocks) in values]))
+            self.shard = self.stages.profiles(int(values[0].shard_key[1:]))
+        effects = self.stages.apply(self.shard.shard, values)
         if self.mark_ingest and effects:
-            read_at = next((e[INGESTED_AT] for e in events if INGESTED_AT in e), None)  # the first event, as a rule
+            # The first event, as a rule: the router stamps one per shard and batch.
+            read_at = next((e[INGESTED_AT] for part in values for e in part.events if INGESTED_AT in e), None)
             if read_at is not None:
-                effects.append((INGESTED, None, read_at))
+                effects.append(Effect(INGESTED, None, read_at))
         return ([effects] if effects else []), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
@@ -227,7 +163,7 @@ class _LazyProfileLogic(StatefulBatchLogic):
         # clock back (timers of a caught-up stream must still fire). What fires is decided in event time.
         if self.shard is None:
             return None
-        return datetime.now(UTC) + timedelta(seconds=self.settings.engine.idle_partition_s / 2)
+        return datetime.now(UTC) + timedelta(seconds=self.stages.settings.engine.idle_partition_s / 2)
 
     def on_notify(self) -> tuple[Iterable[Any], bool]:
         effects = self.shard.process([], None) if self.shard is not None else []

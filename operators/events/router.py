@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from crm_stream.operators.events import deadletters
 from crm_stream.operators.events.schema import DeadLetter, Decoder, Origin
@@ -27,6 +27,16 @@ from crm_stream.operators.stages.identity import ERASE_LINKS_ONLY
 
 DEAD = "dead"
 log = logging.getLogger(__name__)
+
+
+class Routed(NamedTuple):
+    """One identity shard's part of a decoded batch."""
+
+    shard: int
+    events: list[dict[str, Any]]
+    clocks: dict[str, int]
+    """Input partition -> newest event time in the batch; sent to every shard, events or not, so each shard's
+    event-time clock moves with the whole stream (timers must fire for customers who send nothing more)."""
 
 
 def _origin(topic: str | None, partition: int, offset: int) -> Origin:
@@ -78,12 +88,7 @@ class Router:
         return DeadLetter(f"{reason} ({origin})", origin, value)
 
     def route(self, batch: list[Raw]) -> list[tuple[str, Any]]:
-        """(identity shard key, (shard, events, clocks)) for EVERY shard, plus (DEAD, effects) if any.
-
-        ``clocks`` ({input partition: newest event time}) goes to every shard,
-        events or not, so that each shard's event-time clock moves with the
-        whole stream: timers must fire for customers who send nothing more.
-        """
+        """(identity shard key, ``Routed``) for EVERY shard, plus (DEAD, dead-letter effects) if any."""
         groups: dict[int, list[dict[str, Any]]] = {}
         dead: list[tuple[str, str | None, bytes]] = []
         clocks: dict[str, int] = {}
@@ -130,7 +135,9 @@ class Router:
             for other in range(shards):
                 if other != own:
                     groups.setdefault(other, []).append({**event, ERASE_LINKS_ONLY: True})
-        out: list[tuple[str, Any]] = [(shard_key(s), (s, groups.get(s, []), clocks)) for s in range(shards)] if clocks else []
+        out: list[tuple[str, Any]] = (
+            [(shard_key(s), Routed(s, groups.get(s, []), clocks)) for s in range(shards)] if clocks else []
+        )
         if dead:
             out.append((DEAD, dead))
         return out

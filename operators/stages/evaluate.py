@@ -1,8 +1,8 @@
 """``crm-stream evaluate``: how well the online models predict, on a file of events, against the baselines.
 
-The engine's own path without Bytewax: the replay's reader (operators/files_io),
-decoder and router (operators/router), identity stitching (operators/identity)
-and profile shards (operators/shard), driven by a plain loop in one thread.
+The engine's own path without Bytewax: the replay's reader (operators/io/files.py), the router, and the
+dataflow's stages (operators/stages/pipeline.py ``Stages``: identity stitching, then profile shards) run in
+one thread.
 The shards feed one ``ModelHub`` through ``operators.stages.learning.SharedModels``
 exactly as in the live engine (every applied event; labels resolved as each
 shard's watermark advances; the churn rule served from the hub), so what is
@@ -27,15 +27,14 @@ from typing import Any
 from crm_stream.config import settings as config
 from crm_stream.models.evaluation import format_table
 from crm_stream.models.hub import ModelHub
-from crm_stream.operators.events.router import DEAD, Router
+from crm_stream.operators.events.router import Router
 from crm_stream.operators.events.schema import Decoder
 from crm_stream.operators.io.files import FileReader
 from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.io.stores import MemoryStore
-from crm_stream.operators.profile.segments import ThresholdBoard
 from crm_stream.operators.stages.gc_pacing import GC_PACER, paced_gc
-from crm_stream.operators.stages.identity import IdentityShard
 from crm_stream.operators.stages.learning import SharedModels
+from crm_stream.operators.stages.pipeline import Stages
 from crm_stream.operators.stages.shard import ProfileShard
 
 
@@ -64,20 +63,12 @@ def evaluate_file(
     elif not with_models:
         hub = None
     store = MemoryStore()
-    models = SharedModels(store, KeySpace(settings.store.key_prefix), replace(settings.models, enabled=False), horizon)
-    models.hub = hub
     keys = KeySpace(settings.store.key_prefix)
-    board = ThresholdBoard(settings.segments)
+    models = SharedModels(store, keys, replace(settings.models, enabled=False), horizon)
+    models.hub = hub
     router = Router(Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes), e.shards)
-    identities: dict[int, IdentityShard] = {}
     shards: dict[int, ProfileShard] = {} if shards_out is None else shards_out
-
-    def shard(number: int) -> ProfileShard:
-        found = shards.get(number)
-        if found is None:
-            found = shards[number] = ProfileShard(number, settings, store, keys, board=board, models=models)
-        return found
-
+    stages = Stages(settings, lambda: store, keys, models=lambda: models, registry=shards)
     reader = FileReader(events_path, e.batch_size)
     partition = reader.open(reader.partitions()[0], None)
     started = time.perf_counter()
@@ -85,22 +76,9 @@ def evaluate_file(
         try:
             while not partition.done():
                 batch = partition.read_batch()
-                if not batch:
-                    continue
-                # As flows/dataflow.py wires it: identity shard n, then profile shards; the
-                # partition clocks travel with shard n's events to profile shard n.
-                for key, value in router.route(batch):
-                    if key == DEAD:
-                        continue
-                    own, events, clocks = value
-                    identity = identities.get(own)
-                    if identity is None:
-                        identity = identities[own] = IdentityShard(store, keys, e.shards, e.anonymous_max_events)
-                    routed, _ = identity.process(events)
-                    routed.setdefault(own, [])
-                    for target, routed_events in routed.items():
-                        shard(target).process(routed_events, clocks if target == own else None)
-                GC_PACER.tick()
+                if batch:
+                    stages.run(router.route(batch))  # the dataflow's stages, in this thread; effects are dropped
+                    GC_PACER.tick()
         finally:
             partition.close()
     seconds = time.perf_counter() - started

@@ -1,0 +1,143 @@
+"""The engine's steps as one pipeline, and the items that travel between them.
+
+    raw batch ──Router.route──┬── (DEAD, dead-letter effects)
+                              └── Routed(shard n) ──identity n── ToProfiles(shard m) ──profile shard m── effects
+                                                        └── VisitorEffects (visitor buffers and links)
+
+``Stages`` holds one process's stages, built on first use per shard number: identity shard n, profile shard n,
+and what the profile shards share (segment thresholds, product refund rates, the online models).
+``flows/dataflow.py`` calls ``Stages.identify`` and ``Stages.apply`` from Bytewax's stateful steps, one shard
+per key; ``Stages.run`` calls the same two in a plain loop for a whole routed batch (``crm-stream evaluate``
+and benchmarks), so both run the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from crm_stream.config.settings import Settings
+from crm_stream.operators.events.router import DEAD, Routed, shard_key
+from crm_stream.operators.io.interface import Effect, Store
+from crm_stream.operators.io.keys import KeySpace
+from crm_stream.operators.profile.segments import ThresholdBoard
+from crm_stream.operators.rules.return_spike import ReturnWatch
+from crm_stream.operators.stages.identity import IdentityShard
+from crm_stream.operators.stages.learning import SharedModels
+from crm_stream.operators.stages.shard import ProfileShard
+
+
+class ToProfiles(NamedTuple):
+    """An identity shard's events for one profile shard. ``clocks`` (input partition -> newest event time) goes
+    only to the profile shard of the same number, so every profile shard hears each batch's clocks once."""
+
+    shard_key: str
+    events: list[dict[str, Any]]
+    clocks: dict[str, int] | None
+
+
+class VisitorEffects(NamedTuple):
+    """What an identity shard asks the sink to write (visitor buffers and links)."""
+
+    effects: list[Effect]
+
+
+def merge_clocks(parts: list[dict[str, int] | None]) -> dict[str, int]:
+    """Several batches' partition clocks as one: the newest event time per partition.
+
+    >>> merge_clocks([{"a": 1, "b": 5}, None, {"a": 3}])
+    {'a': 3, 'b': 5}
+    """
+    if len(parts) == 1 and parts[0] is not None:
+        return parts[0]
+    merged: dict[str, int] = {}
+    for clocks in parts:
+        for source, ts in (clocks or {}).items():
+            if ts > merged.get(source, -1):
+                merged[source] = ts
+    return merged
+
+
+class Stages:
+    """One process's identity and profile shards, and what the profile shards share."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store_provider: Callable[[], Store],
+        keys: KeySpace,
+        *,
+        models: Callable[[], SharedModels],
+        board: ThresholdBoard | None = None,
+        returns: ReturnWatch | None = None,
+        emit_changes: bool = False,
+        registry: dict[int, ProfileShard] | None = None,
+    ) -> None:
+        self.settings, self.store_provider, self.keys = settings, store_provider, keys
+        self.models = models
+        self.board = board or ThresholdBoard(settings.segments)
+        self.returns = returns or ReturnWatch()  # product-level refund rates, shared by the shards of this process
+        self.emit_changes = emit_changes
+        self.identities: dict[int, IdentityShard] = {}
+        self.profile_shards: dict[int, ProfileShard] = {} if registry is None else registry
+
+    def identity(self, number: int) -> IdentityShard:
+        found = self.identities.get(number)
+        if found is None:
+            e = self.settings.engine
+            found = self.identities[number] = IdentityShard(
+                self.store_provider(), self.keys, e.shards, e.anonymous_max_events, self.settings.kafka.max_message_bytes
+            )
+        return found
+
+    def profiles(self, number: int) -> ProfileShard:
+        found = self.profile_shards.get(number)
+        if found is None:
+            found = self.profile_shards[number] = ProfileShard(
+                number,
+                self.settings,
+                self.store_provider(),
+                self.keys,
+                emit_changes=self.emit_changes,
+                board=self.board,
+                returns=self.returns,
+                models=self.models(),
+            )
+        return found
+
+    def identify(self, parts: list[Routed]) -> list[ToProfiles | VisitorEffects]:
+        """Identity shard ``parts[0].shard`` on the routed parts it was given (one per input batch)."""
+        own = parts[0].shard
+        events = parts[0].events if len(parts) == 1 else [e for part in parts for e in part.events]
+        clocks = merge_clocks([part.clocks for part in parts])
+        routed, effects = self.identity(own).process(events, own)
+        routed.setdefault(own, [])
+        out: list[ToProfiles | VisitorEffects] = [
+            ToProfiles(shard_key(s), evs, clocks if s == own else None) for s, evs in routed.items()
+        ]
+        if effects:
+            out.append(VisitorEffects(effects))
+        return out
+
+    def apply(self, number: int, parts: list[ToProfiles]) -> list[Effect]:
+        """Profile shard ``number`` on the parts identity shards sent it."""
+        events = parts[0].events if len(parts) == 1 else [e for part in parts for e in part.events]
+        return self.profiles(number).process(events, merge_clocks([part.clocks for part in parts]))
+
+    def run(self, routed: list[tuple[str, Any]]) -> list[Effect]:
+        """A whole routed batch through every stage in this thread, in the dataflow's order: every identity shard,
+        then each profile shard on what it was sent. Dead letters come first, as the router emits them."""
+        effects: list[Effect] = []
+        to_profiles: dict[str, list[ToProfiles]] = {}
+        for key, value in routed:
+            if key == DEAD:
+                effects.extend(value)
+                continue
+            for item in self.identify([value]):
+                if isinstance(item, VisitorEffects):
+                    effects.extend(item.effects)
+                else:
+                    to_profiles.setdefault(item.shard_key, []).append(item)
+        for key, parts in to_profiles.items():
+            effects.extend(self.apply(int(key[1:]), parts))
+        return effects
