@@ -37,6 +37,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from crm_stream.config.settings import Settings
+from crm_stream.errors import CrmStreamError, UnavailableError
 from crm_stream.flows.console.auth import Agents, SessionSigner
 from crm_stream.flows.console.claims import ClaimBook
 from crm_stream.flows.console.feed import DESTINATIONS, PRIORITIES, AlertRing, FeedbackUnavailable, feedback_event
@@ -44,7 +45,6 @@ from crm_stream.flows.console.profiles import customer_view
 from crm_stream.operators.io import jsonutil
 from crm_stream.operators.io.interface import SERVICE, Store
 from crm_stream.operators.io.keys import KeySpace
-from crm_stream.operators.io.stores import StoreUnavailable
 from crm_stream.operators.privacy.audit import AuditLog, AuditUnavailable
 
 log = logging.getLogger(__name__)
@@ -135,8 +135,10 @@ def build_app(backend: ConsoleBackend) -> Starlette:
                 return await handler(request, agent)
             except AuditUnavailable as exc:
                 return _error(503, f"not done, because it could not be audited: {exc}")
-            except StoreUnavailable as exc:
+            except UnavailableError as exc:  # Redis, the broker: try again once it is back
                 return _error(503, str(exc))
+            except CrmStreamError as exc:  # any other failure the engine raises on purpose: say it, keep serving
+                return _error(500, str(exc))
 
         return wrapper
 
