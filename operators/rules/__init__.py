@@ -26,7 +26,9 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 from crm_stream.config.settings import RuleSettings
+from crm_stream.operators.io.interface import MARKETING
 from crm_stream.operators.profile.segments import Thresholds
+from crm_stream.operators.rules.alerts import alert_id
 
 
 class Candidate(NamedTuple):
@@ -47,6 +49,11 @@ class RuleContext:
     segment_before: str
     segment_after: str
     cfg_horizon_days: float = 30.0
+    churn_budget: Any = None  # operators.rules.churn_risk.ServiceBudget, one per process; None: no daily budget
+    reachable: Callable[[dict[str, Any]], bool] = lambda _profile: True
+    """Does the customer consent to marketing on some channel now (a marketing trigger can be held at all)?"""
+    look: Callable[[dict[str, Any], int], None] = lambda _profile, _as_of: None
+    """A check looked at the customer without asking the model: the models may still take it as a prediction point."""
 
     @property
     def customer_id(self) -> str:
@@ -54,6 +61,24 @@ class RuleContext:
 
     def high_value(self) -> bool:
         return self.profile["monetary"] >= self.thresholds.high_value
+
+    def can_raise(self, destination: str, kind: str, situation: str) -> bool:
+        """Could an alert of this rule for this situation go out at all? False when the customer already had it
+        (the shard would drop it as a duplicate: a cooldown still running) or when it is a marketing trigger and the
+        customer consents to no channel (it would be suppressed). A rule asks before paying for a model
+        prediction or building the alert, so a timer's cost follows what it can produce.
+
+        >>> from crm_stream.operators.profile.state import new_profile
+        >>> ctx = context(new_profile("c1", 0), reachable=lambda _p: False)
+        >>> ctx.can_raise("service", "churn_risk", "5"), ctx.can_raise("marketing", "churn_risk", "5")
+        (True, False)
+        >>> ctx.profile["alerted"][alert_id("churn_risk", "c1", "5")] = 9
+        >>> ctx.can_raise("service", "churn_risk", "5")
+        False
+        """
+        if alert_id(kind, self.profile["customer_id"], situation) in self.profile["alerted"]:
+            return False
+        return destination != MARKETING or self.reachable(self.profile)
 
     def last_purchase_by_now(self) -> int | None:
         """The last purchase at or before ``now``: a timer judges the past as it was at its deadline,
@@ -142,6 +167,7 @@ def context(
     returns: Any = None,
     segment_before: str | None = None,
     horizon_days: float = 30.0,
+    reachable: Callable[[dict[str, Any]], bool] | None = None,
 ) -> RuleContext:
     """A ``RuleContext`` with defaults, so a test can call a rule directly (the shard builds its own).
 
@@ -171,4 +197,5 @@ def context(
         profile["segment"] if segment_before is None else segment_before,
         profile["segment"],
         horizon_days,
+        reachable=reachable or (lambda _profile: True),
     )

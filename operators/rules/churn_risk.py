@@ -34,7 +34,6 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
     last = ctx.last_purchase_by_now()
     if last is None:
         return []
-    risk = ctx.churn_risk(ctx.profile, ctx.now)
     # The model answers "no purchase within the horizon?", which is likely for anyone who buys less often
     # than that; a churn alert also needs the silence to be long against the customer's own rhythm.
     gap = rhythm.typical_gap_days(ctx.profile["frequency"], ctx.profile["gap_mean_days"], ctx.thresholds.population_gap_days)
@@ -45,9 +44,17 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
         ctx.cfg_horizon_days,
         ctx.thresholds.population_gap_days,
     )
-    if lapse < ctx.cfg.churn_threshold or risk < ctx.cfg.churn_model_floor:
-        return []
     valuable = ctx.high_value()
+    # A check that cannot produce an alert costs no model prediction and builds none (most checks of a real
+    # backfill: customers who bought once and fell silent): the rhythm says not yet, the customer already had
+    # this alert (same last purchase), or a marketing trigger nobody consented to receive. A look at a silent
+    # customer is still a prediction point for the models when they want one (models/hub.py).
+    if lapse < ctx.cfg.churn_threshold or not ctx.can_raise(SERVICE if valuable else MARKETING, KIND, str(last)):
+        ctx.look(ctx.profile, ctx.now)
+        return []
+    risk = ctx.churn_risk(ctx.profile, ctx.now)
+    if risk < ctx.cfg.churn_model_floor:
+        return []
     silent = (ctx.now - last) / MS_PER_DAY
     reasons = [
         f"lapse risk {lapse:.2f} against their own rhythm (threshold {ctx.cfg.churn_threshold:.2f})",

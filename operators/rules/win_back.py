@@ -34,8 +34,8 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
     frequency = ctx.profile["frequency"] - sum(1 for t in ctx.profile["purchase_times"] if t > ctx.now)  # as of now
     if last is None or frequency < ctx.cfg.win_back_min_purchases:
         return []
-    if last + ctx.cfg.win_back_silence_days * MS_PER_DAY > ctx.now:
-        return []
+    if last + ctx.cfg.win_back_silence_days * MS_PER_DAY > ctx.now or not ctx.can_raise(MARKETING, KIND, str(last)):
+        return []  # not silent long enough, or a trigger that would be dropped (had it already, or no consent): none built
     top = sorted(ctx.profile["category_purchases"].items(), key=lambda kv: (-kv[1][0], kv[0]))
     favourite = top[0][0] if top else None
     return [
