@@ -82,6 +82,9 @@ class RuleSettings:
     """...if the online churn model (P no purchase within the horizon) also says at least this."""
     churn_check_gap_multiplier: float = 2.0
     churn_min_check_days: float = 7.0
+    churn_daily_budget: int = 50
+    """churn_risk service alerts (calls) per process per event-time day, to the customers with the most expected value
+    at risk (operators/rules/churn_risk.py); the rest get a marketing trigger. 50: a small team's day of calls."""
     win_back_silence_days: float = 75.0
     win_back_min_purchases: int = 2
     replenishment_min_purchases: int = 3
@@ -441,6 +444,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("sink.kind = 'file' needs sink.path (a directory for alerts/triggers/deadletter files)")
     if s.store.kind in ("redis", "redis-cluster") and not s.store.url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"store.url = {_mask_url(s.store.url)!r} must start with redis://, rediss:// or unix://")
+    if s.rules.churn_daily_budget < 0:
+        raise ConfigError(
+            f"rules.churn_daily_budget = {s.rules.churn_daily_budget!r} must be >= 0 (service calls a day; 0 sends every churn alert to marketing)"
+        )
     if s.rules.angry_excerpt_chars < 0:
         raise ConfigError(f"rules.angry_excerpt_chars = {s.rules.angry_excerpt_chars!r} must be >= 0 (0: no excerpt)")
     _validate_store_security(s.store)

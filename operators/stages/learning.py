@@ -28,6 +28,7 @@ from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.privacy.erasure import erasure_token
 from crm_stream.operators.privacy.redact import redact
 from crm_stream.operators.profile.state import ANGER
+from crm_stream.operators.rules.churn_risk import ServiceBudget
 
 log = logging.getLogger(__name__)
 SAVE_EVERY_LABELS = 50
@@ -52,6 +53,8 @@ class SharedModels:
         self._encode = store.encode  # bytes pass through, or are sealed at rest (store.pii_key: the hub holds customer ids)
         self.cfg = cfg or ModelSettings()
         self._lock = threading.Lock()
+        self.churn_budget = ServiceBudget()
+        """The process's daily budget of churn_risk service alerts, shared by its shards (operators/rules/churn_risk.py)."""
         raw_anger, raw_hub = store.get_many([keys.model("anger"), keys.model("customer")])
         self.anger = AngerModel(self.cfg.seed)
         if raw_anger:
