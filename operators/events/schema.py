@@ -294,11 +294,12 @@ def _compile(spec: EventType) -> _Plan | None:
     fields.append(_fast_field("customer_id", False, _id))
     fields += [_fast_field(name, True, check) for name, check in spec.required.items()]
     fields += [_fast_field(name, False, check) for name, check in spec.optional.items()]
-    if None in fields:
+    known = [field for field in fields if field is not None]
+    if len(known) < len(fields):
         return None
     return _Plan(
-        tuple((name, required, limit) for name, required, check, limit, _ in fields if check == _TEXT),  # type: ignore[misc]
-        tuple(field for field in fields if field[2] != _TEXT),  # type: ignore[index]
+        tuple((name, required, limit) for name, required, check, limit, _ in known if check == _TEXT),
+        tuple(field for field in known if field[2] != _TEXT),
         tuple(spec.optional) if spec.at_least_one_optional else (),
         tuple((spec.defaults or {}).items()),
         "amount" in spec.required,
@@ -351,7 +352,7 @@ def _too_deep(value: list[Any] | dict[str, Any], level: int) -> bool:
         node, depth = pop()
         if depth > MAX_NESTING:
             return True
-        for child in node.values() if type(node) is dict else node:  # type: ignore[union-attr]
+        for child in node.values() if type(node) is dict else node:
             if type(child) is dict or type(child) is list:
                 push((child, depth + 1))
     return False
@@ -398,9 +399,12 @@ class Decoder:
             return None
         if type(event) is not dict:
             return None
-        for value in event.values():  # unknown fields are carried: they must stay encodable downstream
-            if (type(value) is dict or type(value) is list) and _too_deep(value, 2):
-                return None
+        # Unknown fields are carried: they must stay encodable downstream. Nesting needs an opening bracket per level,
+        # so only a record with more brackets than levels allowed is walked (a count in C: ~0.1 us, the walk ~1-3 us).
+        if raw.count(b"{") + raw.count(b"[") > MAX_NESTING:
+            for value in event.values():
+                if (type(value) is dict or type(value) is list) and _too_deep(value, 2):
+                    return None
         kind = event.get("type")
         plan = self._plans.get(kind) if type(kind) is str else None
         if plan is None:
@@ -550,4 +554,5 @@ def _kind(value: Any) -> str:
         return f"number {value!r}"[:60]
     if isinstance(value, str):
         return f"string {value[:40]!r}"
-    return {dict: "object", list: "array"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {dict: "object", list: "array"}
+    return names.get(type(value), type(value).__name__)

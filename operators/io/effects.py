@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from crm_stream.operators.io.interface import AUDIT, MARKETING, SERVICE, Effect, Outputs, Store
+from crm_stream.operators.io.interface import AUDIT, DEL, MARKETING, PUT, SERVICE, Effect, Outputs, Store
 from crm_stream.operators.io.metrics import EngineMetrics
 from crm_stream.operators.privacy.audit import AuditUnavailable
 
@@ -57,10 +57,10 @@ class EffectsWriter:
         alerts: dict[str, list[bytes]] = {}
         ingested: float | None = None
         for target, key, value in effects:
-            if target == "put":
-                puts[key] = value  # type: ignore[index,assignment]
+            if target == PUT:
+                puts[key] = value  # type: ignore[index]
                 deletes.pop(key, None)  # type: ignore[arg-type]
-            elif target == "del":
+            elif target == DEL:
                 deletes[key] = None  # type: ignore[index]
                 puts.pop(key, None)  # type: ignore[arg-type]
             elif target == AUDIT:
@@ -68,7 +68,7 @@ class EffectsWriter:
             elif target == INGESTED:
                 ingested = value if ingested is None or value < ingested else ingested
             else:
-                self.outputs.send(target, key, value)  # type: ignore[arg-type]
+                self.outputs.send(target, key, value)
                 if value is not None:  # a tombstone is not an alert
                     sent[target] = sent.get(target, 0) + 1
                     if target in (SERVICE, MARKETING) and self.metrics is not None:

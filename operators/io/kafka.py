@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -236,7 +236,9 @@ class KafkaReader:
         ``timeout_s`` is logged, and recovery (``recovery.dir``) stays the source of truth.
         """
         offsets = [
-            TopicPartition(t, p, part.position()) for (t, p), part in sorted(self._opened.items()) if part.position() is not None
+            TopicPartition(t, p, position)
+            for (t, p), part in sorted(self._opened.items())
+            if (position := part.position()) is not None
         ]
         if not offsets:
             return 0
@@ -504,9 +506,9 @@ class KafkaOutputs:
             return
         self._last_error = err
         if err.code() in PERMANENT_DELIVERY_ERRORS:
-            self._permanent.append((msg.topic(), len(msg.value() or b""), err))
+            self._permanent.append((cast(str, msg.topic()), len(msg.value() or b""), err))  # a delivered message has one
         else:  # timed out, purged, fatal producer state, ...: send again
-            self._retry.append((msg.topic(), msg.key(), msg.value()))
+            self._retry.append((cast(str, msg.topic()), msg.key(), msg.value()))
 
     def _on_error(self, err: KafkaError) -> None:
         self._last_error = err
@@ -596,7 +598,8 @@ def produce_records(
     failures: list[KafkaError] = []
 
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
-        failures.append(err)  # only errors are reported
+        if err is not None:  # only errors are reported
+            failures.append(err)
 
     producer = Producer(
         _config(
@@ -674,7 +677,7 @@ def read_topic(kafka: KafkaSettings, topic: str, timeout_s: float = 10.0, idle_s
                     at_end.discard(m.partition())
                     last_record = time.monotonic()
                 elif err.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(m.partition())
+                    at_end.add(cast(int, m.partition()))  # an end-of-partition event names its partition
             if len(at_end) == len(partitions) and time.monotonic() - last_record >= idle_s:
                 break
     finally:

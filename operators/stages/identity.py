@@ -27,14 +27,13 @@ import logging
 from typing import Any
 
 from crm_stream.operators.events import deadletters
-from crm_stream.operators.io.interface import AUDIT, DEADLETTER, Effect, Store
+from crm_stream.operators.io.interface import AUDIT, DEADLETTER, DEL, PUT, Effect, Store
 from crm_stream.operators.io.keys import KeySpace, shard_of
 from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
 
 log = logging.getLogger(__name__)
 RELEASED = "_released"  # identify events carry the visitor's buffered events under this key
 ERASE_LINKS_ONLY = "_erase_links_only"  # an erasure's copy for the other identity shards: forget links, route nothing
-
 
 
 def _released(event: dict[str, Any], customer_id: str) -> dict[str, Any]:
@@ -82,13 +81,13 @@ class IdentityShard:
                 self._visit(event, routed, dirty, linked, erased, notes)
             except Exception as exc:  # a bug must cost one record, never the engine: the record is kept as a dead letter
                 log.exception("identity could not process event %s", event.get("event_id"))
-                notes.append((DEADLETTER, None, deadletters.failure(event, "identity", exc, self.dead_letter_bytes)))
+                notes.append(Effect(DEADLETTER, None, deadletters.failure(event, "identity", exc, self.dead_letter_bytes)))
         records = {a: self.visitors[a] for a in dirty}
         records.update(linked)
         effects: list[Effect] = []
         for anonymous_id, record in sorted(records.items()):
-            effects.append(("put", self.keys.anon(anonymous_id), self._encode(record, effects)))
-        effects.extend(("del", self.keys.anon(a), None) for a in sorted(erased - records.keys()))
+            effects.append(Effect(PUT, self.keys.anon(anonymous_id), self._encode(record, effects)))
+        effects.extend(Effect(DEL, self.keys.anon(a), None) for a in sorted(erased - records.keys()))
         effects.extend(notes)
         return routed, effects
 
@@ -107,7 +106,9 @@ class IdentityShard:
                 except Exception as exc:
                     log.exception("identity could not store buffered event %s", event.get("event_id"))
                     effects.append(
-                        (DEADLETTER, None, deadletters.failure(event, "identity (visitor buffer)", exc, self.dead_letter_bytes))
+                        Effect(
+                            DEADLETTER, None, deadletters.failure(event, "identity (visitor buffer)", exc, self.dead_letter_bytes)
+                        )
                     )
             record["events"][:] = kept
             return self.store.encode(record)
@@ -131,7 +132,7 @@ class IdentityShard:
             for anonymous_id in forgotten:
                 linked.pop(anonymous_id, None)
             if customer_id is None:  # a visitor only: nothing downstream knows them
-                notes.append((AUDIT, None, {"event_id": event["event_id"], "anonymous_id": event["anonymous_id"]}))
+                notes.append(Effect(AUDIT, None, {"event_id": event["event_id"], "anonymous_id": event["anonymous_id"]}))
             if event.get(ERASE_LINKS_ONLY) or customer_id is None:
                 return
         elif kind == "identify":

@@ -59,8 +59,6 @@ def test_no_file_points_outside_the_repository() -> None:
     pointing = [
         name
         for name in tracked
-        if not name.endswith((".png", ".jpg"))
-        and (ROOT / name).is_file()
-        and needle in (ROOT / name).read_text(errors="replace")
+        if not name.endswith((".png", ".jpg")) and (ROOT / name).is_file() and needle in (ROOT / name).read_text(errors="replace")
     ]
     assert pointing == []

@@ -19,9 +19,9 @@ from crm_stream.operators.io.interface import AUDIT, MARKETING, SERVICE
 from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.io.stores import MemoryStore
 from crm_stream.operators.privacy.access import export_customer
+from crm_stream.operators.privacy.erasure import erasure_token as _erasure_token
 from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
 from crm_stream.operators.stages.identity import ERASE_LINKS_ONLY, IdentityShard
-from crm_stream.operators.privacy.erasure import erasure_token as _erasure_token
 from crm_stream.operators.stages.shard import ProfileShard
 from tests.events import T0, event, lines, purchase, view
 from tests.unit.test_rules import SETTINGS, Harness, _interest, opt_in
