@@ -261,23 +261,20 @@ class ProfileShard:
             look=self._look,
         )
 
-    def _reachable(self, profile: state.Profile) -> bool:
+    def _reachable(self, profile: dict[str, Any]) -> bool:
         return governance.channel_for(profile, self.settings.governance) is not None
 
-    def _look(self, profile: state.Profile, as_of: int) -> None:
+    def _look(self, profile: dict[str, Any], as_of: int) -> None:
         """A rule's check looked at a customer and needed no prediction: the models still take it as a prediction
         point if they want one there (models/hub.py ``churn_risk``), so training is the same as when every check
         asked; otherwise nothing is computed."""
         hub = self.models.hub
         if hub is None or as_of < profile["last_seen"]:
             return
-        tracks = getattr(hub.pending, "tracks", None)
-        if tracks is None:
-            return  # a hub whose churn_risk records no prediction points: a look is nothing to it
         customer_id, anchor = profile["customer_id"], profile["last_purchase_at"] or profile["first_seen"]
         # The hub's own condition for a point (ModelHub.churn_risk): two reads of its pending book; the prediction
         # that may follow takes the models' lock.
-        if tracks(customer_id) and hub.pending.due(customer_id, as_of, anchor, False):
+        if hub.pending.tracks(customer_id) and hub.pending.due(customer_id, as_of, anchor, False):
             self.churn_risk(profile, as_of)
 
     def churn_risk(self, profile: dict[str, Any], as_of: int) -> float:
