@@ -120,6 +120,7 @@ def _blank_profile() -> dict[str, Any]:
         "segment": "prospect",
         "segment_since": 0,
         "segment_checked_at": 0,
+        "segment_marks": [],  # the segment's inputs as of each purchase, until checked (operators/profile/segments.py)
         "anonymous_ids": [],
         "seen_ids": {},
         "offsets": {},

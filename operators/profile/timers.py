@@ -29,6 +29,8 @@ from crm_stream.operators.events.timeutil import MS_PER_HOUR
 from crm_stream.operators.profile.state import TIMER_HOURS
 
 Bucket = dict[str, int]
+IDLE_ROUNDS = 4
+"""Batches each other partition delivers, on average, before a silent partition counts as idle (``EventClock``)."""
 
 
 def bucket_of(deadline_ms: int) -> int:
@@ -41,8 +43,14 @@ class EventClock:
     Each partition's clock is the newest event time it delivered. The watermark
     is the slowest *active* partition's clock minus the allowed lateness, so a
     fast partition cannot fire a timer whose cancelling event is still queued in
-    a slow one. A partition that delivered nothing for ``idle_after_s`` of wall
-    time (caught up, or a rarely used topic) stops holding the others back.
+    a slow one. A partition whose clock has not moved for ``idle_after_s`` of wall
+    time (caught up, or a rarely used topic) stops holding the others back, once
+    the others' clocks have also moved ``IDLE_ROUNDS`` times each since, on
+    average (or nothing at all has arrived for that long). Wall time alone is not enough: on a loaded
+    machine a round of reading every partition once can take longer than
+    ``idle_after_s``, and a partition merely waiting for its turn would let the
+    watermark jump past events it still holds (timers fired early, shop-wide lines
+    computed too soon: live would then differ from replay by how busy the host was).
     """
 
     def __init__(
@@ -53,19 +61,34 @@ class EventClock:
         self.now = now
         self.partitions: dict[str, int] = {}
         self.last_heard: dict[str, float] = {}
+        self.heard_batch: dict[str, int] = {}
+        """``batches`` when each partition's clock last moved."""
+        self.batches = 0
+        """How many times a partition's clock has moved (a batch of it arrived)."""
+        self.last_batch: float = now()
 
     def observe(self, clocks: dict[str, int]) -> None:
         now = self.now()
+        self.last_batch = now
         for source, ts in clocks.items():
             if ts > self.partitions.get(source, -1):
+                self.batches += 1
                 self.partitions[source] = ts
                 self.last_heard[source] = now
+                self.heard_batch[source] = self.batches
 
     def watermark(self) -> int:
         if not self.partitions:
             return 0
         now = self.now()
-        active = [ts for src, ts in self.partitions.items() if now - self.last_heard[src] < self.idle_after_s]
+        idle_s = self.idle_after_s
+        quiet = now - self.last_batch >= idle_s  # nothing arrives any more: every partition is caught up
+        rounds = self.batches - IDLE_ROUNDS * len(self.partitions)
+        active = [
+            ts
+            for src, ts in self.partitions.items()
+            if now - self.last_heard[src] < idle_s or not quiet and self.heard_batch[src] > rounds
+        ]
         slowest = min(active) if active else max(self.partitions.values())
         return slowest - self.allowed_lateness_ms
 

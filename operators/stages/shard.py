@@ -32,8 +32,8 @@ from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.policy import governance
 from crm_stream.operators.policy.triggers import SEND, TriggerBook
 from crm_stream.operators.privacy.erasure import ErasureGuard
-from crm_stream.operators.profile import state
-from crm_stream.operators.profile.segments import SegmentStats, ThresholdBoard, Thresholds, profile_segment
+from crm_stream.operators.profile import segments, state
+from crm_stream.operators.profile.segments import SEGMENT_TIMER, SegmentStats, ThresholdBoard, Thresholds, profile_segment
 from crm_stream.operators.profile.timers import EventClock, TimerWheel
 from crm_stream.operators.rules import RULE_EVENT_TYPES, SEGMENT_RULES, TIMED_RULES, Candidate, RuleContext, plan_for
 from crm_stream.operators.rules.return_spike import ReturnWatch
@@ -43,7 +43,6 @@ from crm_stream.operators.stages.learning import SharedModels
 from crm_stream.operators.stages.working_set import WorkingSet
 
 log = logging.getLogger(__name__)
-RESEGMENT_EVERY_MS = 3_600_000  # without new purchases a segment moves with time only: check hourly
 MAX_ALERTED = 100
 MAX_FIRINGS_PER_ADVANCE = 200
 
@@ -80,7 +79,8 @@ class ProfileShard:
         self.returns = returns or ReturnWatch()
         self.models = models or SharedModels(store, keys, settings.models, e.churn_horizon_days)
         self.anger = self.models.anger_score
-        self._served = (self.churn_risk, self.anger, self.returns)  # bound once: a rule context is built for most events
+        # Bound once: a rule context is built for most events. Refunds logged through it are judged for this shard.
+        self._served = (self.churn_risk, self.anger, self.returns.for_shard(shard))
         self._rule_cfg, self._horizon_days = settings.rules, e.churn_horizon_days
         self.clock: int = saved.get("clock", 0)
         """The newest event time this shard has seen (persisted with the stats)."""
@@ -155,6 +155,10 @@ class ProfileShard:
         self.applied += applied
         if clocks:
             self.event_clock.observe(clocks)
+        watermark = self.event_clock.watermark()
+        self.board.advance(self.shard, watermark)  # this shard has applied all it got up to there
+        self.returns.advance(self.shard, watermark, self._rule_cfg)
+        self._judged_returns(dirty, out)
         self._fire_timers(dirty, out)
         out.extend(self.models.advance(self.event_clock.watermark()))
         effects: list[Effect] = out
@@ -188,6 +192,10 @@ class ProfileShard:
         return [self.store.decode(b) if b else None for b in blobs]
 
     def _erase(self, event: dict[str, Any], out: list[Effect]) -> bool:
+        def forget_stats(profile: state.Profile) -> None:
+            self.stats.forget(profile)
+            self.board.forget(profile, event["ts"])
+
         done = self.erasures.carry_out(
             event,
             out,
@@ -195,7 +203,7 @@ class ProfileShard:
             wheel=self.wheel,
             models=self.models,
             keys=self.keys,
-            forget_stats=self.stats.forget,
+            forget_stats=forget_stats,
             emit_changes=self.emit_changes,
         )
         self._stats_dirty |= done
@@ -212,16 +220,15 @@ class ProfileShard:
         kind = event["type"]
         if kind == "identify":
             self._merge_visitor(profile, event, out)
-        gap_days = self.board.thresholds().population_gap_days  # called for every event: it paces the board's refresh
+        gap_days = self._lines(event["ts"]).population_gap_days
         if self.models.hub is not None:
             self.models.on_event(profile, event, gap_days)
         if (profile["frequency"], profile["monetary"], profile["gap_mean_days"]) != before:
             self.stats.track(before, profile)
+            self.board.track(event["ts"], before, profile)
             self._stats_dirty = True
-            self.board.note_update()
-            self._resegment(profile, event["ts"], out)
-        elif profile["frequency"] and profile["last_seen"] - profile["segment_checked_at"] >= RESEGMENT_EVERY_MS:
-            self._resegment(profile, event["ts"], out)  # only the passing of time can have moved it (never a prospect's)
+            # Judged at a timer in event time, with the shop's lines of that day (operators/profile/segments.py).
+            self.wheel.arm(profile, SEGMENT_TIMER, segments.mark(profile, event["ts"]))
         if kind == "consent":
             self.triggers.consent_changed(profile)
         elif kind == "alert_feedback":
@@ -244,7 +251,7 @@ class ProfileShard:
         return True
 
     def _context(self, profile: state.Profile, event: dict[str, Any] | None, now: int, segment_before: str) -> RuleContext:
-        thresholds, after, risk, anger, returns = self.board.thresholds(), profile["segment"], *self._served
+        thresholds, after, risk, anger, returns = self._lines(now), profile["segment"], *self._served
         return RuleContext(
             profile,
             event,
@@ -257,6 +264,7 @@ class ProfileShard:
             segment_before,
             after,
             self._horizon_days,
+            self.models.churn_budget,
             reachable=self._reachable,
             look=self._look,
         )
@@ -277,8 +285,12 @@ class ProfileShard:
         if hub.pending.tracks(customer_id) and hub.pending.due(customer_id, as_of, anchor, False):
             self.churn_risk(profile, as_of)
 
+    def _lines(self, ts: int) -> Thresholds:
+        """The shop's segment lines in force at event time ``ts``; the newest complete ones while those are not."""
+        return self.board.thresholds_at(ts) or self.board.thresholds()
+
     def churn_risk(self, profile: dict[str, Any], as_of: int) -> float:
-        thresholds = self.thresholds()
+        thresholds = self._lines(as_of)
         modelled = self.models.churn_risk(profile, as_of, thresholds.population_gap_days)
         if modelled is not None:
             return modelled
@@ -310,6 +322,18 @@ class ProfileShard:
 
     # -- timers ----------------------------------------------------------------------------
 
+    def _judged_returns(self, dirty: dict[str, state.Profile], out: list[Effect]) -> None:
+        """Refund spikes judged in event time (operators/rules/return_spike.py) for customers of this shard."""
+        judged = self.returns.take(self.shard)
+        if not judged:
+            return
+        self.working_set.hydrate((c for c, _, _ in judged), self.erasures.blocks_read)
+        for customer_id, candidate, ts in judged:
+            profile = self.working_set.get(customer_id)
+            if profile is not None:  # else erased since
+                self._emit(profile, [candidate], ts, out)
+                dirty[customer_id] = profile
+
     def _fire_timers(self, dirty: dict[str, state.Profile], out: list[Effect]) -> None:
         watermark = self.event_clock.watermark()
         due = self.wheel.due(watermark)
@@ -322,13 +346,17 @@ class ProfileShard:
                 continue  # erased, or a stale entry: the profile is the truth
             # One at a time, earliest first: firing one may arm another that is also already due
             # (the next abandoned category, a trigger's send time), and they must run in event-time order.
+            held = ""  # a segment check whose day's lines wait for a slower shard: it fires at a next advance
             for _ in range(MAX_FIRINGS_PER_ADVANCE):
                 timers = profile["timers"]
                 if not timers:
                     break
-                deadline, kind = min((d, k) for k, d in timers.items())
+                deadline, kind = min(((d, k) for k, d in timers.items() if k != held), default=(watermark + 1, ""))
                 if deadline > watermark:
                     break
+                if kind == SEGMENT_TIMER and self.board.thresholds_at(deadline) is None:
+                    held = kind
+                    continue
                 del timers[kind]
                 try:
                     self._on_timer(profile, kind, deadline, out)
@@ -343,16 +371,14 @@ class ProfileShard:
         if kind == SEND:
             self.triggers.send_due(profile, now, out)
             return
+        if kind == SEGMENT_TIMER:
+            self._segment_check(profile, now, out)
+            return
         rule = TIMED_RULES.get(kind)
         if rule is None:
             return
-        segment_before = profile["segment"]
-        self._resegment(profile, now, out)
-        ctx = self._context(profile, None, now, segment_before)
+        ctx = self._context(profile, None, now, profile["segment"])
         candidates = rule.on_timer(ctx)
-        if segment_before != profile["segment"]:
-            for segment_rule in SEGMENT_RULES:
-                candidates.extend(segment_rule.on_event(ctx))
         self._emit(profile, candidates, now, out)
         following = rule.deadline(ctx)
         if following is not None and following > now:
@@ -381,13 +407,16 @@ class ProfileShard:
     def segment(self, profile: state.Profile, as_of: int) -> str:
         return profile_segment(profile, as_of, self.thresholds(), self.segment_cfg)
 
-    def _resegment(self, profile: state.Profile, ts: int, out: list[Effect]) -> None:
-        as_of = max(ts, profile["last_seen"])
-        profile["segment_checked_at"] = as_of
-        segment = self.segment(profile, as_of)
-        if segment == profile["segment"]:
+    def _segment_check(self, profile: state.Profile, now: int, out: list[Effect]) -> None:
+        """The segment as of ``now`` (a purchase's time, or when time alone can move it); segment rules on a move."""
+        segment, following = segments.check(profile, now, self._lines(now), self.segment_cfg)
+        if following is not None:
+            self.wheel.arm(profile, SEGMENT_TIMER, following)
+        before = profile["segment"]
+        if segment == before:
             return
         if self.emit_changes:
-            out.append(Effect(CHANGES, profile["customer_id"], f"segment {profile['segment']} -> {segment}".encode()))
-        profile["segment"] = segment
-        profile["segment_since"] = as_of
+            out.append(Effect(CHANGES, profile["customer_id"], f"segment {before} -> {segment}".encode()))
+        profile["segment"], profile["segment_since"] = segment, now
+        ctx = self._context(profile, None, now, before)
+        self._emit(profile, [c for rule in SEGMENT_RULES for c in rule.on_event(ctx)], now, out)

@@ -79,8 +79,22 @@ def test_watermark_is_the_slowest_active_partition_minus_lateness():
     clock.observe({"a#0": 1000, "b#0": 400})
     assert clock.watermark() == 390
     now[0] = 6.0
-    clock.observe({"a#0": 2000})  # b has gone quiet: it no longer holds a back
-    assert clock.watermark() == 1990
+    clock.observe({"a#0": 2000})  # b silent for 6 s, but a has delivered one batch since: b may be waiting its turn
+    assert clock.watermark() == 390
+    for i in range(8):  # 4 batches per partition since b was last heard: b has gone quiet, it no longer holds a back
+        clock.observe({"a#0": 2001 + i})
+    assert clock.watermark() == 1998
+
+
+def test_when_nothing_arrives_for_the_idle_time_every_partition_is_caught_up():
+    now = [0.0]
+    clock = EventClock(allowed_lateness_ms=10, idle_after_s=5, now=lambda: now[0])
+    clock.observe({"a#0": 1000})
+    clock.observe({"b#0": 400})
+    now[0] = 4.0
+    assert clock.watermark() == 390
+    now[0] = 6.0
+    assert clock.watermark() == 990
 
 
 # -- a shard's timers when partitions are read at different speeds -----------------------------------------------------
