@@ -277,3 +277,29 @@ def test_a_dead_letter_always_fits_the_dead_letter_topic():
         record = jsonutil.loads(letter)
         assert len(letter) <= limit and record["offset"] == 3
         assert "raw cut to its first" in record["reason"] or len(raw) < limit // 6
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(MAX_NESTING - 4, MAX_NESTING + 3),
+    st.sampled_from(["object", "array"]),
+    st.sampled_from(["field", "item", "item_without_quantity"]),
+)
+def test_fast_and_full_paths_agree_on_nesting_at_the_limit(levels, kind, where):
+    """The fast path walks only events with fields their type does not list (and items with fields of their own):
+    it must still reject exactly what the full path rejects, wherever the deep value sits."""
+    deep = (b'{"k":' if kind == "object" else b"[") * levels + b"0" + (b"}" if kind == "object" else b"]") * levels
+    item = b'{"product_id":"p","category":"c","price":1.0' + (b',"quantity":1' if where == "item" else b"")
+    if where == "field":
+        items, extra = item + b"}", b',"x":' + deep
+    else:
+        items, extra = item + b',"x":' + deep + b"}", b""
+    raw = (
+        b'{"event_id":"e","type":"purchase","customer_id":"c","ts":1767000000000,"order_id":"o","amount":1.0,'
+        b'"currency":"USD","items":[' + items + b"]" + extra + b"}"
+    )
+    full = DECODER.decode_full(raw, ORIGIN)
+    fast = DECODER.decode_fast(raw)
+    depth = levels + (1 if where == "field" else 3)  # event (1) -> x, or event -> items -> item -> x
+    assert isinstance(full, DeadLetter) == (depth > MAX_NESTING)
+    assert fast == (None if isinstance(full, DeadLetter) else full)
