@@ -17,11 +17,13 @@ from crm_stream.operators.privacy.redact import redact
 from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
 
 ENVELOPE_BYTES = 1_024
-"""Room left under the message limit for the Kafka record's key and framing."""
+"""Room left under the message limit for the Kafka record's key and framing (librdkafka refuses a value within 36
+bytes of ``message.max.bytes``, measured with confluent-kafka 2.x)."""
 
 
 def bounded(record: dict[str, Any], limit: int) -> bytes:
-    """``record`` encoded, its ``raw`` cut (and the cut said in ``reason``) when the whole would pass ``limit`` bytes.
+    """``record`` encoded, its ``raw`` cut (and the cut said in ``reason``) when the whole would not fit a Kafka
+    message of at most ``limit`` bytes (``ENVELOPE_BYTES`` are left for the record's framing).
 
     >>> bounded({"reason": "r", "raw": "x"}, 2_000)
     b'{"raw":"x","reason":"r"}'
@@ -30,10 +32,11 @@ def bounded(record: dict[str, Any], limit: int) -> bytes:
     (True, True)
     """
     out = jsonutil.dumps(record)
-    if len(out) <= limit:
+    fits = limit - ENVELOPE_BYTES
+    if len(out) <= fits:
         return out
     raw = str(record.get("raw") or "")
-    budget = max(0, limit - ENVELOPE_BYTES // 4 - len(jsonutil.dumps({**record, "raw": ""})))
+    budget = max(0, fits - 256 - len(jsonutil.dumps({**record, "raw": ""})))  # 256: the note added to the reason
     keep = min(len(raw), budget)
     while True:  # escaping makes bytes per character vary (1 to 6): halve until it fits
         cut = {
@@ -43,7 +46,7 @@ def bounded(record: dict[str, Any], limit: int) -> bytes:
             "raw": raw[:keep],
         }
         out = jsonutil.dumps(cut)
-        if len(out) <= limit or keep == 0:
+        if len(out) <= fits or keep == 0:
             return out
         keep //= 2
 

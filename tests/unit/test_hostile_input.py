@@ -272,11 +272,25 @@ def test_a_dead_letter_always_fits_the_dead_letter_topic():
 
     limit = 20_000
     router = Router(Decoder({"USD": 1.0}, "USD", max_bytes=limit), 2)
-    for raw in (b'"' * (limit - 1), b"\x01" * (limit - 1), "é".encode() * (limit // 2 - 1), b"\xff" * (limit - 1)):
+    producer = _offline_producer(limit)
+    for raw in (
+        b'"' * (limit - 1),
+        b"\x01" * (limit - 1),
+        "é".encode() * (limit // 2 - 1),
+        b"\xff" * (limit - 1),
+        *(b"x" * n for n in range(limit - 200, limit - 80, 3)),  # plain text: records just under the limit
+    ):
         [(_, _, letter)] = dict(router.route([("crm.purchases", 0, 3, raw)]))[DEAD]
         record = jsonutil.loads(letter)
         assert len(letter) <= limit and record["offset"] == 3
         assert "raw cut to its first" in record["reason"] or len(raw) < limit // 6
+        producer.produce("crm.deadletter", letter)  # librdkafka checks the size here, before any broker: it must accept
+
+
+def _offline_producer(limit: int):
+    from confluent_kafka import Producer
+
+    return Producer({"bootstrap.servers": "127.0.0.1:1", "message.max.bytes": limit, "log_level": 0})
 
 
 @settings(max_examples=150, deadline=None)
