@@ -66,6 +66,8 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
     budget = ctx.cfg.churn_daily_budget
     book = ctx.churn_budget
     admitted = book.admit(ctx.now, value, budget) if book is not None else ctx.high_value()
+    if not admitted and not ctx.can_raise(MARKETING, KIND, str(last)):
+        return []  # a we-miss-you trigger nobody consented to receive (or already had): none is built
     reasons = [
         f"no purchase for {silent:.0f} days, {silent / gap:.1f}x the usual gap of {gap:.0f} days",
     ]
