@@ -76,7 +76,7 @@ class RuleContext:
         >>> ctx.can_raise("service", "churn_risk", "5")
         False
         """
-        if alert_id(kind, self.profile["customer_id"], situation) in self.profile["alerted"]:
+        if alert_id(kind, self.profile["customer_id"], situation) in self.profile.get("alerted", ()):
             return False
         return destination != MARKETING or self.reachable(self.profile)
 
