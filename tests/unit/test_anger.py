@@ -1,17 +1,22 @@
 from __future__ import annotations
 
+import math
 import pickle
 import time
 
 import pytest
 
+from crm_stream.models.anger import learned
 from crm_stream.models.anger import lexicon as anger
 from crm_stream.models.anger.lexicon import (
     DEFAULT_ESCALATION_THRESHOLD,
+    LEARNED,
     SIGNALS,
+    chinese_runs,
     contextual_anger,
     detect_language,
     reasons,
+    rule_logit,
     score_message,
 )
 from crm_stream.models.anger.model import AngerModel, build_anger_model, features, text_tokens
@@ -150,7 +155,7 @@ def test_scores_are_bounded_and_signals_complete():
     for text in ["", "   ", "👍", "!!!!!!!!!!!!!!!!!!!!", "A" * 5000, "垃圾" * 3000, "Great, thanks!", "又快又好"]:
         s = score_message(text)
         assert 0.0 <= s.score <= 1.0 and -1.0 <= s.sentiment <= 1.0
-        assert tuple(s.signals) == SIGNALS
+        assert tuple(s.signals) == (*SIGNALS, LEARNED)
         assert s.language in ("en", "zh")
 
 
@@ -359,7 +364,97 @@ def test_clone_gives_an_untrained_copy():
     assert pipeline.clone().predict_proba_one(features(probe, score_message(probe)))[True] == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize("module", ["crm_stream.models.anger.lexicon", "crm_stream.models.anger.model"])
+# ---------------------------------------------------------------------------------------------- learned component
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def test_the_learned_component_is_the_shipped_tune_half_fit():
+    c = learned.zh_ngrams()
+    assert c.meta["split"].startswith("tune half")
+    assert int(c.meta["training_texts"]) > 5000 and len(c.meta["training_digest"]) == 32
+    assert 10_000 < len(c.weights) and learned.DATA_FILE.stat().st_size < 400_000  # small enough to ship
+    assert c.up > 0 and c.down > 0  # increasing in the component's log-odds
+
+
+@pytest.mark.parametrize(
+    "text", ["太差了,再也不买了", "这破玩意儿真难用!!!", "你好,请问我的订单什么时候发货?谢谢", "很满意", "包裹没到"]
+)
+def test_chinese_score_is_the_rule_plus_the_blended_component(text):
+    s = score_message(text)
+    c = learned.zh_ngrams()
+    assert s.signals[LEARNED] == c.logit(chinese_runs(text))
+    z = rule_logit(s) + c.blend(s.signals[LEARNED])
+    assert s.score == pytest.approx(1 / (1 + math.exp(-z)), abs=1e-6)
+
+
+def test_english_has_no_learned_component():
+    s = score_message("Worst service ever, I want a refund")
+    assert s.signals[LEARNED] == 0.0
+    assert _logit(s.score) == pytest.approx(rule_logit(s), abs=1e-4)
+
+
+def test_the_blend_is_increasing_and_bounded():
+    c = learned.zh_ngrams()
+    values = [c.blend(x / 4) for x in range(-40, 41)]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    assert learned.ZhNgrams(0.0, {"差": 100.0}, up=1, down=1, center=0, offset=0, meta={}).logit(["差"]) == learned.LOGIT_CAP
+
+
+def test_the_component_reads_complaint_wording_above_praise():
+    c = learned.zh_ngrams()
+    praise = ["质量很好,物流很快,非常满意", "服务热情,房间干净,下次还来", "东西不错,性价比高"]
+    complaints = ["质量太差了,用了两天就坏了", "服务态度恶劣,房间又脏又旧", "东西是假的,不值这个价"]
+    assert max(c.logit(chinese_runs(t)) for t in praise) < min(c.logit(chinese_runs(t)) for t in complaints)
+
+
+def test_the_component_ignores_punctuation_and_latin():
+    c = learned.zh_ngrams()
+    assert c.logit(chinese_runs("太差了!!! WHY")) == c.logit(chinese_runs("太差了")) == c.logit(["太差了"])
+    assert c.logit(chinese_runs("no Chinese here")) == 0.0
+
+
+def test_grams_never_cross_runs():
+    assert "了太" not in learned.grams(chinese_runs("好了,太慢"))
+    assert learned.grams(["好了", "太慢"]) == learned.grams(["太慢", "好了"])
+
+
+def test_a_weights_file_round_trips_and_a_bad_one_says_how_to_rebuild(tmp_path):
+    c = learned.ZhNgrams(0.25, {"差": -1.5, "太差": 2.0}, up=1.0, down=3.0, center=1.0, offset=0.5, meta={"split": "x"})
+    path = tmp_path / "w.tsv.gz"
+    learned.write(path, c)
+    assert learned.read(path) == c
+    first = path.read_bytes()
+    learned.write(path, c)
+    assert path.read_bytes() == first  # the same weights, the same bytes
+    path.write_bytes(b"not gzip")
+    with pytest.raises(learned.NgramDataError, match="build_anger_ngrams"):
+        learned.read(path)
+    with pytest.raises(learned.NgramDataError, match="build_anger_ngrams"):
+        learned.read(tmp_path / "missing.tsv.gz")
+
+
+def test_the_held_out_check_refuses_a_trained_on_text():
+    from load.eval_anger import CorpusError, Example, check_held_out, split_of, zh_training_texts
+
+    texts = [f"评论{i}" for i in range(40)]
+    corpus = [Example(t, i % 2 == 0, "t") for i, t in enumerate(texts)]
+    training = zh_training_texts(corpus)
+    assert training and all(split_of(t) == "tune" for t in training)
+    c = learned.ZhNgrams(0.0, {}, up=1, down=1, center=0, offset=0, meta={"training_digest": learned.training_digest(training)})
+    held_out = [e for e in corpus if split_of(e.text) == "test"]
+    assert check_held_out(corpus, held_out, c) == len(training)
+    with pytest.raises(AssertionError, match="trained on"):
+        check_held_out(corpus, [*held_out, next(e for e in corpus if e.text in training)], c)
+    with pytest.raises(CorpusError, match="rebuild"):
+        check_held_out(corpus, held_out, learned.ZhNgrams(0.0, {}, up=1, down=1, center=0, offset=0, meta={}))
+
+
+@pytest.mark.parametrize(
+    "module", ["crm_stream.models.anger.lexicon", "crm_stream.models.anger.model", "crm_stream.models.anger.learned"]
+)
 def test_docstring_examples_run(module):
     import doctest
     import importlib
