@@ -174,7 +174,7 @@ def evaluate_horizon(
     cut_weeks: Sequence[int],
     *,
     seed: int = 0,
-    batch_size: int = 1000,
+    batch_size: int = 250,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     engine = Engine(horizon_days, seed)
@@ -257,7 +257,9 @@ def score_cut(
     for r in rows:
         for model, params in fits.items():
             r[model] = bgnbd.p_none(params, r["x"], r["t_x"], r["T"], horizon_days, model)
-        r["bgnbd_days"] = bgnbd.median_days_to_next(fits[bgnbd.BGNBD], r["x"], r["T"])
+        within = max(4 * horizon_days, 90.0)  # as the engine's streaming BG/NBD (models/bgnbd_stream.py)
+        alive = bgnbd.p_alive(fits[bgnbd.BGNBD], r["x"], r["t_x"], r["T"])
+        r["bgnbd_days"] = alive * bgnbd.median_days_to_next(fits[bgnbd.BGNBD], r["x"], r["T"], within) + (1 - alive) * within
         r["bgnbd_expected"] = bgnbd.expected_purchases(fits[bgnbd.BGNBD], r["x"], r["t_x"], r["T"], horizon_days)
     labels = [r["churned"] for r in rows]
     churn = {

@@ -117,15 +117,21 @@ class DaysScores:
     def __init__(self, window: int) -> None:
         self.mae = metrics.MAE()
         self.rolling_mae = utils.Rolling(stats.Mean, window_size=window)
+        self.rolling_with_censored = utils.Rolling(stats.Mean, window_size=window)
+        """Rolling mean of observed errors and censored shortfalls together: what the serving guard compares."""
         self.shortfall = 0.0
         self.censored = 0
 
     def update(self, days: float, predicted: float) -> None:
         self.mae.update(days, predicted)
-        self.rolling_mae.update(abs(days - predicted))
+        error = abs(days - predicted)
+        self.rolling_mae.update(error)
+        self.rolling_with_censored.update(error)
 
     def update_censored(self, lower_bound_days: float, predicted: float) -> None:
-        self.shortfall += max(0.0, lower_bound_days - predicted)
+        shortfall = max(0.0, lower_bound_days - predicted)
+        self.shortfall += shortfall
+        self.rolling_with_censored.update(shortfall)
         self.censored += 1
 
     def report(self, observed: int) -> dict[str, float]:

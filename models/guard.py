@@ -9,7 +9,9 @@ paired and honest: each score was made before its label was known. Every
   (ties and near-ties, within ``margin``, keep the current choice, so the served
   source does not flap on noise); recency is a candidate, so what is served
   never ranks worse than recency alone over the window;
-- for next purchase, the lowest rolling MAE among ``DAYS_CANDIDATES``.
+- for next purchase, the lowest rolling error among ``DAYS_CANDIDATES``, counting for each
+  censored gap (no purchase within the hub's window W) the shortfall ``max(0, W - prediction)``:
+  on observed gaps alone "soon" for everyone wins, as churned customers are never scored.
 
 The decision depends only on the labels, in their order, so replay and live
 switch at the same points. Before ``min_labels`` labels of each class, the

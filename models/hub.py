@@ -150,8 +150,8 @@ class ModelHub:
     1
     >>> hub.churn_learned, hub.metrics()["churn"]["positive_rate"]
     ([0, 1], 1.0)
-    >>> round(hub.churn_risk(profile, 31 * day, 20.0), 3)  # before the guard chose the model: the streaming BG/NBD
-    0.908
+    >>> round(hub.churn_risk(profile, 31 * day, 20.0), 3)  # before the guard chose the model: the streaming MBG/NBD
+    0.934
     """
 
     def __init__(
@@ -210,8 +210,7 @@ class ModelHub:
         customer_id = profile_after["customer_id"]
         purchase = event["type"] == "purchase" and _recorded_purchase(profile_after, event)
         if purchase:
-            # Refit first when this purchase's time crossed a refit point: the fit sees exactly the purchases
-            # before that point, whatever the batching (a batch of a sparse log can span weeks).
+            # Event time moves the population fit on (models/bgnbd_stream.py: as of a past point, exactly).
             self.population.advance(event["ts"])
             self._count_purchase(profile_after, event["ts"])
         # Resolved from the profile's purchase history, not from this event alone: the same answer for
@@ -468,8 +467,12 @@ class ModelHub:
             return
         churn_scores = {name: evaluation.churn[name].rolling_auc.get() for name in guard.CHURN_CANDIDATES}
         chosen = guard.choose(churn_scores, self.serving[0], margin=self.guard_margin, higher_is_better=True)
-        if self.days_learned >= self.warmup_labels:
-            days_scores = {name: evaluation.days[name].rolling_mae.get() for name in guard.DAYS_CANDIDATES}
+        # Only once censored gaps have been scored too: before, a source that says "soon" to customers who will not
+        # come back cannot be told from one that is right (short histories: W is longer than the stream so far).
+        if self.days_learned >= self.warmup_labels and evaluation.days_censored >= self.warmup_labels:
+            # Observed gaps and censored shortfalls together: on observed gaps alone, predicting "soon" for everyone
+            # looks good, since the customers who never come back are never scored.
+            days_scores = {name: evaluation.days[name].rolling_with_censored.get() for name in guard.DAYS_CANDIDATES}
             days_chosen = guard.choose(days_scores, self.serving[1], margin=self.guard_margin * 10, higher_is_better=False)
         else:
             days_chosen = self.serving[1]
@@ -494,7 +497,7 @@ class ModelHub:
                 old = cell_of(frequency - 1, times[1] if len(times) >= 2 else last, last)
             else:
                 old = cell_of(frequency - 1, first, last)
-        self.population.on_purchase(old, new)
+        self.population.on_purchase(old, new, ts)
 
 
 _CHURN_INDEX = {"model": 0, "rhythm": 1, "recency": 2, "bgnbd": 3}

@@ -130,16 +130,16 @@ def _stream(purchases: list[tuple[str, int]], stream: StreamingBGNBD) -> dict[st
         frequency, first, last = (1, ts, ts) if old is None else (old[0] + 1, old[1], max(old[2], ts))
         if old is not None and (old[2] // DAY) == day:
             continue  # one purchase a day, as the literature counts them
-        stream.on_purchase(None if old is None else cell_of(*old), cell_of(frequency, first, last))
+        stream.on_purchase(None if old is None else cell_of(*old), cell_of(frequency, first, last), ts)
         seen[customer] = (frequency, first, last)
     return seen
 
 
 def test_streaming_bgnbd_recovers_the_parameters_it_was_simulated_with():
     truth = bgnbd.Params(r=0.5, alpha=20.0, a=0.8, b=2.5)
-    stream = StreamingBGNBD(refit_every_days=28, min_buyers=50)
+    stream = StreamingBGNBD(refit_every_days=28, min_buyers=50, model=bgnbd.BGNBD)
     seen = _stream(_simulate(truth, 4000, 365, seed=3), stream)
-    stream.refit(365 * DAY)
+    stream.advance(400 * DAY)
     assert stream.fits >= 10 and sum(stream.cells.values()) == len(seen)
     assert stream.params.r == pytest.approx(truth.r, rel=0.25)
     assert stream.params.alpha == pytest.approx(truth.alpha, rel=0.35)
@@ -154,17 +154,20 @@ def test_streaming_bgnbd_is_deterministic_and_keeps_no_customer():
     assert all(isinstance(key, tuple) and all(isinstance(v, int) for v in key) for key in one.cells)
 
 
-def test_streaming_estimates_equal_the_closed_forms():
-    stream = StreamingBGNBD()
+@pytest.mark.parametrize("model", bgnbd.MODELS)
+def test_streaming_estimates_equal_the_closed_forms(model):
+    stream = StreamingBGNBD(model=model)
     estimate = stream.estimate(4, 0, 40 * DAY, 100 * DAY, 90.0)
-    assert estimate.p_none == pytest.approx(bgnbd.p_none(PRIOR, 3, 40.0, 100.0, 90.0), rel=1e-12)
-    assert estimate.p_alive == pytest.approx(bgnbd.p_alive(PRIOR, 3, 40.0, 100.0), rel=1e-12)
-    assert estimate.next_days == pytest.approx(bgnbd.median_days_to_next(PRIOR, 3, 100.0), rel=1e-12)
+    assert estimate.p_none == pytest.approx(bgnbd.p_none(PRIOR, 3, 40.0, 100.0, 90.0, model), rel=1e-12)
+    assert estimate.p_alive == pytest.approx(bgnbd.p_alive(PRIOR, 3, 40.0, 100.0, model), rel=1e-12)
+    alive = bgnbd.p_alive(PRIOR, 3, 40.0, 100.0, model)
+    if_alive = bgnbd.median_days_to_next(PRIOR, 3, 100.0, within=360.0)
+    assert estimate.next_days == pytest.approx(alive * if_alive + (1 - alive) * 360.0, rel=1e-12)
 
 
 def test_too_few_buyers_keep_the_prior():
     stream = StreamingBGNBD(refit_every_days=1, min_buyers=10)
-    stream.on_purchase(None, (0, 0, 0))
+    stream.on_purchase(None, (0, 0, 0), 0)
     assert stream.advance(5 * DAY) is False and stream.params == PRIOR and stream.fits == 0
 
 
@@ -192,3 +195,19 @@ def test_offset_model_ignores_features_outside_its_correction():
         model.learn_one({"base": 0.0, "f": 0.0, "g": 1.0}, True)
         model.learn_one({"base": 0.0, "f": 0.0, "g": -1.0}, False)
     assert "g" not in model.weights
+
+
+def test_the_fit_is_the_same_whatever_order_shards_handle_a_batch_in():
+    """A batch is handled shard by shard: a shard's late purchases arrive after another's later ones. Within the
+    refit slack (``refit_every_days``), the fits as of each refit point are the same as in time order."""
+    purchases = _simulate(PRIOR, 600, 240, seed=8)
+    in_order = StreamingBGNBD(7, 50)
+    _stream(purchases, in_order)
+    by_shard = StreamingBGNBD(7, 50)
+    batches: dict[int, list[tuple[str, int]]] = {}
+    for customer, day in purchases:
+        batches.setdefault(day // 5, []).append((customer, day))  # 5-day batches, then 4 shards in turn within each
+    shuffled = [p for _, batch in sorted(batches.items()) for s in range(4) for p in batch if hash(p[0]) % 4 == s]
+    assert shuffled != purchases
+    _stream(shuffled, by_shard)
+    assert in_order.fits == by_shard.fits > 10 and in_order.params == by_shard.params
