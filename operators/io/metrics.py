@@ -218,12 +218,20 @@ class ModelCollector:
         yield mae
         serving = GaugeMetricFamily(
             "crm_model_serving",
-            "1 when the learned model answers, 0 while the rhythm estimate stands in (warm-up)",
+            "1 when the learned model answers, 0 while a baseline the serving guard chose stands in",
             labels=["model"],
         )
         for model, on in sorted(report["serving"].items()):
             serving.add_metric([model], 1.0 if on else 0.0)
         yield serving
+        source = GaugeMetricFamily(
+            "crm_model_serving_source",
+            "1 for the estimate the serving guard chose (models/guard.py: model, bgnbd, rhythm, recency, gap)",
+            labels=["model", "source"],
+        )
+        for model, name in sorted(report.get("serving_source", {}).items()):
+            source.add_metric([model, name], 1.0)
+        yield source
         version = GaugeMetricFamily("crm_model_version", "Learning steps of the customer model hub (the snapshot's identity)")
         version.add_metric([], report["version"])
         yield version

@@ -217,6 +217,7 @@ class SharedModels:
                 "churn_auc": {},
                 "next_purchase_mae": {},
                 "serving": {},
+                "serving_source": {},
                 "version": 0,
                 "pending": 0,
             }
@@ -242,6 +243,8 @@ class SharedModels:
                     out["next_purchase_mae"][(source, "rolling")] = days.rolling_mae.get()
             churn_ready, days_ready = hub.ready
             out["serving"] = {"churn": churn_ready, "next_purchase": days_ready}
+            # Which estimate the serving guard chose (models/guard.py): the model or one of its baselines.
+            out["serving_source"] = {"churn": hub.serving[0], "next_purchase": hub.serving[1]}
             out["version"] = hub.model_version
             out["pending"] = len(hub.pending)
             return out

@@ -136,6 +136,9 @@ def test_lag_and_models_are_read_at_scrape_time():
     lags[("crm.clickstream", 0)] = 7
     assert _value(metrics, "crm_consumer_lag", {"topic": "crm.clickstream", "partition": "0"}) == 7
     assert _value(metrics, "crm_model_serving", {"model": "churn"}) == 0
+    assert _value(metrics, "crm_model_serving_source", {"model": "churn", "source": "bgnbd"}) == 1  # the cold start
+    models.hub.serving = ["recency", "gap"]  # as the guard may choose (tests/unit/test_guard.py)
+    assert _value(metrics, "crm_model_serving_source", {"model": "churn", "source": "recency"}) == 1
     evaluation = models.hub.evaluation
     evaluation.score_churn(True, [0.9, 0.9, 0.5, 0.5])
     evaluation.score_churn(False, [0.1, 0.1, 0.5, 0.5])
