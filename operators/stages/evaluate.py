@@ -58,6 +58,10 @@ def evaluate_file(
     settings = settings or config.load(None, env={})
     e = settings.engine
     horizon = float(horizon_days if horizon_days is not None else e.churn_horizon_days)
+    if horizon != e.churn_horizon_days:
+        # The rules' horizon (churn_risk's lapse risk and reasons) must be the models': one horizon for the whole run.
+        e = replace(e, churn_horizon_days=horizon)  # type: ignore[arg-type]  # a float horizon is as valid as an int one
+        settings = replace(settings, engine=e)
     if with_models and hub is None:
         hub = ModelHub(horizon, seed, interest_half_life_days=e.interest_half_life_days)
     elif not with_models:

@@ -113,3 +113,20 @@ def test_a_silence_is_proposed_once_not_at_every_later_check():
     ctx = context(profile, now=when, horizon_days=90.0)
     later = churn_risk.deadline(ctx)
     assert later is not None and _check(profile, later, churn_risk.ServiceBudget()) == []
+
+
+def test_evaluate_runs_the_rules_with_the_models_horizon(tmp_path):
+    """``crm-stream evaluate --churn-horizon-days 90``: the rules' horizon is the models', not the config's 30."""
+    import orjson
+
+    from crm_stream.operators.stages.evaluate import evaluate_file
+
+    path = tmp_path / "events.jsonl"
+    with open(path, "wb") as fh:
+        for i in range(3):
+            event = {"event_id": f"e{i}", "type": "purchase", "customer_id": "c1", "ts": T0 + i * 10 * MS_PER_DAY}
+            fh.write(orjson.dumps({**event, "order_id": f"o{i}", "amount": 10.0, "currency": "USD"}) + b"\n")
+    shards: dict = {}
+    result = evaluate_file(path, 90.0, shards_out=shards)
+    assert result["horizon_days"] == 90.0 and shards
+    assert {shard.settings.engine.churn_horizon_days for shard in shards.values()} == {90.0}
