@@ -38,10 +38,10 @@ half of ``load.eval_anger``, and ``models.anger.model`` learns from agents'
 feedback on top of it. Profile context (repeated contacts, reopened ticket,
 bad CSAT / NPS) is added by :func:`contextual_anger`, never read here.
 
-The word lists and the learned weights load once, on first use (~0.2 s; :func:`load_lexicons` does it
-eagerly). A message is scanned up to ``MAX_SCANNED_CHARS`` characters (the
-punctuation counts use the whole text), so one very long e-mail cannot stall
-the engine.
+The word lists and the learned weights load once, on first use (~0.6 s on a
+busy machine; :func:`load_lexicons` does it eagerly). A message is scanned up
+to ``MAX_SCANNED_CHARS`` characters (the punctuation counts use the whole
+text), so one very long e-mail cannot stall the engine.
 
 >>> s = score_message("This is the third time I'm asking, unacceptable!!!")
 >>> s.language, s.score >= DEFAULT_ESCALATION_THRESHOLD
