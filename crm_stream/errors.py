@@ -17,7 +17,8 @@
      │    └── StartupError      a dependency checked at start is not there (flows/preflight.py)
      ├── PiiKeyError            the PII key is missing or wrong (operators/privacy/pii.py)
      ├── SnapshotError          a model snapshot that cannot be restored (models/hub.py)
-     └── LexiconMissingError    a word list's package is not installed (models/anger/lexicon.py)
+     ├── LexiconMissingError    a word list's package is not installed (models/anger/lexicon.py)
+     └── NgramDataError         the learned Chinese anger weights are missing or damaged (models/anger/learned.py)
 
 Each also derives from the built-in it used to be (``ValueError``, ``RuntimeError``, ``ImportError``), so
 code that caught those keeps working. Messages say what failed, where, and what to do.
