@@ -5,7 +5,8 @@ resolve (models/evaluation.py, progressive validation), so the comparison is
 paired and honest: each score was made before its label was known. Every
 ``every`` labels the guard looks at the rolling window and picks
 
-- for churn, the source with the highest rolling AUC among ``CHURN_CANDIDATES``
+- for churn, the source with the highest AUC among ``CHURN_CANDIDATES``, the mean of
+  its rolling AUC and its AUC since the start
   (ties and near-ties, within ``margin``, keep the current choice, so the served
   source does not flap on noise); recency is a candidate, so what is served
   never ranks worse than recency alone over the window;

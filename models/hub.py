@@ -465,7 +465,12 @@ class ModelHub:
         evaluation = self.evaluation
         if min(self.churn_learned) < self.warmup_labels:
             return
-        churn_scores = {name: evaluation.churn[name].rolling_auc.get() for name in guard.CHURN_CANDIDATES}
+        # Half recent window, half since the start: labels resolve in bursts of one kind (every churn label of a day
+        # at once), so a window alone swung the choice (17 switches on CDNOW, and a served score below its best source).
+        churn_scores = {
+            name: 0.5 * (evaluation.churn[name].rolling_auc.get() + evaluation.churn[name].auc.get())
+            for name in guard.CHURN_CANDIDATES
+        }
         chosen = guard.choose(churn_scores, self.serving[0], margin=self.guard_margin, higher_is_better=True)
         # Only once censored gaps have been scored too: before, a source that says "soon" to customers who will not
         # come back cannot be told from one that is right (short histories: W is longer than the stream so far).

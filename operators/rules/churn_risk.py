@@ -65,7 +65,9 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
     value = value_at_risk(risk, profile["monetary"], profile["first_purchase_at"] or last, ctx.now, gap, horizon)
     budget = ctx.cfg.churn_daily_budget
     book = ctx.churn_budget
-    admitted = book.admit(ctx.now, value, budget) if book is not None else ctx.high_value()
+    # A call is for a high-value customer, within the day's budget, by value at risk; the others get a trigger.
+    valuable = ctx.high_value()
+    admitted = valuable and (book is None or book.admit(ctx.now, value, budget))
     if not admitted and not ctx.can_raise(MARKETING, KIND, str(last)):
         return []  # a we-miss-you trigger nobody consented to receive (or already had): none is built
     reasons = [
@@ -77,7 +79,9 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
         reasons.append(f"served churn score: {risk:.0%} chance of no purchase in the next {horizon:g} days")
         reasons.append(f"rhythm estimate (own purchase gaps): {lapse:.0%} over the same {horizon:g} days")
     reasons.append(f"expected value at risk {value:.2f} over the next {horizon:g} days")
-    if book is not None:
+    if valuable:
+        reasons.append(f"high-value customer (lifetime {profile['monetary']:.2f})")
+    if book is not None and valuable:
         if admitted:
             reasons.append(f"among today's service calls (budget {budget} a day, by value at risk)")
         else:

@@ -7,6 +7,7 @@ import dataclasses
 from crm_stream.config.settings import RuleSettings
 from crm_stream.operators.events.timeutil import MS_PER_DAY
 from crm_stream.operators.io.interface import MARKETING, SERVICE
+from crm_stream.operators.profile.segments import Thresholds
 from crm_stream.operators.profile.state import ProfileRules, apply, new_profile
 from crm_stream.operators.rules import churn_risk, context
 
@@ -23,10 +24,11 @@ def _buyer(customer_id: str, amounts: list[float], every_days: float = 10.0) -> 
     return profile
 
 
-def _check(profile: dict, now: int, book, *, risk: float = 0.9, horizon: float = 90.0, budget: int = 50):
+def _check(profile: dict, now: int, book, *, risk: float = 0.9, horizon: float = 90.0, budget: int = 50, high_value=0.0):
     ctx = context(
         profile,
         now=now,
+        thresholds=Thresholds(high_value=high_value, active_days=30.0, population_gap_days=30.0),
         cfg=dataclasses.replace(RuleSettings(), churn_daily_budget=budget),
         churn_risk=lambda _p, _t: risk,
         horizon_days=horizon,
@@ -83,6 +85,14 @@ def _shift(profile: dict, by_ms: int) -> dict:
         out[key] = profile[key] + by_ms
     out["purchase_times"] = [t + by_ms for t in profile["purchase_times"]]
     return out
+
+
+def test_only_high_value_customers_get_a_call():
+    book = churn_risk.ServiceBudget()
+    profile = _buyer("c1", [40.0] * 6)
+    when = _first_check(profile)
+    [(destination, alert)] = _check(profile, when, book, high_value=1_000.0)
+    assert destination == MARKETING and alert["payload"]["offer"] == "we-miss-you" and book.admitted(when) == 0
 
 
 def test_reasons_state_the_horizon_and_the_numbers_used():
