@@ -73,6 +73,7 @@ step, ~55 us to score a churn label against four sources).
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 import pickle
 import struct
@@ -200,6 +201,9 @@ class ModelHub:
         """Which source serves (churn, next purchase): the serving guard's choice, looked at every ``guard_every`` labels."""
         self.guard_switches = 0
         self._labels_since_guard = 0
+        self._due: list[tuple[int, str, int, str, int, Resolved, set[str] | None]] = []
+        """Resolved labels waiting for the watermark (``_defer``): (known at, customer, made at, kind, arrival, ...)."""
+        self._arrivals = 0
 
     # -- the stream ----------------------------------------------------------------------------
 
@@ -219,7 +223,7 @@ class ModelHub:
         if resolved:
             categories = {item["category"] for item in event.get("items") or ()} if purchase else None
             for item in resolved:
-                self._learn(item, categories if purchase and item.at == event["ts"] else None)
+                self._defer(item, categories if purchase and item.at == event["ts"] else None)
         # A late event must not make a prediction "as of" a time before what the profile already holds.
         as_of = max(as_of_ms, profile_after["last_seen"])
         anchor = profile_after["last_purchase_at"]
@@ -231,17 +235,41 @@ class ModelHub:
     def advance(self, watermark_ms: int) -> int:
         """Resolve what event time up to ``watermark_ms`` reveals (churn after the horizon, censoring); returns how many."""
         self.population.advance(watermark_ms)
-        resolved = self.pending.advance(watermark_ms)
-        for item in resolved:
-            self._learn(item, None)
-        return len(resolved)
+        for item in self.pending.advance(watermark_ms):
+            self._defer(item, None)
+        due, learned = self._labels_due, 0
+        while due and due[0][0] <= watermark_ms:
+            *_, item, categories = heapq.heappop(due)
+            self._learn(item, categories)
+            learned += 1
+        return learned
+
+    @property
+    def _labels_due(self) -> list[tuple[int, str, int, str, int, Resolved, set[str] | None]]:
+        if "_due" not in self.__dict__:  # a hub restored from a snapshot written before labels waited
+            self._due, self._arrivals = [], 0
+        return self._due
+
+    def _defer(self, item: Resolved, categories: set[str] | None) -> None:
+        """A label is learned once the watermark passes the time it became known, in (that time, customer,
+        prediction time, kind) order, never as its purchase arrives: live, a purchases partition is read weeks
+        ahead of the others, and a model that learned those labels early would serve the earlier checks a
+        future replay never saw (and live would differ from replay by the order partitions were read in)."""
+        self._arrivals = self.__dict__.get("_arrivals", 0) + 1
+        key = (item.at, item.customer_id, item.entry.made_at, item.kind, self._arrivals, item, categories)
+        heapq.heappush(self._labels_due, key)
 
     def forget(self, customer_id: str) -> int:
         """Erasure: drop the customer's pending features and predictions (what was learned stays: it is aggregate).
 
         Returns how many were open. The next ``snapshot()`` no longer holds the customer.
         """
-        return self.pending.forget(customer_id)
+        due = self._labels_due
+        kept = [label for label in due if label[1] != customer_id]
+        if len(kept) != len(due):
+            heapq.heapify(kept)
+            self._due = kept
+        return self.pending.forget(customer_id) + len(due) - len(kept)
 
     # -- serving -------------------------------------------------------------------------------
 

@@ -236,6 +236,13 @@ class ThresholdBoard:
             if len(self._points) > KEEP_LINES:
                 del self._points[0], self._lines[0]
 
+    @property
+    def safe(self) -> int:
+        """The event time every shard of this process has applied everything up to (0 until each has reported)."""
+        if not self.watermarks or len(self.watermarks) < len(self.members):
+            return 0
+        return min(self.watermarks.values())
+
     def thresholds_at(self, ts: int) -> Thresholds | None:
         """The lines in force at event time ``ts`` (as of the start of the day before), or None while not complete."""
         point = ts // GRID_MS * GRID_MS - GRID_MS

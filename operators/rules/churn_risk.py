@@ -8,6 +8,7 @@ numbers actually used.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import threading
 from typing import Any
@@ -49,9 +50,10 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
     population_gap = ctx.thresholds.population_gap_days
     # The model answers "no purchase within the horizon?", which is likely for anyone who buys less often
     # than that; a churn alert also needs the silence to be long against the customer's own rhythm.
-    gap = rhythm.typical_gap_days(profile["frequency"], profile["gap_mean_days"], population_gap)
+    frequency, gap_mean = purchases_by_now(ctx)
+    gap = rhythm.typical_gap_days(frequency, gap_mean, population_gap)
     silent = (ctx.now - last) / MS_PER_DAY
-    lapse = rhythm.churn_risk(profile["frequency"], profile["gap_mean_days"], silent, horizon, population_gap)
+    lapse = rhythm.churn_risk(frequency, gap_mean, silent, horizon, population_gap)
     # A check that cannot produce an alert costs no model prediction (most checks of a real backfill: customers who
     # bought once and fell silent): the rhythm says not yet, or it was raised at an earlier check of this silence
     # (the same situation, the same alert id). A look at a silent customer is still a prediction point for the
@@ -112,6 +114,29 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
     ]
 
 
+def purchases_by_now(ctx: RuleContext) -> tuple[int, float | None]:
+    """(frequency, mean purchase gap in days) as they stood at ``ctx.now``, as ``last_purchase_by_now`` does for
+    the last purchase. Live, a purchases partition is read ahead of the others, so a check can fire after later
+    purchases were applied; judged with their rhythm, it would decide what replay (where they come after it) did
+    not. The gaps are those of the kept purchase times up to ``now`` (profile/state.py keeps the last 32).
+
+    >>> from crm_stream.operators.profile.state import new_profile
+    >>> from crm_stream.operators.rules import context
+    >>> p = new_profile("c1", 0)
+    >>> p.update(frequency=3, gap_mean_days=15.0, purchase_times=[0, 10 * MS_PER_DAY, 30 * MS_PER_DAY])
+    >>> purchases_by_now(context(p, now=20 * MS_PER_DAY))  # the purchase of day 30 is still to come
+    (2, 10.0)
+    """
+    profile = ctx.profile
+    times = profile["purchase_times"]
+    later = len(times) - bisect.bisect_right(times, ctx.now)
+    if not later:
+        return profile["frequency"], profile["gap_mean_days"]
+    kept = times[: len(times) - later]
+    gaps = [(b - a) / MS_PER_DAY for a, b in zip(kept, kept[1:])]
+    return profile["frequency"] - later, round(sum(gaps) / len(gaps), 6) if gaps else None
+
+
 def _crossed_before(ctx: RuleContext, last: int, gap: float, horizon: float, population_gap: float) -> bool:
     """Did the lapse risk already pass the threshold at the previous check of this silence (``deadline``'s schedule)?
 
@@ -124,7 +149,8 @@ def _crossed_before(ctx: RuleContext, last: int, gap: float, horizon: float, pop
     previous = (ctx.now - last) / MS_PER_DAY - step
     if previous < first - 1e-6:
         return False
-    lapse = rhythm.churn_risk(ctx.profile["frequency"], ctx.profile["gap_mean_days"], previous, horizon, population_gap)
+    frequency, gap_mean = purchases_by_now(ctx)
+    lapse = rhythm.churn_risk(frequency, gap_mean, previous, horizon, population_gap)
     return lapse >= ctx.cfg.churn_threshold
 
 

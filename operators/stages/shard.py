@@ -18,6 +18,7 @@ It never writes itself: effects go to the sink, which makes outputs durable befo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -45,6 +46,10 @@ from crm_stream.operators.stages.working_set import WorkingSet
 log = logging.getLogger(__name__)
 MAX_ALERTED = 100
 MAX_FIRINGS_PER_ADVANCE = 200
+EVENT_LINES_LAG_MS = 60 * MS_PER_DAY
+"""Deadlines armed by an event, and the models' features, read the shop's lines of this much earlier event time.
+Live, a purchases partition is read weeks ahead of the watermark, when the lines of its own day are not complete
+yet; those of two months before are, live and in replay alike (a timer, fired at the watermark, reads its own day's)."""
 
 
 class ProfileShard:
@@ -160,7 +165,8 @@ class ProfileShard:
         self.returns.advance(self.shard, watermark, self._rule_cfg)
         self._judged_returns(dirty, out)
         self._fire_timers(dirty, out)
-        out.extend(self.models.advance(self.event_clock.watermark()))
+        # Labels are learned as every shard's watermark passes them, the same live and in replay (models/hub.py).
+        out.extend(self.models.advance(self.board.safe))
         effects: list[Effect] = out
         ws.close(dirty, effects)
         encode = self.store.encode
@@ -220,7 +226,7 @@ class ProfileShard:
         kind = event["type"]
         if kind == "identify":
             self._merge_visitor(profile, event, out)
-        gap_days = self._lines(event["ts"]).population_gap_days
+        gap_days = self._lines(event["ts"] - EVENT_LINES_LAG_MS).population_gap_days
         if self.models.hub is not None:
             self.models.on_event(profile, event, gap_days)
         if (profile["frequency"], profile["monetary"], profile["gap_mean_days"]) != before:
@@ -236,6 +242,7 @@ class ProfileShard:
         if kind not in RULE_EVENT_TYPES and segment_before == profile["segment"]:
             return True
         ctx = self._context(profile, event, event["ts"], segment_before)
+        arm_ctx: RuleContext | None = None
         candidates: list[Candidate] = []
         segment_moved = segment_before != profile["segment"]
         for rule, reacts, on_segment, rearms, teaches_anger in plan_for(kind):
@@ -246,7 +253,9 @@ class ProfileShard:
                         self.models.remember_escalation(profile, alert["alert_id"], event["text"])
                 candidates.extend(proposed)
             if rearms:
-                self.wheel.arm(profile, rule.KIND, rule.deadline(ctx), passed_by=profile["last_seen"])
+                if arm_ctx is None:  # deadlines from the lines of EVENT_LINES_LAG_MS before: complete live and in replay
+                    arm_ctx = dataclasses.replace(ctx, thresholds=self._lines(event["ts"] - EVENT_LINES_LAG_MS))
+                self.wheel.arm(profile, rule.KIND, rule.deadline(arm_ctx), passed_by=profile["last_seen"])
         self._emit(profile, candidates, event["ts"], out)
         return True
 

@@ -214,3 +214,34 @@ def test_timer_rules_raise_the_same_alerts_live_as_in_replay(kafka_settings, red
 def _fired_through(client, shards: int) -> list[int]:
     blobs = client.mget([f"crm:shard:{n}" for n in range(shards)])
     return [orjson.loads(b).get("fired_through") or -1 for b in blobs if b]
+
+
+# Every kind: live and replay raise the same ids. The target is KIND_AGREEMENT of the ids in common for every kind;
+# the kinds below are not there yet, and keep a floor so that they cannot fall further unnoticed (docs/guarantees.md,
+# "Live and replay", says why each differs). Caps lifted (UNCAPPED): they count what was sent, so the kinds not there
+# yet would crowd out different triggers of the others (with caps: segment_change 94-99%, churn_risk ~62%).
+KIND_AGREEMENT = 0.98
+NOT_YET = {
+    # The models learn labels in arrival order and refit on purchases read ahead, and a shop-wide daily budget of
+    # service calls (rules/churn_risk.py, ServiceBudget) is spent in the order timers fire: not yet in event time.
+    "churn_risk": 0.6,  # measured 74-93% over runs (the learning order depends on how polls interleave)
+    # 100% in three runs at c3e070d, 89-95% since (on main without this work's later changes too): not yet explained.
+    "segment_change": 0.85,
+    # Interest episodes are judged from clickstream looks that later looks extend or replace (rules page).
+    "abandoned_interest": 0.4,
+}
+
+
+def test_every_kind_raises_the_same_alert_ids_live_as_in_replay(kafka_settings, redis_url, fresh_redis, tmp_path):
+    """The 150-day shop through 3 partitions per topic (tests/integration/live_vs_replay.py): per kind, the share of
+    alert ids live and replay have in common, over the alerts both runs had the time to raise."""
+    from tests.integration.live_vs_replay import run_once
+    from tests.integration.scenario import ENV
+    from tests.integration.scenario import SIM as SHOP
+
+    table = run_once(SHOP, kafka_settings, redis_url, fresh_redis, {**ENV, **UNCAPPED}, tmp_path, partitions=3)
+    print("\n".join(a.line() for a in table.values()))  # the measured agreement, for the report (pytest -s)
+    assert {"segment_change", "return_spike", "churn_risk", "win_back", "replenishment", "angry_customer"} <= set(table)
+    assert all(a.replayed for a in table.values()), "every kind must have replayed alerts to compare"
+    short = [a.line() for kind, a in table.items() if a.share < NOT_YET.get(kind, KIND_AGREEMENT)]
+    assert not short, short

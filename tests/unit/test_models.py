@@ -307,6 +307,8 @@ def test_hub_learns_nothing_before_the_label_time():
         hub.advance(T0 + d * DAY)
     assert hub.n_learned == 0 and hub.model_version == 0 and len(hub.pending) > 0
     stream.send(purchase(day=10))
+    assert hub.n_learned == 0  # the labels the purchase reveals are learned once the watermark passes it
+    hub.advance(T0 + 10 * DAY)
     report = hub.metrics()
     assert report["churn"]["labels"] == hub.churn_learned[0] > 0 and hub.churn_learned[1] == 0
     assert report["next_purchase"]["observed"] == hub.days_learned > 0
@@ -472,6 +474,7 @@ def test_a_hub_restored_from_an_older_snapshot_catches_up_on_purchases_it_missed
     restored = ModelHub.restore(blob)
     stream.hub = restored
     stream.send(view(day=6))  # the customer's next event: the profile says they bought on day 5
+    restored.advance(T0 + 6 * DAY)
     assert restored.churn_learned == [1, 0] and restored.days_learned == 1
     assert restored.metrics()["next_purchase"]["observed"] == 1
     restored.advance(T0 + 200 * DAY)
