@@ -225,7 +225,7 @@ NOT_YET = {
     # The models learn labels in arrival order and refit on purchases read ahead, and a shop-wide daily budget of
     # service calls (rules/churn_risk.py, ServiceBudget) is spent in the order timers fire: not yet in event time.
     "churn_risk": 0.6,  # measured 74-93% over runs (the learning order depends on how polls interleave)
-    # 100% in three runs at c3e070d, 89-95% since (on main without this work's later changes too): not yet explained.
+    # 100% in most runs, 89-95% in some, with the host's load (docs/guarantees.md: a suspected watermark jump).
     "segment_change": 0.85,
     # Interest episodes are judged from clickstream looks that later looks extend or replace (rules page).
     "abandoned_interest": 0.4,
