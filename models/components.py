@@ -204,7 +204,7 @@ class OffsetLogistic(base.Classifier):
         self.weights: dict[str, float] = {}
         self.intercept = 0.0
 
-    def _raw(self, x: dict[str, float], z: dict[str, float]) -> float:
+    def _raw(self, x: dict[Any, Any], z: dict[str, float]) -> float:
         weights = self.weights
         total = x.get(self.offset_feature, 0.0) + self.intercept
         for k, v in z.items():
@@ -213,10 +213,10 @@ class OffsetLogistic(base.Classifier):
                 total += w * v
         return total
 
-    def _select(self, x: dict[str, float]) -> dict[str, float]:
+    def _select(self, x: dict[Any, Any]) -> dict[str, float]:
         return x if self.features is None else {k: x[k] for k in self.features if k in x}
 
-    def learn_one(self, x: dict[str, float], y: Any, **kwargs: Any) -> None:
+    def learn_one(self, x: dict[Any, Any], y: Any, **kwargs: Any) -> None:
         z = self.scaler.learn_transform_one(self._select(x))
         raw = self._raw(x, z)
         p = 1.0 / (1.0 + math.exp(-raw)) if raw > -500 else 0.0
@@ -228,7 +228,7 @@ class OffsetLogistic(base.Classifier):
             weights[k] = w - rate * (g * v + l2 * w)
         self.intercept -= rate * g
 
-    def predict_proba_one(self, x: dict[str, float], **kwargs: Any) -> dict[bool, float]:
+    def predict_proba_one(self, x: dict[Any, Any], **kwargs: Any) -> dict[Any, float]:
         raw = self._raw(x, self.scaler.transform_one(self._select(x)))
         p = 1.0 / (1.0 + math.exp(-raw)) if raw > -500 else 0.0
         return {False: 1.0 - p, True: p}
