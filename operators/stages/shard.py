@@ -18,7 +18,6 @@ It never writes itself: effects go to the sink, which makes outputs durable befo
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -254,13 +253,18 @@ class ProfileShard:
                 candidates.extend(proposed)
             if rearms:
                 if arm_ctx is None:  # deadlines from the lines of EVENT_LINES_LAG_MS before: complete live and in replay
-                    arm_ctx = dataclasses.replace(ctx, thresholds=self._lines(event["ts"] - EVENT_LINES_LAG_MS))
+                    arm_ctx = self._context(profile, event, event["ts"], segment_before, event["ts"] - EVENT_LINES_LAG_MS)
                 self.wheel.arm(profile, rule.KIND, rule.deadline(arm_ctx), passed_by=profile["last_seen"])
         self._emit(profile, candidates, event["ts"], out)
         return True
 
-    def _context(self, profile: state.Profile, event: dict[str, Any] | None, now: int, segment_before: str) -> RuleContext:
-        thresholds, after, risk, anger, returns = self._lines(now), profile["segment"], *self._served
+    def _context(
+        self, profile: state.Profile, event: dict[str, Any] | None, now: int, segment_before: str, lines_at: int | None = None
+    ) -> RuleContext:
+        """The rules' view of a profile at ``now``, with the segment lines in force at ``lines_at`` (default ``now``).
+        Built directly: ``dataclasses.replace`` cost ~20 us an event here."""
+        thresholds = self._lines(now if lines_at is None else lines_at)
+        after, risk, anger, returns = profile["segment"], *self._served
         return RuleContext(
             profile,
             event,
