@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from crm_stream.errors import CrmStreamError
+
 ENV_PREFIX = "CRM_STREAM__"
 CONFIG_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
@@ -26,7 +28,7 @@ SECRET_MARKERS = ("password", "secret", "token", "sasl", "key")
 MASK = "***"
 
 
-class ConfigError(ValueError):
+class ConfigError(CrmStreamError, ValueError):
     """A setting is missing, mistyped or out of range; the message says which and what to do."""
 
 

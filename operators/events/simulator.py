@@ -488,7 +488,9 @@ class _Run:
             who = {"customer_id": p.customer_id} if p is not None else {}
             self.sink({"kind": "situation", "situation": kind, **who, **fields, "ts": to_rfc3339(ts)})
 
-    def event(self, p: Profile, ts: int, kind: str, ids: Mapping[str, str | None], fields: Mapping[str, Any], source: str) -> None:
+    def event(
+        self, p: Profile, ts: int, kind: str, ids: Mapping[str, str | None], fields: Mapping[str, Any], source: str
+    ) -> None:
         if ts >= self.shop.end_ms:
             return
         self.event_no += 1
@@ -501,7 +503,12 @@ class _Run:
         else:
             local = _EPOCH + timedelta(milliseconds=ts + p.offset_ms)
             stamp = local.isoformat(timespec="seconds" if topic == "support" else "milliseconds") + p.offset_str
-        event: dict[str, Any] = {"event_id": f"{self.shop._id_prefix}{self.event_no}", "type": kind, "ts": stamp, "source": source}
+        event: dict[str, Any] = {
+            "event_id": f"{self.shop._id_prefix}{self.event_no}",
+            "type": kind,
+            "ts": stamp,
+            "source": source,
+        }
         event.update(ids)
         event.update(fields)
         heapq.heappush(self.heap, (ts, next(self.seq), event))

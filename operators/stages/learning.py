@@ -23,7 +23,7 @@ from crm_stream.config.settings import ModelSettings
 from crm_stream.models.anger import lexicon as anger
 from crm_stream.models.anger.model import AngerModel
 from crm_stream.models.hub import ModelHub, SnapshotError
-from crm_stream.operators.io.interface import Store
+from crm_stream.operators.io.interface import Effect, Store
 from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.privacy.erasure import erasure_token
 from crm_stream.operators.privacy.redact import redact
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 SAVE_EVERY_LABELS = 50
 SAVE_EVERY_S = 60.0
 MAX_ESCALATIONS = 20
-Effect = tuple[str, str | None, Any]
 
 
 ERASURE_SNAPSHOT_MIN_S = 5.0
