@@ -35,6 +35,7 @@ They are the hot path of the customer models (models/hub.py).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from river import base, compose
@@ -54,7 +55,7 @@ class StandardClip(base.Transformer):
     def learn_one(self, x: dict[str, float]) -> None:
         self.learn_transform_one(x)  # one copy of the update arithmetic; the scaled output is cheap to discard
 
-    def transform_one(self, x: dict[str, float]) -> dict[str, float]:
+    def transform_one(self, x: Mapping[str, float]) -> dict[str, float]:
         stats = self.stats
         high = self.limit
         low = -high
@@ -65,7 +66,7 @@ class StandardClip(base.Transformer):
             out[k] = high if z > high else low if z < low else z
         return out
 
-    def learn_transform_one(self, x: dict[str, float]) -> dict[str, float]:
+    def learn_transform_one(self, x: Mapping[str, float]) -> dict[str, float]:
         """``learn_one(x)`` then ``transform_one(x)`` in one pass: what every learning step of a pipeline does.
 
         Each feature's output depends only on its own statistics, so updating and transforming
@@ -138,7 +139,7 @@ def _scaled_steps(model: Any) -> tuple[StandardClip, Any] | None:
     return (scaler, final) if type(scaler) is StandardClip else None
 
 
-def learn_scaled(model: Any, x: dict[str, float], y: Any) -> None:
+def learn_scaled(model: Any, x: Mapping[str, float], y: Any) -> None:
     """``model.learn_one(x, y)``: for a ``Pipeline(StandardClip, model)``, what the pipeline does, standardising once."""
     steps = _scaled_steps(model)
     if steps is None:
@@ -148,7 +149,7 @@ def learn_scaled(model: Any, x: dict[str, float], y: Any) -> None:
     final.learn_one(scaler.learn_transform_one(x), y)
 
 
-def predict_scaled(model: Any, x: dict[str, float]) -> Any:
+def predict_scaled(model: Any, x: Mapping[str, float]) -> Any:
     """``model.predict_one(x)``, without the pipeline's per-call overhead for a ``Pipeline(StandardClip, model)``."""
     steps = _scaled_steps(model)
     if steps is None:
@@ -157,7 +158,7 @@ def predict_scaled(model: Any, x: dict[str, float]) -> Any:
     return final.predict_one(scaler.transform_one(x))
 
 
-def predict_proba_scaled(model: Any, x: dict[str, float]) -> dict[Any, float]:
+def predict_proba_scaled(model: Any, x: Mapping[str, float]) -> dict[Any, float]:
     """``model.predict_proba_one(x)``, as ``predict_scaled``."""
     steps = _scaled_steps(model)
     if steps is None:

@@ -175,7 +175,7 @@ def feature_vector_and_rhythm(
     recency = recency_days(profile, as_of_ms)
     prospect = recency is None
     # A prospect's "recency" is how long they have been around without buying.
-    silence = _days(as_of_ms - first_seen) if prospect else recency
+    silence = _days(as_of_ms - first_seen) if recency is None else recency  # recency is None exactly for a prospect
     tenure = _days(as_of_ms - (first_purchase if first_purchase is not None else first_seen))
     typical_gap = rhythm.typical_gap_days(frequency, gap_mean, population_gap)
     relative = min(MAX_RATIO, silence / typical_gap)

@@ -23,7 +23,7 @@ from crm_stream.config.settings import ModelSettings
 from crm_stream.models.anger import lexicon as anger
 from crm_stream.models.anger.model import AngerModel
 from crm_stream.models.hub import ModelHub, SnapshotError
-from crm_stream.operators.io.interface import Effect, Store
+from crm_stream.operators.io.interface import PUT, Effect, Store
 from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.privacy.erasure import erasure_token
 from crm_stream.operators.privacy.redact import redact
@@ -128,7 +128,7 @@ class SharedModels:
         if self._unsaved < SAVE_EVERY_LABELS and time.monotonic() - self._last_save < SAVE_EVERY_S:
             return []
         self._unsaved, self._last_save = 0, time.monotonic()
-        return [("put", self.keys.model("anger"), self._encode(self.anger.to_bytes()))]
+        return [Effect(PUT, self.keys.model("anger"), self._encode(self.anger.to_bytes()))]
 
     # -- the customer model hub --------------------------------------------------------
 
@@ -163,7 +163,7 @@ class SharedModels:
         if self.hub.model_version == self._hub_version and not force:
             return []
         self._hub_version = self.hub.model_version
-        return [("put", self.keys.model("customer"), self._encode(self.hub.snapshot()))]
+        return [Effect(PUT, self.keys.model("customer"), self._encode(self.hub.snapshot()))]
 
     def _forget_erased(self, store: Store, keys: KeySpace, shards: int) -> int:
         """Drop what the restored snapshot still holds of customers erased moments before the last stop.
@@ -254,7 +254,7 @@ class SharedModels:
             out: list[Effect] = []
             if self._unsaved:
                 self._unsaved, self._last_save = 0, time.monotonic()
-                out.append(("put", self.keys.model("anger"), self._encode(self.anger.to_bytes())))
+                out.append(Effect(PUT, self.keys.model("anger"), self._encode(self.anger.to_bytes())))
             if self.hub is not None:
                 out.extend(self._hub_snapshot(force=self._erased))
                 self._erased = False
