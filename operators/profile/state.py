@@ -301,6 +301,17 @@ def link_anonymous_id(profile: Profile, anonymous_id: str) -> None:
         del ids[:-MAX_ANONYMOUS_IDS]
 
 
+def merge_visitor(profile: Profile, anonymous_id: str, released: list[dict[str, Any]], rules: ProfileRules) -> int | None:
+    """Make a visitor's buffered events (released by identity stitching) the customer's; how many changed the
+    profile, or None if this visitor was merged before (an identify replayed after a crash: its events are in)."""
+    merged = profile.setdefault("merged_anonymous_ids", [])
+    if anonymous_id in merged:
+        return None
+    merged.append(anonymous_id)
+    link_anonymous_id(profile, anonymous_id)
+    return sum(1 for earlier in released if apply(profile, earlier, rules))
+
+
 def _interest(profile: Profile, category: str, weight: float, ts: int, rules: ProfileRules) -> None:
     interests = profile["interests"]
     cell = interests.get(category)

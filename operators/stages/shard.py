@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from crm_stream.config.settings import Settings
-from crm_stream.models import rhythm
 from crm_stream.operators.events.timeutil import MS_PER_DAY
 from crm_stream.operators.io import jsonutil
 from crm_stream.operators.io.interface import CHANGES, DEL, MARKETING, PUT, SERVICE, Effect, Store
@@ -40,6 +39,7 @@ from crm_stream.operators.rules.return_spike import ReturnWatch
 from crm_stream.operators.stages.failures import internal_error
 from crm_stream.operators.stages.identity import RELEASED
 from crm_stream.operators.stages.learning import SharedModels
+from crm_stream.operators.stages.serving import Serving
 from crm_stream.operators.stages.working_set import WorkingSet
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,8 @@ class ProfileShard:
         self.models = models or SharedModels(store, keys, settings.models, e.churn_horizon_days)
         self.anger = self.models.anger_score
         # Bound once: a rule context is built for most events. Refunds logged through it are judged for this shard.
-        self._served = (self.churn_risk, self.anger, self.returns.for_shard(shard))
+        self.serving = Serving(self.models, self._lines, settings)
+        self._served = (self.serving.churn_risk, self.anger, self.returns.for_shard(shard))
         self._rule_cfg, self._horizon_days = settings.rules, e.churn_horizon_days
         self.clock: int = saved.get("clock", 0)
         """The newest event time this shard has seen (persisted with the stats)."""
@@ -278,59 +279,28 @@ class ProfileShard:
             after,
             self._horizon_days,
             self.models.churn_budget,
-            reachable=self._reachable,
-            look=self._look,
+            reachable=self.serving.reachable,
+            look=self.serving.look,
         )
-
-    def _reachable(self, profile: dict[str, Any]) -> bool:
-        return governance.channel_for(profile, self.settings.governance) is not None
-
-    def _look(self, profile: dict[str, Any], as_of: int) -> None:
-        """A rule's check looked at a customer and needed no prediction: the models still take it as a prediction
-        point if they want one there (models/hub.py ``churn_risk``), so training is the same as when every check
-        asked; otherwise nothing is computed."""
-        hub = self.models.hub
-        if hub is None or as_of < profile["last_seen"]:
-            return
-        customer_id, anchor = profile["customer_id"], profile["last_purchase_at"] or profile["first_seen"]
-        # The hub's own condition for a point (ModelHub.churn_risk): two reads of its pending book; the prediction
-        # that may follow takes the models' lock.
-        if hub.pending.tracks(customer_id) and hub.pending.due(customer_id, as_of, anchor, False):
-            self.churn_risk(profile, as_of)
 
     def _lines(self, ts: int) -> Thresholds:
         """The shop's segment lines in force at event time ``ts``; the newest complete ones while those are not."""
         return self.board.thresholds_at(ts) or self.board.thresholds()
 
     def churn_risk(self, profile: dict[str, Any], as_of: int) -> float:
-        thresholds = self._lines(as_of)
-        modelled = self.models.churn_risk(profile, as_of, thresholds.population_gap_days)
-        if modelled is not None:
-            return modelled
-        last = profile["last_purchase_at"]
-        recency = max(0.0, (as_of - last) / MS_PER_DAY) if last is not None else None
-        return rhythm.churn_risk(
-            profile["frequency"],
-            profile["gap_mean_days"],
-            recency,
-            self.settings.engine.churn_horizon_days,
-            thresholds.population_gap_days,
-        )
+        """The churn risk served at ``as_of`` (tools and tests read it; the rules get it through their context)."""
+        return self.serving.churn_risk(profile, as_of)
 
     def _merge_visitor(self, profile: state.Profile, event: dict[str, Any], out: list[Effect]) -> None:
-        merged = profile.setdefault("merged_anonymous_ids", [])
-        if event["anonymous_id"] in merged:
-            return  # an identify replayed after a crash: its events are already in
-        merged.append(event["anonymous_id"])
-        state.link_anonymous_id(profile, event["anonymous_id"])
         # The segment statistics move once, in ``_apply``, from before the identify to after the merge (moving
         # them here per released event as well counted the change twice).
-        for earlier in event.get(RELEASED, ()):
-            if state.apply(profile, earlier, self.rules):
-                self.applied += 1
+        released = event.get(RELEASED, [])
+        applied = state.merge_visitor(profile, event["anonymous_id"], released, self.rules)
+        if applied is None:
+            return
+        self.applied += applied
         if self.emit_changes:
-            released = len(event.get(RELEASED, ()))
-            line = f"identified visitor {event['anonymous_id']}: {released} earlier events merged"
+            line = f"identified visitor {event['anonymous_id']}: {len(released)} earlier events merged"
             out.append(Effect(CHANGES, profile["customer_id"], line.encode()))
 
     # -- timers ----------------------------------------------------------------------------
