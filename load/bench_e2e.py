@@ -63,10 +63,11 @@ from crm_stream.operators.events.simulator import ANGRY
 from crm_stream.operators.io.kafka import _CONSUMER_DEFAULTS, ensure_topics
 from load import bench_spine as spine
 from load.generator import EventGenerator
+from load.outputs import results_dir
 from load.proc import CpuShare, cpu_seconds, memory_kib
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir()  # not the source tree: --out load/results/... keeps a result with the project
 TARGET_PER_PROCESS = 30_000  # issue 7: events/s per worker process, alerts and models on, mostly clickstream
 TARGET_P99_MS = 250.0  # issue 7: p99 event -> alert at 10,000 events/s
 PROBE_FIELD = "bench_produced_at_ms"
@@ -519,7 +520,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="extra engine environment, e.g. CRM_STREAM__MODELS__TRAIN_FRACTION=0.1 (repeatable)",
     )
-    p.add_argument("--out", help="results file (default load/results/e2e-<date>[-quick].json)")
+    p.add_argument(
+        "--out", help="results file (default ~/.cache/crm-stream/e2e-<date>[-quick].json; --out load/results/... to keep one)"
+    )
     args = p.parse_args(argv)
     args.events = args.events or (100_000 if args.quick else 500_000)
     args.latency_seconds = args.latency_seconds if args.latency_seconds is not None else (8.0 if args.quick else 15.0)

@@ -40,8 +40,9 @@ from crm_stream.operators.events.simulator import Shop
 from crm_stream.operators.events.timeutil import parse_ts
 from crm_stream.operators.io.jsonutil import loads
 from crm_stream.operators.stages.evaluate import evaluate_file
+from load.outputs import results_dir
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir()  # not the source tree: --out load/results/... keeps a result with the project
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,10 +84,11 @@ from crm_stream.config.settings import KafkaSettings
 from crm_stream.operators.events.schema import DeadLetter, Decoder, Origin
 from crm_stream.operators.io.kafka import _CONSUMER_DEFAULTS, ensure_topics, produce_records
 from load.generator import EventGenerator
+from load.outputs import results_dir
 from load.proc import CpuShare, cpu_seconds, machine, memory_kib, thread_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = results_dir()  # not the source tree: --out load/results/... keeps a result with the project
 TARGET_EVENTS_PER_S = 50_000  # the target: one worker process, a million distinct customers
 PARTITIONS = 4
 KEY_PREFIX = "crm"
@@ -914,7 +915,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="extra environment for the engine, e.g. CRM_STREAM__ENGINE__BATCH_SIZE=5000 (repeatable; for experiments)",
     )
-    p.add_argument("--out", help="results file (default load/results/spine-<date>[-quick].json)")
+    p.add_argument(
+        "--out", help="results file (default ~/.cache/crm-stream/spine-<date>[-quick].json; --out load/results/... to keep one)"
+    )
     args = p.parse_args(argv)
     quick = args.quick
     args.events = args.events or (300_000 if quick else 2_000_000)

@@ -30,7 +30,6 @@ it did decide, and recall says how many of those the segment moves caught.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from crm_stream.flows.runtime import replay
 from crm_stream.operators.events.simulator import Shop
 from crm_stream.operators.events.timeutil import MS_PER_DAY, parse_ts
 from crm_stream.operators.io import jsonutil
+from load.outputs import results_dir
 
 DAY = MS_PER_DAY
 Matcher = Callable[[dict[str, Any], dict[str, Any]], bool]
@@ -147,14 +147,12 @@ def render(result: dict[str, Any]) -> str:
 
 
 def default_out(now: datetime, env: dict[str, str] | None = None) -> Path:
-    """Where results go when ``--out`` is not given: the user's cache directory, dated.
+    """Where results go when ``--out`` is not given: the user's cache directory (load/outputs.py), dated.
 
     >>> default_out(datetime(2026, 12, 6), {"XDG_CACHE_HOME": "/tmp/cache"}).as_posix()
     '/tmp/cache/crm-stream/alerts-2026-12-06.json'
     """
-    env = dict(os.environ) if env is None else env
-    cache = Path(env["XDG_CACHE_HOME"]) if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
-    return cache / "crm-stream" / f"alerts-{now:%Y-%m-%d}.json"
+    return results_dir(env) / f"alerts-{now:%Y-%m-%d}.json"
 
 
 def main(argv: list[str] | None = None) -> int:
