@@ -26,7 +26,7 @@ to that.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -365,9 +365,11 @@ def _too_deep(value: list[Any] | dict[str, Any], level: int) -> bool:
     return False
 
 
-def _nesting_error(event: dict[str, Any]) -> FieldError | None:
-    """The first top-level field nested deeper than ``MAX_NESTING`` allows, as the dead letter's reason, or None."""
-    for name, value in event.items():
+def _nesting_error(event: dict[str, Any], names: Iterable[str] | None = None) -> FieldError | None:
+    """The first top-level field (of ``names``, default all) nested deeper than ``MAX_NESTING`` allows, as the dead
+    letter's reason, or None."""
+    for name in event if names is None else names:
+        value = event[name]
         if (type(value) is dict or type(value) is list) and _too_deep(value, 2):
             return FieldError(
                 str(name)[:80],
@@ -412,7 +414,8 @@ class Decoder:
             return None
         # Unknown fields are carried, so they must stay encodable downstream: only an event with a field its type does
         # not list can nest (known fields are scalars, and ``items`` is checked item by item), and only it is walked.
-        if not event.keys() <= plan.known and _nesting_error(event) is not None:
+        unknown = event.keys() - plan.known
+        if unknown and _nesting_error(event, unknown) is not None:
             return None
         get = event.get
         for name, required, limit in plan.texts:
