@@ -173,7 +173,7 @@ def test_erasures_then_kill_9_before_the_model_snapshot_leave_nothing_after_the_
     engine = Engine(env, tmp_path / "engine.log")
     engine.start()
     try:
-        _wait(lambda: set(GONE + STAYS) <= set(_pending(fresh_redis)), "a model snapshot holding every customer", engine)
+        _wait(lambda: set(GONE + STAYS) <= set(_pending(fresh_redis)), "a model snapshot holding every customer", engine, 120)
         # The first erasure's snapshot goes out at once; the rest fall within ERASURE_SNAPSHOT_MIN_S of it.
         _produce(kafka_settings, [("control", event("erasure_request", GONE[0], day=7))])
         _wait(lambda: fresh_redis.get(f"crm:profile:{GONE[0]}") is None, "the first erasure", engine)

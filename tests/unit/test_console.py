@@ -473,6 +473,9 @@ def test_run_console_shows_the_demo_and_feeds_feedback_into_the_dataflow(tmp_pat
             # The feedback below gives the console partition an event-time clock of its own; at full speed the whole
             # run is over before the default 5 s of silence that stop it holding the others' timers back.
             "CRM_STREAM__ENGINE__IDLE_PARTITION_S": "0.2",
+            # ...and a silent partition only counts as idle once the others have each delivered a few batches since
+            # (operators/profile/timers.py EventClock): small batches, so this short run has enough of them.
+            "CRM_STREAM__ENGINE__BATCH_SIZE": "100",
             "CRM_STREAM__SINK__KIND": "null",
             "CRM_STREAM__AUDIT__PATH": str(tmp_path / "audit.jsonl"),
         }
