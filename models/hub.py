@@ -16,10 +16,9 @@ that event time. ``advance`` resolves what the passing of event time reveals
 the prediction made before it (models/evaluation.py) and only then learned,
 so ``metrics()`` is an honest progressive validation.
 
-Serving: until a model has learned from ``warmup_labels`` labels (for churn:
-that many of *each* class, so at least one horizon has passed), the hub serves
-the rhythm estimate of models/rhythm.py; after that, the model. ``metrics()``
-scores both the raw model (from its first prediction) and what was served.
+Serving: the serving guard (models/guard.py) picks the source, on complete cohorts (every prediction H after
+it was made), from ``warmup_labels`` of them on; before, the streaming MBG/NBD serves. ``metrics()`` scores
+the raw model (from its first prediction), every baseline and what was served.
 
 Censored gaps (no purchase within ``censor_days`` W): the next-purchase model
 never learns a made-up exact target. It makes a one-sided update: if its
@@ -83,7 +82,7 @@ from typing import Any, NamedTuple
 from crm_stream.errors import CrmStreamError
 from crm_stream.models import churn, guard, next_purchase, rhythm
 from crm_stream.models.bgnbd_stream import StreamingBGNBD, cell_of
-from crm_stream.models.evaluation import ProgressiveValidation
+from crm_stream.models.evaluation import CompleteCohorts, ProgressiveValidation
 from crm_stream.models.features import (
     BGNBD_CHURN_LOGIT,
     BGNBD_NEXT_DAYS,
@@ -97,7 +96,7 @@ from crm_stream.models.features import (
 )
 from crm_stream.models.labels import CENSORED, CHURN, NEXT_PURCHASE, PendingPredictions, Resolved
 
-FORMAT_VERSION = 2  # 2: the streaming BG/NBD, its features and the serving guard
+FORMAT_VERSION = 3  # 2: the streaming BG/NBD, its features and the serving guard; 3: the guard compares complete cohorts
 _GAP_DUE = FEATURE_NAMES.index("gap_due_days")
 _MAGIC = b"CRMHUB"
 _HEADER = struct.Struct(">6sHQ")  # magic, format version, model version
@@ -188,6 +187,10 @@ class ModelHub:
             self.horizon_days, self.censor_days, max_per_customer=max_pending_per_customer, min_spacing_days=min_spacing_days
         )
         self.evaluation = ProgressiveValidation(window)
+        self.cohorts = CompleteCohorts(window, horizon_days=self.horizon_days, censor_days=self.censor_days)
+        """What the serving guard compares: every prediction scored H after it was made (models/evaluation.py)."""
+        self._cohort_due: list[tuple[int, str, int, bool, float, tuple[float, ...], tuple[float, ...]]] = []
+        """Churn labels learned, waiting until H after their prediction: (made at + H, customer, made at, churned, ...)."""
         self.churn_learned = [0, 0]  # labels learned: [bought (0), churned (1)]
         self.days_learned = 0
         self.censored_learned = 0
@@ -242,6 +245,14 @@ class ModelHub:
             *_, item, categories = heapq.heappop(due)
             self._learn(item, categories)
             learned += 1
+        cohort = self._cohort_due
+        while cohort and cohort[0][0] < watermark_ms:  # as churn itself: once the watermark is strictly past made-at + H
+            _, _, _, churned, gap, churn_scores, days_scores = heapq.heappop(cohort)
+            self.cohorts.score(churned, churn_scores, days_scores, gap)
+            self._labels_since_guard += 1
+            if self._labels_since_guard >= self.guard_every:
+                self._labels_since_guard = 0
+                self._guard()
         return learned
 
     @property
@@ -269,6 +280,10 @@ class ModelHub:
         if len(kept) != len(due):
             heapq.heapify(kept)
             self._due = kept
+        cohort = [item for item in self._cohort_due if item[1] != customer_id]
+        if len(cohort) != len(self._cohort_due):
+            heapq.heapify(cohort)
+            self._cohort_due = cohort
         return self.pending.forget(customer_id) + len(due) - len(kept)
 
     # -- serving -------------------------------------------------------------------------------
@@ -468,10 +483,10 @@ class ModelHub:
             self.evaluation.score_churn(churned, churn_scores)
             churn.learn(self.churn_model, x, churned)
             self.churn_learned[churned] += 1
-            self._labels_since_guard += 1
-            if self._labels_since_guard >= self.guard_every:
-                self._labels_since_guard = 0
-                self._guard()
+            # The guard sees this label H after its prediction, with every other label of that cohort (``advance``).
+            gap = self.horizon_days if churned else (resolved.at - entry.made_at) / MS_PER_DAY
+            due = entry.made_at + int(self.horizon_days * MS_PER_DAY)
+            heapq.heappush(self._cohort_due, (due, resolved.customer_id, entry.made_at, churned, gap, churn_scores, days_scores))
         elif resolved.kind == NEXT_PURCHASE:
             self.evaluation.score_days(resolved.value, days_scores)
             if categories is not None:
@@ -489,26 +504,28 @@ class ModelHub:
         self.model_version += 1
 
     def _guard(self) -> None:
-        """Look again at which source serves (models/guard.py): recent paired scores, model only once warmed up."""
-        evaluation = self.evaluation
-        if min(self.churn_learned) < self.warmup_labels:
-            return
-        # Half recent window, half since the start: labels resolve in bursts of one kind (every churn label of a day
-        # at once), so a window alone swung the choice (17 switches on CDNOW, and a served score below its best source).
-        churn_scores = {
-            name: 0.5 * (evaluation.churn[name].rolling_auc.get() + evaluation.churn[name].auc.get())
-            for name in guard.CHURN_CANDIDATES
-        }
-        chosen = guard.choose(churn_scores, self.serving[0], margin=self.guard_margin, higher_is_better=True)
-        # Only once censored gaps have been scored too: before, a source that says "soon" to customers who will not
-        # come back cannot be told from one that is right (short histories: W is longer than the stream so far).
+        """Look again at which source serves (models/guard.py), on complete cohorts, once each has enough of them."""
+        cohorts, evaluation = self.cohorts, self.evaluation
+        chosen, days_chosen = self.serving
+        if min(cohorts.positives, cohorts.labels - cohorts.positives) >= self.warmup_labels:  # an AUC needs both classes
+            scores = {name: cohorts.churn_auc(name) for name in guard.CHURN_CANDIDATES}
+            chosen = guard.choose(scores, chosen, margin=self.guard_margin, higher_is_better=True)
+        # Once censored gaps were scored, the rolling error counting the shortfalls at W: on observed gaps alone,
+        # predicting "soon" for everyone looks good, since the customers who never come back are never scored.
+        # Before (W is months), only a source better whatever the unseen gaps turn out to be (CompleteCohorts).
         if self.days_learned >= self.warmup_labels and evaluation.days_censored >= self.warmup_labels:
-            # Observed gaps and censored shortfalls together: on observed gaps alone, predicting "soon" for everyone
-            # looks good, since the customers who never come back are never scored.
             days_scores = {name: evaluation.days[name].rolling_with_censored.get() for name in guard.DAYS_CANDIDATES}
-            days_chosen = guard.choose(days_scores, self.serving[1], margin=self.guard_margin * 10, higher_is_better=False)
-        else:
-            days_chosen = self.serving[1]
+            days_chosen = guard.choose(days_scores, days_chosen, margin=self.guard_margin * 10, higher_is_better=False)
+        elif cohorts.labels >= self.warmup_labels:
+            # ...and that tells the customers who leave a longer wait than those who buy: an estimate that says "soon"
+            # to leavers is the failure censored gaps would expose, and they have not been seen yet.
+            # A source that stops doing so goes back to the cold start (the one that holds no such promise).
+            bounds = {
+                name: cohorts.days_bounds(name)
+                for name in guard.DAYS_CANDIDATES
+                if name == guard.START_DAYS or cohorts.days_ranks_churners_later(name)
+            }
+            days_chosen = guard.choose_surely_better(bounds, days_chosen if days_chosen in bounds else guard.START_DAYS)
         if [chosen, days_chosen] != self.serving:
             self.guard_switches += 1
             self.serving = [chosen, days_chosen]
