@@ -58,7 +58,7 @@ class Params(NamedTuple):
 
 
 def log_likelihood(
-    params: Sequence[float],
+    params: Sequence[float] | np.ndarray,
     x: np.ndarray,
     t_x: np.ndarray,
     T: np.ndarray,
