@@ -30,10 +30,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from crm_stream.models.components import OffsetLogistic, learn_scaled, predict_proba_scaled
+from crm_stream.models.features import FEATURE_NAMES
 
 NAME = "churn"
 OFFSET_FEATURE = "bgnbd_churn_logit"
-CORRECTION_FEATURES = (
+CORRECTION_FEATURES: tuple[str, ...] = (
     # what BG/NBD cannot see: how regular and how overdue the customer is against their own rhythm...
     "bgnbd_churn_logit",
     "gap_cv",
@@ -44,32 +45,8 @@ CORRECTION_FEATURES = (
     "log_avg_order_value",
     "purchases_30d",
     "purchases_90d",
-    # ...browsing and cart...
-    "log_events",
-    "events_per_day",
-    "recent_interest",
-    "log_page_views",
-    "log_product_views",
-    "log_searches",
-    "log_add_to_cart",
-    "log_remove_from_cart",
-    "cart_items",
-    "log_cart_value",
-    "log_cart_age_days",
-    # ...support, surveys and consent.
-    "open_tickets",
-    "log_tickets_opened",
-    "sentiment",
-    "has_sentiment",
-    "last_message_sentiment",
-    "log_refunds",
-    "refund_share",
-    "nps",
-    "has_nps",
-    "csat",
-    "has_csat",
-    "consent_any",
-    "consent_low_frequency",
+    # ...and every browsing, cart, support, survey and consent feature, in features.py's order (one list to keep).
+    *FEATURE_NAMES[FEATURE_NAMES.index("log_events") :],
 )
 """The correction's features. Recency, frequency and tenure themselves are left to the offset: BG/NBD
 weighs them by maximum likelihood, and a linear correction on them, learned from labels that resolve in
