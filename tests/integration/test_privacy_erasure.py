@@ -97,7 +97,10 @@ def test_erasure_end_to_end_leaves_nothing_and_tombstones_the_outputs(kafka_sett
     ensure_topics(kafka_settings, partitions=1)
     audit_path = tmp_path / "audit.jsonl"
     env = engine_env(kafka_settings, redis_url, tmp_path / "recovery", CRM_STREAM__MODELS__SNAPSHOT_EVERY_S="0.2")
-    _produce(kafka_settings, _customer_events(WHO, VISITOR) + _customer_events(OTHER, "anon-keep-42b1"))
+    # A later view of the other customer moves event time past the day-6 purchases and the allowed lateness: the
+    # models learn a label only once every shard's watermark has passed it, and the snapshot follows that learning.
+    later = [("clickstream", view(OTHER, category="garden", day=6.5))]
+    _produce(kafka_settings, _customer_events(WHO, VISITOR) + _customer_events(OTHER, "anon-keep-42b1") + later)
     engine = Engine(env, tmp_path / "engine.log")
     engine.start()
     try:
@@ -169,6 +172,9 @@ def test_erasures_then_kill_9_before_the_model_snapshot_leave_nothing_after_the_
     ensure_topics(kafka_settings, partitions=1)
     env = engine_env(kafka_settings, redis_url, tmp_path / "recovery", CRM_STREAM__MODELS__SNAPSHOT_EVERY_S="0.2")
     items = [item for cid in GONE + STAYS for item in _customer_events(cid, f"anon-{cid}")]
+    # Event time goes on past the day-6 purchases (and the allowed lateness): the models learn a label only once
+    # every shard's watermark has passed it, and the snapshot that names everyone follows that learning.
+    items.append(("clickstream", view(STAYS[0], category="garden", day=6.5)))
     _produce(kafka_settings, items)
     engine = Engine(env, tmp_path / "engine.log")
     engine.start()
