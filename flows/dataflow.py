@@ -98,7 +98,9 @@ def build_flow(
     to_profiles = op.map("rekey_profiles", parts.trues, lambda kv: (kv[1].shard_key, kv[1]))
     visitor_effects = op.map("visitor_effects", parts.falses, lambda kv: kv[1].effects)
 
-    profiles = op.stateful_batch("profiles", to_profiles, lambda resume: _ProfileLogic(stages, mark_ingest=metrics is not None))
+    profiles = op.stateful_batch(
+        "profiles", to_profiles, lambda resume: _ProfileLogic(stages, mark_ingest=metrics is not None, stop=stop)
+    )
     profile_effects = op.map("profile_effects", profiles, lambda kv: kv[1])
     effects = op.merge("all_effects", dead, visitor_effects, profile_effects)
     op.output("effects", effects, EffectsSink(outputs_factory, store_provider, metrics, audit))
@@ -142,9 +144,10 @@ class _ProfileLogic(StatefulBatchLogic):
     """Profile shard n: ``Stages.apply``. Bytewax builders get only the resume state, so the shard number comes
     with the first batch (in ``ToProfiles.shard_key``)."""
 
-    def __init__(self, stages: Stages, mark_ingest: bool = False) -> None:
+    def __init__(self, stages: Stages, mark_ingest: bool = False, stop: threading.Event | None = None) -> None:
         self.stages = stages
         self.mark_ingest = mark_ingest
+        self.stop = stop
         self.shard: ProfileShard | None = None
 
     def on_batch(self, values: list[ToProfiles]) -> tuple[Iterable[Any], bool]:
@@ -170,8 +173,13 @@ class _ProfileLogic(StatefulBatchLogic):
         return ([effects] if effects else []), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[Iterable[Any], bool]:
-        # The input ended (a file, a bounded simulation): keep what the models learned since the last snapshot.
-        effects = self.shard.models.flush() if self.shard is not None else []
+        # The input ended (a file, a bounded simulation): fire what is due by its last event, then keep what the
+        # models learned since the last snapshot. After a stop the input goes on at the restart: a partition
+        # still behind may hold an event that cancels a timer, so the clock stays where the partitions put it.
+        if self.shard is None:
+            return [], StatefulBatchLogic.RETAIN
+        stopped = self.stop is not None and self.stop.is_set()
+        effects = ([] if stopped else self.shard.finish()) + self.shard.models.flush()
         return ([effects] if effects else []), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> None:

@@ -51,6 +51,9 @@ class EventClock:
     ``idle_after_s``, and a partition merely waiting for its turn would let the
     watermark jump past events it still holds (timers fired early, shop-wide lines
     computed too soon: live would then differ from replay by how busy the host was).
+
+    When the input has truly ended (a file, a bounded simulation: ``end``), no partition holds anything back any
+    more and the watermark is the newest clock of all: a bounded run fires the same timers however fast it went.
     """
 
     def __init__(
@@ -66,6 +69,11 @@ class EventClock:
         self.batches = 0
         """How many times a partition's clock has moved (a batch of it arrived)."""
         self.last_batch: float = now()
+        self.ended = False
+
+    def end(self) -> None:
+        """Every partition is exhausted: nothing more can arrive, so none holds the others back."""
+        self.ended = True
 
     def observe(self, clocks: dict[str, int]) -> None:
         now = self.now()
@@ -80,6 +88,8 @@ class EventClock:
     def watermark(self) -> int:
         if not self.partitions:
             return 0
+        if self.ended:
+            return max(self.partitions.values()) - self.allowed_lateness_ms
         now = self.now()
         idle_s = self.idle_after_s
         quiet = now - self.last_batch >= idle_s  # nothing arrives any more: every partition is caught up

@@ -181,6 +181,15 @@ class ProfileShard:
             ws.evict(self.event_clock.watermark())
         return effects
 
+    def finish(self) -> list[Effect]:
+        """The input has ended (not a stop: a restart would go on reading): release the event-time clock to the
+        newest event any partition delivered and fire what is due by then, so a bounded run's end does not
+        depend on how quickly a silent partition was found idle."""
+        if not self.event_clock.partitions:
+            return []
+        self.event_clock.end()
+        return self.process([], None)
+
     def _shard_record(self) -> dict[str, Any]:
         record = dict(
             self.stats.to_dict(),

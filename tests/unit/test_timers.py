@@ -97,6 +97,14 @@ def test_when_nothing_arrives_for_the_idle_time_every_partition_is_caught_up():
     assert clock.watermark() == 990
 
 
+def test_at_the_end_of_input_no_partition_holds_the_others_back():
+    clock = EventClock(allowed_lateness_ms=10, idle_after_s=5, now=lambda: 0.0)
+    clock.observe({"a#0": 1000, "b#0": 400})
+    assert clock.watermark() == 390  # b was heard just now: it holds a back
+    clock.end()
+    assert clock.watermark() == 990
+
+
 # -- a shard's timers when partitions are read at different speeds -----------------------------------------------------
 
 
