@@ -101,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--console", action="store_true", help="also serve the agents' web console (alerts live, profiles, feedback)"
     )
-    run.add_argument("--console-port", type=int, help="port of the console (default: console.port, 8080)")
+    run.add_argument(
+        "--console-port", type=int, help="port of the console (default: console.port, 8080; 0: any free port, printed at start)"
+    )
     run.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser(
@@ -236,7 +238,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.console:
         from crm_stream.flows.console.backends import EmbeddedConsole
 
-        console = EmbeddedConsole(settings, settings.console.host, args.console_port or settings.console.port)
+        console = EmbeddedConsole(
+            settings, settings.console.host, settings.console.port if args.console_port is None else args.console_port
+        )
         console.start()
         kwargs = console.run_kwargs()
         login = f"; sign in as demo / {console.demo_password}" if console.demo_password else ""
@@ -539,7 +543,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
 
     settings = _settings(args, config.CONFIG_DIR / "production.toml")
     backend, feed = kafka_backend(settings)
-    server = ConsoleServer(backend, args.host or settings.console.host, args.port or settings.console.port)
+    server = ConsoleServer(backend, args.host or settings.console.host, settings.console.port if args.port is None else args.port)
     feed.start()
     print(
         f"crm-stream console: following {settings.kafka.topics.service_alerts} on {settings.kafka.bootstrap_servers}; "
