@@ -252,6 +252,19 @@ class ThresholdBoard:
         # Before the first grid point (a time before this process's first moves): the first lines.
         return self._lines[max(i, 0)] if self._lines else None
 
+    def complete_until(self) -> int:
+        """The latest event time whose lines are complete (``thresholds_at`` gives them); -1 while none is.
+
+        >>> from crm_stream.config.settings import SegmentSettings
+        >>> board = ThresholdBoard(SegmentSettings())
+        >>> board.register(0, SegmentStats())
+        >>> board.complete_until(), board.advance(0, 3 * GRID_MS + 5), board.complete_until() == 5 * GRID_MS - 1
+        (-1, None, True)
+        """
+        if self.through is None:
+            return -1
+        return self.through + 2 * GRID_MS - 1
+
     def thresholds(self, *, fresh: bool = False) -> Thresholds:
         """The newest complete lines (``fresh`` is kept for callers of the former board; it changes nothing)."""
         return self._cached

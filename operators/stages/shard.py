@@ -328,6 +328,11 @@ class ProfileShard:
 
     def _fire_timers(self, dirty: dict[str, state.Profile], out: list[Effect]) -> None:
         watermark = self.event_clock.watermark()
+        if not self.event_clock.ended:
+            # A timer judges with the shop's lines of its own day, complete once every shard has passed that day.
+            # Fired before (a slower shard of this process still behind), it read the newest complete ones instead:
+            # lines of an earlier day, chosen by how far the other shards happened to be (live differed from replay).
+            watermark = min(watermark, self.board.complete_until())
         due = self.wheel.due(watermark)
         if not due:
             return

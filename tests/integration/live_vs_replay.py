@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -204,6 +206,11 @@ def interleaved_alerts(
     return alerts, passed
 
 
+def dump_alerts(path: Path, alerts: list[dict[str, Any]]) -> None:
+    """The live side's alerts, one a line, beside the replay's ``alerts.jsonl`` (``--keep`` leaves both to diff)."""
+    path.write_bytes(b"".join(orjson.dumps(a, option=orjson.OPT_SORT_KEYS) + b"\n" for a in alerts))
+
+
 def run_once(
     sim: config.SimulatorSettings,
     kafka: KafkaSettings,
@@ -219,6 +226,7 @@ def run_once(
     replayed = replayed_alerts(events, env, work)
     last_ts = final_event_ms(events, settings)
     live, passed = live_alerts(sim, kafka, redis_url, client, env, work, partitions=partitions, last_ts=last_ts)
+    dump_alerts(work / "live_alerts.jsonl", live)
     return compare(replayed, live, min(passed, replay_end(events, settings)) - MS_PER_DAY)
 
 
@@ -234,6 +242,9 @@ def main() -> None:  # pragma: no cover - a measuring tool
     parser.add_argument("--seed", type=int, default=SIM.seed)
     parser.add_argument("--in-process", action="store_true", help="no servers: the dataflow fed partition by partition")
     parser.add_argument("--uncapped", action="store_true", help="lift the governance caps (rules compared alone)")
+    parser.add_argument(
+        "--keep", type=Path, help="work in this folder and keep both sides' alerts (run*/alerts.jsonl, live_alerts.jsonl)"
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a CRM_STREAM__ setting for both")
     args = parser.parse_args()
     sim = config.SimulatorSettings(customers=args.customers, days=args.days, seed=args.seed, bad_rate=SIM.bad_rate)
@@ -244,18 +255,21 @@ def main() -> None:  # pragma: no cover - a measuring tool
             CRM_STREAM__GOVERNANCE__WEEKLY_CAP="1000",
             CRM_STREAM__GOVERNANCE__LOW_FREQUENCY_WEEKLY_CAP="1000",
         )
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     if args.in_process:
-        with tempfile.TemporaryDirectory(prefix="live-vs-replay-") as tmp:
+        with _workdir(args.keep) as tmp:
             events = Path(tmp) / "events.jsonl"
             Shop(sim).write_files(events)
             replayed = replayed_alerts(events, env, Path(tmp))
             live, passed = interleaved_alerts(sim, env, args.partitions)
+            dump_alerts(Path(tmp) / "live_alerts.jsonl", live)
             until = min(passed, replay_end(events, config.load(None, env=env))) - MS_PER_DAY
             print(f"in-process, {args.partitions} partitions per topic")
             for agreement in compare(replayed, live, until).values():
                 print("  " + agreement.line())
         return
-    with tempfile.TemporaryDirectory(prefix="live-vs-replay-") as tmp:
+    with _workdir(args.keep) as tmp:
         servers = RedisServer(redis_binary(), log_dir=tmp), TansuBroker(tansu_binary(), log_dir=tmp)
         for server in servers:
             server.start()
@@ -264,7 +278,7 @@ def main() -> None:  # pragma: no cover - a measuring tool
             for run in range(args.runs):
                 client.flushdb()
                 work = Path(tmp) / f"run{run}"
-                work.mkdir()
+                work.mkdir(exist_ok=True)
                 started = time.monotonic()
                 table = run_once(
                     sim, make_kafka_settings(servers[1].bootstrap), servers[0].url, client, env, work, args.partitions
@@ -275,6 +289,15 @@ def main() -> None:  # pragma: no cover - a measuring tool
         finally:
             for server in servers:
                 server.stop()
+
+
+@contextlib.contextmanager
+def _workdir(keep: Path | None) -> Iterator[str]:
+    if keep is not None:
+        yield str(keep)
+        return
+    with tempfile.TemporaryDirectory(prefix="live-vs-replay-") as tmp:
+        yield tmp
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -213,3 +213,36 @@ def test_an_emptied_bucket_is_known_empty_and_a_complete_wheel_never_reads():
     restarted = TimerWheel(store.load, T0 // H)  # not complete: what the store holds must be read
     store.data[bucket_of(T0 + 2 * H)] = {"d": T0 + 2 * H}
     assert restarted.due(T0 + 3 * H) == [("d", T0 + 2 * H)] and store.loads > loads
+
+
+def test_a_shard_fires_no_timer_before_every_shard_has_completed_the_lines_of_its_day():
+    """Two shards of one process share the shop's segment lines. A timer judges with the lines of its own day, which
+    exist once every shard has passed that day: a shard whose clock ran ahead waits for the slower one instead of
+    judging with older lines (which lines those were depended on how far the other shard happened to be)."""
+    from dataclasses import replace
+
+    from crm_stream.config import settings as config
+    from crm_stream.operators.events.timeutil import MS_PER_DAY
+    from crm_stream.operators.io.keys import KeySpace
+    from crm_stream.operators.io.stores import MemoryStore
+    from crm_stream.operators.profile.segments import ThresholdBoard
+    from crm_stream.operators.stages.shard import ProfileShard
+
+    base = config.load(None, env={})
+    settings = replace(base, engine=replace(base.engine, allowed_lateness_ms=0))
+    board, store = ThresholdBoard(settings.segments), MemoryStore()
+    ahead, behind = (ProfileShard(n, settings, store, KeySpace("crm"), board=board) for n in (0, 1))
+    for shard in (ahead, behind):
+        shard.event_clock.now = lambda: 0.0
+    day0 = 20_000 * MS_PER_DAY
+    ahead.process([], {"p#0": day0})
+    behind.process([], {"p#0": day0})
+    ahead.wheel.schedule("c1", day0 + 10 * MS_PER_DAY)  # due on day 10
+    ahead.process([], {"p#0": day0 + 30 * MS_PER_DAY})  # this shard's watermark passed day 30; the other is at day 0
+    assert ahead.wheel.fired_through is not None
+    assert ahead.wheel.fired_through * MS_PER_HOUR < day0 + 2 * MS_PER_DAY
+    assert ahead.wheel.pending() == 1
+    behind.process([], {"p#0": day0 + 30 * MS_PER_DAY})  # the other shard catches up: day 10's lines are complete
+    ahead.process([], None)
+    assert ahead.wheel.pending() == 0
+    assert (ahead.wheel.fired_through + 1) * MS_PER_HOUR == day0 + 30 * MS_PER_DAY
