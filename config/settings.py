@@ -36,6 +36,9 @@ class ConfigError(CrmStreamError, ValueError):
 class EngineSettings:
     shards: int = 16
     batch_size: int = 1000
+    batch_max_wait_ms: int = 50
+    """The Kafka reader cuts a batch at batch_size records or once its first record has waited this long, and asks
+    the broker to hold a fetch no longer (fetch.wait.max.ms). Lower: less latency, more fetch requests while idle."""
     epoch_interval_ms: int = 500
     base_currency: str = "USD"
     dedup_max_ids: int = 64
@@ -394,6 +397,7 @@ def _validate(s: Settings) -> None:
     positive = {
         "engine.shards": s.engine.shards,
         "engine.batch_size": s.engine.batch_size,
+        "engine.batch_max_wait_ms": s.engine.batch_max_wait_ms,
         "engine.epoch_interval_ms": s.engine.epoch_interval_ms,
         "engine.dedup_max_ids": s.engine.dedup_max_ids,
         "engine.interest_half_life_days": s.engine.interest_half_life_days,

@@ -55,7 +55,7 @@ def make_reader(settings: Settings) -> Reader:
     if kind == "kafka":
         from crm_stream.operators.io.kafka import KafkaReader
 
-        return KafkaReader(settings.kafka, settings.kafka.topics.inputs(), batch)
+        return KafkaReader(settings.kafka, settings.kafka.topics.inputs(), batch, settings.engine.batch_max_wait_ms)
     from crm_stream.operators.events.simulator import SimulatorReader
 
     return SimulatorReader(settings.simulator, currency_rates=settings.currency_rates, batch_size=batch)

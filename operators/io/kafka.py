@@ -40,7 +40,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
-from crm_stream.config.settings import KafkaSettings, kafka_security_config
+from crm_stream.config.settings import EngineSettings, KafkaSettings, kafka_security_config
 from crm_stream.errors import UnavailableError
 from crm_stream.operators.io.interface import DEADLETTER, MARKETING, SERVICE, Raw
 
@@ -193,15 +193,80 @@ _CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 
-class KafkaReader:
-    """Every partition of the input topics, each read by its own assign()-ed consumer."""
+class TimedBatch:
+    """Records gathered over several reads until the batch is full or its first record has waited long enough.
 
-    def __init__(self, kafka: KafkaSettings, topics: Sequence[str], batch_size: int = 1000) -> None:
+    A batch is cut by size (``size`` records) or by time (``max_wait_s`` since its first record arrived), so
+    light traffic is never held back waiting for a full batch. ``clock`` is injected so tests drive the time.
+
+    >>> t = [0.0]
+    >>> batch = TimedBatch(3, 0.02, clock=lambda: t[0])
+    >>> batch.add(["a"]); batch.take()
+    []
+    >>> t[0] = 0.02; batch.take()
+    ['a']
+    >>> batch.add(["b", "c", "d"]); batch.take()
+    ['b', 'c', 'd']
+    """
+
+    def __init__(self, size: int, max_wait_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if size <= 0 or max_wait_s < 0:
+            raise ValueError(f"size = {size!r} must be > 0 and max_wait_s = {max_wait_s!r} >= 0")
+        self.size = size
+        self.max_wait_s = max_wait_s
+        self.clock = clock
+        self._records: list[Any] = []
+        self._since = 0.0
+
+    def room(self) -> int:
+        return self.size - len(self._records)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def add(self, records: list[Any]) -> None:
+        if not records:
+            return
+        if self._records:
+            self._records.extend(records)
+        else:
+            self._records = records  # the common case, a whole batch in one read: no copy
+            self._since = self.clock()
+
+    def take(self) -> list[Any]:
+        """The batch if it is full or old enough (then the next one starts empty); else ``[]``."""
+        if not self._records or (len(self._records) < self.size and self.clock() - self._since < self.max_wait_s):
+            return []
+        out, self._records = self._records, []
+        return out
+
+
+class KafkaReader:
+    """Every partition of the input topics, each read by its own assign()-ed consumer.
+
+    A partition's batch is cut at ``batch_size`` records or once its first record has waited
+    ``batch_max_wait_ms`` (``engine.batch_max_wait_ms``), whichever comes first. The same bound is the broker's
+    fetch wait (``fetch.wait.max.ms``): a broker that holds a fetch for its whole wait instead of answering when
+    data arrives (Tansu does) would otherwise hold every record for up to librdkafka's default 500 ms.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: Sequence[str],
+        batch_size: int = 1000,
+        batch_max_wait_ms: float = EngineSettings.batch_max_wait_ms,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size = {batch_size!r} must be greater than 0")
+        if batch_max_wait_ms <= 0:
+            raise ValueError(f"batch_max_wait_ms = {batch_max_wait_ms!r} must be greater than 0")
         self.kafka = kafka
         self.topics = tuple(topics)
         self.batch_size = batch_size
+        self.batch_max_wait_ms = batch_max_wait_ms
+        self.clock = clock
         self._opened: dict[tuple[str, int], KafkaPartitionReader] = {}
 
     def partitions(self) -> list[str]:
@@ -216,7 +281,9 @@ class KafkaReader:
 
     def open(self, partition: str, position: Any | None) -> KafkaPartitionReader:
         topic, number = parse_partition_name(partition)
-        part = self._opened[(topic, number)] = KafkaPartitionReader(self.kafka, topic, number, position, self.batch_size)
+        part = self._opened[(topic, number)] = KafkaPartitionReader(
+            self.kafka, topic, number, position, self.batch_size, self.batch_max_wait_ms, self.clock
+        )
         return part
 
     def lags(self) -> dict[tuple[str, int], int]:
@@ -274,10 +341,21 @@ class KafkaReader:
 class KafkaPartitionReader:
     """One partition; ``position()`` is the next offset to read, or None until the first record when starting from the group's committed offset."""
 
-    def __init__(self, kafka: KafkaSettings, topic: str, partition: int, position: int | None, batch_size: int) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: str,
+        partition: int,
+        position: int | None,
+        batch_size: int,
+        batch_max_wait_ms: float = EngineSettings.batch_max_wait_ms,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.topic = topic
         self.partition = partition
         self.batch_size = batch_size
+        # Records read but not yet returned: position() stays before them, so a restart re-reads them.
+        self._batch = TimedBatch(batch_size, batch_max_wait_ms / 1000, clock)
         self.where = f"kafka {kafka.bootstrap_servers} {topic}[{partition}]"
         self._errors = _ThrottledErrors(self.where)
         self._next: int | None = None if position is None else int(position)
@@ -286,7 +364,8 @@ class KafkaPartitionReader:
         self._consumer = Consumer(
             _config(
                 kafka,
-                _CONSUMER_DEFAULTS,
+                # kafka.extra may still override the fetch wait (e.g. higher on a broker that answers early).
+                {**_CONSUMER_DEFAULTS, "fetch.wait.max.ms": max(1, round(batch_max_wait_ms))},
                 **{
                     "group.id": kafka.group_id,
                     "session.timeout.ms": kafka.session_timeout_ms,
@@ -305,21 +384,24 @@ class KafkaPartitionReader:
         self._consumer.assign([TopicPartition(topic, partition, start)])
 
     def read_batch(self) -> list[Raw]:
-        try:
-            # Never block: a worker reads many partitions in turn, and the dataflow backs off
-            # an idle partition itself. librdkafka prefetches in the background meanwhile.
-            messages = self._consumer.consume(self.batch_size, 0)
-        except KafkaException as exc:
-            self._errors(exc.args[0])
-            return []
-        if not messages:
-            return []
-        topic, partition, new = self.topic, self.partition, tuple.__new__
-        # The hot loop: tuple.__new__ skips Raw's Python-level __new__ (430 -> 350 ns a record
-        # with the error check). A tombstone (None value) becomes b"", dead-lettered downstream.
-        batch = [new(Raw, (topic, partition, m.offset(), m.value() or b"")) for m in messages if not m.error()]
-        if len(batch) != len(messages):
-            self._log_errors(messages)
+        room = self._batch.room()
+        if room > 0:
+            try:
+                # Never block: a worker reads many partitions in turn, and the dataflow backs off
+                # an idle partition itself. librdkafka prefetches in the background meanwhile.
+                messages = self._consumer.consume(room, 0)
+            except KafkaException as exc:
+                self._errors(exc.args[0])
+                messages = []
+            if messages:
+                topic, partition, new = self.topic, self.partition, tuple.__new__
+                # The hot loop: tuple.__new__ skips Raw's Python-level __new__ (430 -> 350 ns a record
+                # with the error check). A tombstone (None value) becomes b"", dead-lettered downstream.
+                records = [new(Raw, (topic, partition, m.offset(), m.value() or b"")) for m in messages if not m.error()]
+                if len(records) != len(messages):
+                    self._log_errors(messages)
+                self._batch.add(records)
+        batch: list[Raw] = self._batch.take()
         if batch:
             self._next = batch[-1].offset + 1
         return batch
