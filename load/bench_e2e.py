@@ -487,7 +487,7 @@ def run_processes(
                 args.rate,
                 args.latency_seconds,
                 {**others, **store.pids},
-                fetch_wait_ms=engine_batch_max_wait_ms(args.engine_env),
+                fetch_wait_ms=args.reader_fetch_wait_ms or engine_batch_max_wait_ms(args.engine_env),
                 warmup_s=args.warmup_seconds,
             )
             log(f"{processes} process(es): event -> alert p50 {lat['latency_ms']['p50']} ms, p99 {lat['latency_ms']['p99']} ms")
@@ -636,6 +636,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--latency-seconds", type=float, help="length of each latency phase, warm-up included (default 15; --quick 12; 0: skip)"
     )
     p.add_argument(
+        "--reader-fetch-wait-ms",
+        type=int,
+        help="fetch.wait.max.ms of the latency phase's readers (default: the engine's engine.batch_max_wait_ms)",
+    )
+    p.add_argument(
         "--warmup-seconds", type=float, default=2.0, help="probes of the latency phase's first seconds left out (default 2)"
     )
     p.add_argument("--engine-timeout", type=float, default=600.0, help="limit for each throughput phase (default 600 s)")
@@ -689,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
             "rate": args.rate,
             "latency_seconds": args.latency_seconds,
             "warmup_seconds": args.warmup_seconds,
+            "reader_fetch_wait_ms": args.reader_fetch_wait_ms,
             "seed": args.seed,
             "engine_env": args.engine_env,
             "mix": "clickstream-heavy (load.generator.TYPE_WEIGHTS)",
