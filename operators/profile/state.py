@@ -36,7 +36,7 @@ MAX_CATEGORY_TIMES = 8
 MAX_TICKET_TIMES = 8
 ANGER = "_anger"  # set on a support message while it is applied: its models.anger.lexicon.AngerScore
 EPISODE_GAP_MS = 7 * MS_PER_DAY
-MAX_CLOSED_EPISODES = 4  # per category, awaiting their deadline
+MAX_LOOK_RUNS = 64  # per category: runs of looks not judged yet (rules/abandoned_interest.py drops those it judged)
 CHANNELS = ("marketing_email", "marketing_sms", "marketing_push")
 TIMER_HOURS = "timer_hours"  # hour buckets that may hold the customer's timer entries (erasure finds them there)
 
@@ -126,8 +126,7 @@ def _blank_profile() -> dict[str, Any]:
         "offsets": {},
         "utc_offset_min": None,
         "category_times": {},
-        "episodes": {},
-        "closed_episodes": {},
+        "looks": {},  # category -> sorted runs of looks [first, signals, last], cut into interest episodes by the rule
         "timers": {},
         "alerted": {},
         "sent": [],
@@ -324,38 +323,64 @@ def _interest(profile: Profile, category: str, weight: float, ts: int, rules: Pr
 
 
 def _episode(profile: Profile, category: str, ts: int, signals: int, rules: ProfileRules) -> None:
-    """An interest episode: [first, signals, last] attention to a category, in bursts no more than
-    ``EPISODE_GAP_MS`` apart. Whether a purchase ended it is judged by the rule at its deadline, from
-    purchase times, so the order in which topics are read does not matter.
+    """Log a look at a category (a view counts 1, a cart add 2).
 
-    An episode with enough attention is due for judgment once its window has passed without a look. A look
-    later than that, which a consumer can read before the watermark reaches the deadline, does not extend or
-    replace it: the episode is closed as it stood (``closed_episodes``) and judged at its deadline, as in
-    time order, and the look starts the next one."""
-    episodes = profile["episodes"]
-    episode = episodes.get(category)
-    if (
-        episode is not None
-        and (window := rules.episode_window_ms) is not None
-        and episode[1] >= rules.episode_min_signals
-        and ts > episode[2] + window
-    ):
-        closed = profile["closed_episodes"].setdefault(category, [])
-        closed.append(episode)
-        if len(closed) > MAX_CLOSED_EPISODES:
-            del closed[0]
-        del episodes[category]
-        episode = None
-    if episode is not None and ts > episode[2] + EPISODE_GAP_MS:
-        del episodes[category]  # a new burst of interest
-        episode = None
-    if episode is None:
-        if len(episodes) >= MAX_INTERESTS:
-            del episodes[next(iter(episodes))]
-        episode = episodes[category] = [ts, 0, ts]
-    episode[0] = min(episode[0], ts)
-    episode[1] += signals
-    episode[2] = max(episode[2], ts)
+    Interest episodes are cut from this log by the rule when its timer fires (rules/abandoned_interest.py), in
+    time order, never as looks arrive: live, a customer's later looks (or a visitor's earlier ones, released by
+    ``identify``) are often applied before the watermark reaches an earlier episode's deadline, and episodes built
+    in arrival order began and ended elsewhere than in time order. The log holds runs ``[first, signals, last]``
+    of looks no more than the rule's window apart, sorted: an episode is never cut inside a run (only a longer
+    silence ends one), and the runs are the same whatever order the looks came in.
+
+    >>> p = new_profile("c1", 0)
+    >>> rules = ProfileRules(14, 72, 64, episode_min_signals=8, episode_window_hours=48)
+    >>> for hour, signals in ((80, 1), (0, 2), (40, 1)):  # read out of order: the hour-40 look joins both
+    ...     _episode(p, "books", hour * MS_PER_HOUR, signals, rules)
+    >>> [[first // MS_PER_HOUR, n, last // MS_PER_HOUR] for first, n, last in p["looks"]["books"]]
+    [[0, 4, 80]]
+    """
+    looks = profile["looks"]
+    runs = looks.get(category)
+    if runs is None:
+        if len(looks) >= MAX_INTERESTS:  # forget the category looked at least recently
+            del looks[min(looks, key=lambda c: (looks[c][-1][2], c))]
+        runs = looks[category] = []
+    window = rules.episode_window_ms or 0
+    i = bisect.bisect_right([run[0] for run in runs], ts)
+    left = runs[i - 1] if i else None
+    right = runs[i] if i < len(runs) else None
+    if left is not None and ts <= left[2] + window:
+        left[1] += signals
+        left[2] = max(left[2], ts)
+        if right is not None and right[0] <= left[2] + window:  # the look bridged two runs
+            left[1] += right[1]
+            left[2] = max(left[2], right[2])
+            del runs[i]
+    elif right is not None and right[0] <= ts + window:
+        right[0] = ts
+        right[1] += signals
+    else:
+        runs.insert(i, [ts, signals, ts])
+        if len(runs) > MAX_LOOK_RUNS:
+            del runs[0]
+
+
+def interest_looks(profile: dict[str, Any]) -> dict[str, list[list[int]]]:
+    """The profile's look log (category -> sorted runs ``[first, signals, last]``); a profile stored before the
+    log existed has its pending episodes (the same three numbers) taken as runs.
+
+    >>> p = new_profile("c1", 0)
+    >>> p["episodes"] = {"books": [5, 9, 7]}
+    >>> interest_looks(p), "episodes" in p
+    ({'books': [[5, 9, 7]]}, False)
+    """
+    old = [profile.pop(key, None) for key in ("episodes", "closed_episodes")]
+    if any(old):
+        looks = profile["looks"]
+        episodes = [(c, e) for c, e in (old[0] or {}).items()] + [(c, e) for c, es in (old[1] or {}).items() for e in es]
+        for category, episode in episodes:
+            bisect.insort(looks.setdefault(category, []), list(episode))
+    return profile.get("looks") or {}
 
 
 def _on_view(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:

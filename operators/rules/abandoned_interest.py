@@ -1,10 +1,20 @@
-"""abandoned_interest -> marketing: repeated attention to a category, then no purchase within a window: an offer."""
+"""abandoned_interest -> marketing: repeated attention to a category, then no purchase within a window: an offer.
+
+The profile logs looks at each category as runs (operators/profile/state.py, ``looks``); episodes are cut from
+that log in time order when the timer fires, as of its deadline: looks no more than ``EPISODE_GAP_MS`` apart make one
+episode; one with ``abandoned_min_signals`` whose window then passes without a look is judged at
+``last look + window`` (unless an offer for the category went out within the cooldown before its last look: then
+it goes on, and later looks extend it). Looks read ahead of the watermark, or released late by ``identify``,
+take their place in the log by time, so live and replay cut the same episodes.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from crm_stream.operators.events.timeutil import MS_PER_HOUR
 from crm_stream.operators.io.interface import MARKETING
-from crm_stream.operators.profile.state import EPISODE_GAP_MS
+from crm_stream.operators.profile.state import EPISODE_GAP_MS, interest_looks
 from crm_stream.operators.rules import Candidate, RuleContext
 from crm_stream.operators.rules.alerts import make_alert
 
@@ -19,56 +29,68 @@ def _cooled(ctx: RuleContext, category: str, last: int) -> bool:
     return last - alerted.get(f"{KIND}:{category}", -cooldown) >= cooldown
 
 
-def _ready(ctx: RuleContext) -> list[tuple[str, list[int]]]:
-    """Open episodes with enough attention whose category was not offered within the cooldown."""
-    episodes = ctx.profile.get("episodes")
-    if not episodes:
-        return []
+def _walk(ctx: RuleContext, category: str, runs: list[list[int]], until: int | None) -> tuple[list[tuple[int, list[int]]], int]:
+    """Cut the runs of looks into episodes in time order, up to ``until`` (None: all of them, for the next deadline).
+
+    Returns the episodes due for judgment by then, as (deadline, [first, signals, last]), and the index of the
+    first run still needed (the open episode's first, or the first after ``until``). The cooldown is read as the
+    profile holds it: ``on_timer`` judges one episode, then walks again.
+    """
+    window = int(ctx.cfg.abandoned_window_hours * MS_PER_HOUR)
     least = ctx.cfg.abandoned_min_signals
-    return [(cat, ep) for cat, ep in episodes.items() if ep[1] >= least and _cooled(ctx, cat, ep[2])]
-
-
-def _closed(ctx: RuleContext) -> list[tuple[str, list[int]]]:
-    """Episodes a later look closed before their deadline (operators/profile/state.py ``_episode``), oldest first."""
-    closed = ctx.profile.get("closed_episodes")
-    if not closed:
-        return []
-    return sorted(((cat, ep) for cat, eps in closed.items() for ep in eps), key=lambda ce: (ce[1][2], ce[0]))
+    due: list[tuple[int, list[int]]] = []
+    episode: list[int] | None = None  # [first, signals, last, index of its first run]
+    stop = len(runs)
+    for i, (first, signals, last) in enumerate(runs):
+        if until is not None and first > until:
+            stop = i
+            break
+        if episode is not None and episode[1] >= least and first > episode[2] + window and _cooled(ctx, category, episode[2]):
+            due.append((episode[2] + window, episode[:3]))
+            if until is None:
+                return due, episode[3]
+            episode = None
+        if episode is not None and first > episode[2] + EPISODE_GAP_MS:
+            episode = None  # a new burst of interest
+        if episode is None:
+            episode = [first, 0, last, i]
+        episode[1] += signals
+        episode[2] = max(episode[2], last)
+    if episode is None:
+        return due, stop
+    deadline = episode[2] + window
+    # A run that began by ``until`` and ends after it keeps its episode open: its deadline is later.
+    if episode[1] >= least and (until is None or deadline <= until) and _cooled(ctx, category, episode[2]):
+        due.append((deadline, episode[:3]))
+        return due, stop
+    return due, episode[3]
 
 
 def deadline(ctx: RuleContext) -> int | None:
-    due = _closed(ctx) + _ready(ctx)
-    if not due:
-        return None
-    window = ctx.cfg.abandoned_window_hours * MS_PER_HOUR
-    return min(int(ep[2] + window) for _, ep in due)
+    """The earliest deadline of an episode that may be judged (cooldowns as they stand: the timer checks again)."""
+    looks = interest_looks(ctx.profile)
+    firsts = [due[0][0] for category, runs in looks.items() if (due := _walk(ctx, category, runs, None)[0])]
+    return min(firsts) if firsts else None
 
 
 def on_timer(ctx: RuleContext) -> list[Candidate]:
-    window = ctx.cfg.abandoned_window_hours * MS_PER_HOUR
-    out: list[Candidate] = []
-    # Closed episodes first, each judged as of its own deadline, in deadline order (as time order would have).
-    for category, episode in _closed(ctx):
-        due = int(episode[2] + window)
-        if due > ctx.now:
-            continue
-        closed = ctx.profile["closed_episodes"][category]
-        closed.remove(episode)
-        if not closed:
-            del ctx.profile["closed_episodes"][category]
-        if not _cooled(ctx, category, episode[2]):
-            # In time order it would not have been judged but gone on, extended by the looks that followed.
-            following = ctx.profile["episodes"].get(category)
-            if following is not None and following[0] - episode[2] <= EPISODE_GAP_MS:
-                following[0], following[1] = episode[0], following[1] + episode[1]
-            continue
-        out.extend(_judge(ctx, category, episode, due))
-    for category, episode in sorted(_ready(ctx)):
-        if episode[2] + window > ctx.now:
-            continue  # still browsing: the window restarts with each look
-        del ctx.profile["episodes"][category]
-        out.extend(_judge(ctx, category, episode, ctx.now))
-    return out
+    looks = interest_looks(ctx.profile)
+    judged: list[tuple[int, str, list[Candidate]]] = []
+    for category in sorted(looks):
+        runs = looks[category]
+        # One episode at a time, earliest first: judging one starts the cooldown the next is judged against.
+        while True:
+            due, keep = _walk(ctx, category, runs, ctx.now)
+            if not due:
+                del runs[:keep]
+                break
+            when, episode = due[0]
+            judged.append((when, category, _judge(ctx, category, episode, when)))
+            del runs[: next((i for i, run in enumerate(runs) if run[0] > episode[2]), len(runs))]  # its runs: done with
+        if not runs:
+            del looks[category]
+    judged.sort(key=lambda j: (j[0], j[1]))
+    return [c for _, _, candidates in judged for c in candidates]
 
 
 def _judge(ctx: RuleContext, category: str, episode: list[int], as_of: int) -> list[Candidate]:
@@ -93,12 +115,11 @@ def _judge(ctx: RuleContext, category: str, episode: list[int], as_of: int) -> l
                     f"no purchase in {category} within {ctx.cfg.abandoned_window_hours:g} h of the last look",
                 ]
                 + ([f"{len(in_cart)} {category} item(s) still in the cart"] if in_cart else []),
-                payload={
-                    "category": category,
-                    "offer": f"{category}-10pct",
-                    "products_in_cart": in_cart,
-                    "interest_since": start,
-                },
+                payload=_payload(category, in_cart, start),
             ),
         )
     ]
+
+
+def _payload(category: str, in_cart: list[str], start: int) -> dict[str, Any]:
+    return {"category": category, "offer": f"{category}-10pct", "products_in_cart": in_cart, "interest_since": start}
