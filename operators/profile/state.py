@@ -454,6 +454,40 @@ def _on_purchase(profile: Profile, event: dict[str, Any], rules: ProfileRules) -
         profile["cart"].clear()  # an order without line items: assume the cart was checked out
 
 
+def purchases_as_of(profile: Profile, as_of: int) -> Profile:
+    """The profile with its purchase history as it stood at ``as_of``: itself when no later purchase was applied,
+    else a copy without the later ones (count, first and last, kept times, gaps). Live, a purchases partition is
+    read ahead of the watermark, so a check in event time often finds purchases from after it; a model served the
+    profile as it is would see a customer who has not yet bought as one who just did (lifetime value and
+    category times still count them: they are not kept by time).
+
+    >>> p = new_profile("c1", 0)
+    >>> p.update(frequency=3, first_purchase_at=0, last_purchase_at=30 * MS_PER_DAY, gap_mean_days=15.0)
+    >>> p["purchase_times"] = [0, 10 * MS_PER_DAY, 30 * MS_PER_DAY]
+    >>> then = purchases_as_of(p, 20 * MS_PER_DAY)
+    >>> then["frequency"], then["last_purchase_at"] // MS_PER_DAY, then["gap_mean_days"], p["frequency"]
+    (2, 10, 10.0, 3)
+    """
+    times = profile.get("purchase_times") or ()
+    kept = bisect.bisect_right(times, as_of)
+    if kept == len(times):
+        return profile
+    view = Profile(profile)
+    view["purchase_times"] = list(times[:kept])
+    view["frequency"] = max(0, profile["frequency"] - (len(times) - kept))
+    view["last_purchase_at"] = times[kept - 1] if kept else None
+    if not kept and view["frequency"] == 0:
+        view["first_purchase_at"] = None
+    gaps = [(b - a) / MS_PER_DAY for a, b in zip(times[:kept], times[1:kept])]
+    if gaps:
+        mean = sum(gaps) / len(gaps)
+        view["gap_mean_days"] = round(mean, 6)
+        view["gap_std_days"] = round(math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps)), 6)
+    else:
+        view["gap_mean_days"] = view["gap_std_days"] = None
+    return view
+
+
 def _on_refund(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> None:
     profile["refunds"] += 1
     profile["refund_amount"] = round(profile["refund_amount"] + event["amount_base"], 6)

@@ -27,11 +27,16 @@ MAX_CHECKS = 6
 
 
 def deadline(ctx: RuleContext) -> int | None:
-    """Look again every typical gap of silence, from ``churn_check_gap_multiplier`` gaps on, until the risk is high."""
-    last = ctx.profile["last_purchase_at"]
+    """Look again every typical gap of silence, from ``churn_check_gap_multiplier`` gaps on, until the risk is high.
+
+    From the purchases made by ``now``: live, a later purchase read ahead of the watermark is often in the profile
+    already when a check re-arms; in time order it comes after, and re-arms the rule itself then (the shard asks
+    again as of each such purchase)."""
+    last = ctx.last_purchase_by_now()
     if last is None:
         return None
-    gap = rhythm.typical_gap_days(ctx.profile["frequency"], ctx.profile["gap_mean_days"], ctx.thresholds.population_gap_days)
+    frequency, gap_mean = purchases_by_now(ctx)
+    gap = rhythm.typical_gap_days(frequency, gap_mean, ctx.thresholds.population_gap_days)
     step = max(ctx.cfg.churn_min_check_days, gap)
     first = max(ctx.cfg.churn_min_check_days, ctx.cfg.churn_check_gap_multiplier * gap)
     for check in range(MAX_CHECKS):

@@ -17,7 +17,7 @@ import threading
 import time
 import zlib
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from crm_stream.config.settings import ModelSettings
 from crm_stream.models.anger import lexicon as anger
@@ -27,7 +27,7 @@ from crm_stream.operators.io.interface import PUT, Effect, Store
 from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.privacy.erasure import erasure_token
 from crm_stream.operators.privacy.redact import redact
-from crm_stream.operators.profile.state import ANGER
+from crm_stream.operators.profile.state import ANGER, Profile, purchases_as_of
 from crm_stream.operators.rules.churn_risk import ServiceBudget
 
 log = logging.getLogger(__name__)
@@ -197,16 +197,20 @@ class SharedModels:
             return dropped
 
     def churn_risk(self, profile: dict[str, Any], as_of: int, population_gap_days: float) -> float | None:
+        """Served as of ``as_of``, with the purchases made by then (a check fired at the watermark may find later
+        ones, read ahead: ``purchases_as_of``)."""
         if self.hub is None:
             return None
+        then = purchases_as_of(cast(Profile, profile), as_of)
         with self._lock:
-            return self.hub.churn_risk(profile, as_of, population_gap_days)
+            return self.hub.churn_risk(then, as_of, population_gap_days)
 
     def next_purchase_in_days(self, profile: dict[str, Any], as_of: int, population_gap_days: float) -> float | None:
         if self.hub is None:
             return None
+        then = purchases_as_of(cast(Profile, profile), as_of)
         with self._lock:
-            return self.hub.next_purchase_in_days(profile, as_of, population_gap_days)
+            return self.hub.next_purchase_in_days(then, as_of, population_gap_days)
 
     def report(self) -> dict[str, Any]:
         """Counters and progressive scores for the metrics port, read at scrape time (cheap: no ``hub.metrics()`` dict walk)."""

@@ -18,6 +18,7 @@ It never writes itself: effects go to the sink, which makes outputs durable befo
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -378,8 +379,23 @@ class ProfileShard:
         candidates = rule.on_timer(ctx)
         self._emit(profile, candidates, now, out)
         following = rule.deadline(ctx)
+        if "purchase" in getattr(rule, "REARMS_ON", ()):
+            following = self._rearmed_by_purchases(profile, rule, now, following)
         if following is not None and following > now:
             self.wheel.arm(profile, kind, following)
+
+    def _rearmed_by_purchases(self, profile: state.Profile, rule: Any, now: int, following: int | None) -> int | None:
+        """The rule's next deadline as time order leaves it: a purchase after ``now`` and before ``following``,
+        already applied (read ahead of the watermark), re-armed the rule when it came, before this check fired;
+        in time order it comes after, and its re-arm replaces ``following``. So ask again as of each such purchase,
+        with the context its event gave (``_apply``)."""
+        times = profile["purchase_times"]
+        i = bisect.bisect_right(times, now)
+        while following is not None and i < len(times) and times[i] <= following:
+            at = times[i]
+            following = rule.deadline(self._context(profile, None, at, profile["segment"], at - EVENT_LINES_LAG_MS))
+            i = bisect.bisect_right(times, at)
+        return following
 
     # -- alerts and segments ---------------------------------------------------------------
 

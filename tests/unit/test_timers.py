@@ -265,3 +265,24 @@ def test_interest_episodes_are_cut_in_time_order_whatever_order_the_looks_arrive
     assert len(in_time) == 1
     late = _feed_partitioned([[consent, *looks(0)], looks(9), looks(6), *ticks], kinds)
     assert late == in_time
+
+
+def test_a_churn_check_before_a_purchase_read_ahead_is_judged_as_in_time_order():
+    """A customer silent from day 0 buys again on day 100. The purchases partition is read at once, so the day-100
+    purchase is in the profile when the watermark reaches the churn checks of days 0-100: they must judge (and
+    re-arm) from the purchases made by then, and the model be served that history, as in time order."""
+    from tests.events import T0, event, purchase, view
+
+    def bought(day: float) -> dict:
+        return purchase("c1", amount=40, day=day, items=[{"product_id": "p-tea", "category": "tea", "price": 40, "quantity": 1}])
+
+    purchases = [("purchases#0", bought(d)) for d in (0.5, 100.5)]
+    consent = ("clickstream#0", event("consent", "c1", day=0.1, marketing_email=True))
+    clicks = [("clickstream#0", view("c2", day=d)) for d in range(1, 200)]
+    by_day: dict[int, list] = {}
+    for _, ev in sorted([consent, *purchases, *clicks], key=lambda se: se[1]["ts"]):
+        by_day.setdefault((ev["ts"] - T0) // 86_400_000, []).append(("file#-1", ev))
+    replayed = _feed_partitioned([by_day[d] for d in sorted(by_day)], ("churn_risk",))
+    assert len(replayed) == 1  # the silence before day 100
+    live = _feed_partitioned([[consent, *purchases], *([c] for c in clicks)], ("churn_risk",))
+    assert live == replayed
