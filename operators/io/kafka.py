@@ -1,10 +1,13 @@
 """Kafka as a source and as outputs, over confluent-kafka (librdkafka); no Bytewax here.
 
-The reader never joins a consumer group: each partition gets its own consumer
-that ``assign()``s exactly that partition at the position the dataflow
-recovered, so startup costs no group join (on Tansu a join takes about half of
-``session.timeout.ms``) and the dataflow's recovery state, not the group, is
-the source of truth for offsets. The final positions are committed to
+The reader never joins a consumer group: one consumer per process
+``assign()``s exactly the partitions the dataflow opens, each at the position
+the dataflow recovered, so startup costs no group join (on Tansu a join takes
+about half of ``session.timeout.ms``) and the dataflow's recovery state, not
+the group, is the source of truth for offsets. One consumer, not one per
+partition: the broker then gets one fetch request per wait, not one per
+partition (on Tansu, 16 per-partition consumers with a 20 ms fetch wait took
+a whole core at 10,000 events/s; ``load.bench_fetch_wait``). The final positions are committed to
 ``kafka.group_id`` at a graceful shutdown (``commit_positions``), best-effort,
 for the usual lag tools; while running, ``lags()`` feeds the metrics port.
 
@@ -242,7 +245,7 @@ class TimedBatch:
 
 
 class KafkaReader:
-    """Every partition of the input topics, each read by its own assign()-ed consumer.
+    """Every partition of the input topics, read by one assign()-ed consumer per reader (per process).
 
     A partition's batch is cut at ``batch_size`` records or once its first record has waited
     ``batch_max_wait_ms`` (``engine.batch_max_wait_ms``), whichever comes first. The same bound is the broker's
@@ -268,6 +271,7 @@ class KafkaReader:
         self.batch_max_wait_ms = batch_max_wait_ms
         self.clock = clock
         self._opened: dict[tuple[str, int], KafkaPartitionReader] = {}
+        self._shared: _SharedConsumer | None = None
 
     def partitions(self) -> list[str]:
         metadata = _cluster_metadata(self.kafka)
@@ -281,8 +285,10 @@ class KafkaReader:
 
     def open(self, partition: str, position: Any | None) -> KafkaPartitionReader:
         topic, number = parse_partition_name(partition)
+        if self._shared is None:
+            self._shared = _SharedConsumer(self.kafka, self.batch_size, self.batch_max_wait_ms)
         part = self._opened[(topic, number)] = KafkaPartitionReader(
-            self.kafka, topic, number, position, self.batch_size, self.batch_max_wait_ms, self.clock
+            self._shared, topic, number, position, self.batch_size, self.batch_max_wait_ms, self.clock
         )
         return part
 
@@ -338,12 +344,121 @@ class KafkaReader:
         return sum(1 for tp in parts if tp.error is None)
 
 
+class _SharedConsumer:
+    """The one consumer behind a process's partition readers: records fetched for any partition wait in that
+    partition's buffer until its reader asks. A partition whose buffer holds two batches stops fetching
+    (``pause``) until its reader catches up, so a busy partition cannot fill memory while others are read.
+    Every call holds the lock: worker threads and the metrics thread share it."""
+
+    def __init__(self, kafka: KafkaSettings, batch_size: int, batch_max_wait_ms: float) -> None:
+        self.batch_size = batch_size
+        self.errors = _ThrottledErrors(f"kafka {kafka.bootstrap_servers}")
+        self.lock = threading.Lock()
+        self.buffers: dict[tuple[str, int], list[Message]] = {}
+        self.paused: set[tuple[str, int]] = set()
+        self.config = _config(
+            kafka,
+            # kafka.extra may still override the fetch wait (e.g. higher on a broker that answers early).
+            {**_CONSUMER_DEFAULTS, "fetch.wait.max.ms": max(1, round(batch_max_wait_ms))},
+            **{"group.id": kafka.group_id, "session.timeout.ms": kafka.session_timeout_ms, "on_commit": self._on_commit},
+        )
+        self.consumer: Consumer | None = None
+
+    def add(self, topic: str, partition: int, start: int) -> None:
+        with self.lock:
+            if self.consumer is None:
+                self.consumer = Consumer(self.config)
+            try:
+                # Learning the leader first saves librdkafka's 500 ms offset-query retry on assign.
+                self.consumer.list_topics(topic, timeout=1.0)
+            except KafkaException:
+                pass  # broker down: assign anyway, librdkafka connects when it is back
+            self.buffers[(topic, partition)] = []
+            self.consumer.incremental_assign([TopicPartition(topic, partition, start)])
+
+    def take(self, key: tuple[str, int], most: int) -> list[Message]:
+        """Up to ``most`` records of one partition, in offset order; never blocks."""
+        with self.lock:
+            buffer = self.buffers[key]
+            if len(buffer) < most and self.consumer is not None:
+                self._fill()
+            out = buffer[:most]
+            del buffer[:most]
+            if key in self.paused and len(buffer) < self.batch_size:
+                self.paused.discard(key)
+                self._call(self.consumer.resume, [TopicPartition(*key)])  # type: ignore[union-attr]
+            return out
+
+    def _fill(self) -> None:
+        consumer = cast(Consumer, self.consumer)
+        try:
+            messages = consumer.consume(self.batch_size * len(self.buffers), 0)
+        except KafkaException as exc:
+            self.errors(exc.args[0])
+            return
+        buffers = self.buffers
+        for m in messages:
+            err = m.error()
+            if err is None:
+                buffer = buffers.get((m.topic(), m.partition()))  # type: ignore[arg-type]
+                if buffer is not None:  # else: a partition closed since it was fetched
+                    buffer.append(m)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                self.errors(err)
+        full = [key for key, buffer in buffers.items() if len(buffer) >= 2 * self.batch_size and key not in self.paused]
+        if full:
+            self.paused.update(full)
+            self._call(consumer.pause, [TopicPartition(t, p) for t, p in full])
+
+    def _call(self, method: Callable[[list[TopicPartition]], Any], partitions: list[TopicPartition]) -> None:
+        try:
+            method(partitions)
+        except KafkaException as exc:
+            self.errors(exc.args[0])
+
+    def watermark_and_position(self, key: tuple[str, int]) -> tuple[int, int | None] | None:
+        """The high watermark librdkafka cached from its last fetch, and its own position; None if unknown."""
+        with self.lock:
+            if self.consumer is None or key not in self.buffers:
+                return None
+            tp = TopicPartition(*key)
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                return high, self.consumer.position([tp])[0].offset
+            except KafkaException:
+                return None
+
+    def commit(self, key: tuple[str, int], offset: int) -> None:
+        with self.lock:
+            if self.consumer is not None and key in self.buffers:
+                self._call(
+                    lambda tps: self.consumer.commit(offsets=tps, asynchronous=True),  # type: ignore[union-attr]
+                    [TopicPartition(key[0], key[1], offset)],
+                )
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None and err.code() != KafkaError._NO_OFFSET:
+            self.errors(err)
+
+    def remove(self, key: tuple[str, int]) -> None:
+        """Stop reading one partition; the consumer closes with the last."""
+        with self.lock:
+            if self.buffers.pop(key, None) is None or self.consumer is None:
+                return
+            self.paused.discard(key)
+            if self.buffers:
+                self._call(self.consumer.incremental_unassign, [TopicPartition(*key)])
+            else:
+                consumer, self.consumer = self.consumer, None
+                consumer.close()
+
+
 class KafkaPartitionReader:
     """One partition; ``position()`` is the next offset to read, or None until the first record when starting from the group's committed offset."""
 
     def __init__(
         self,
-        kafka: KafkaSettings,
+        shared: _SharedConsumer,
         topic: str,
         partition: int,
         position: int | None,
@@ -354,63 +469,31 @@ class KafkaPartitionReader:
         self.topic = topic
         self.partition = partition
         self.batch_size = batch_size
+        self.where = f"{shared.errors.where} {topic}[{partition}]"
         # Records read but not yet returned: position() stays before them, so a restart re-reads them.
         self._batch = TimedBatch(batch_size, batch_max_wait_ms / 1000, clock)
-        self.where = f"kafka {kafka.bootstrap_servers} {topic}[{partition}]"
-        self._errors = _ThrottledErrors(self.where)
         self._next: int | None = None if position is None else int(position)
-        self._closed = False
-        self._lock = threading.Lock()  # lag() runs on the metrics thread: never on a closed consumer
-        self._consumer = Consumer(
-            _config(
-                kafka,
-                # kafka.extra may still override the fetch wait (e.g. higher on a broker that answers early).
-                {**_CONSUMER_DEFAULTS, "fetch.wait.max.ms": max(1, round(batch_max_wait_ms))},
-                **{
-                    "group.id": kafka.group_id,
-                    "session.timeout.ms": kafka.session_timeout_ms,
-                    "on_commit": self._on_commit,
-                },
-            )
-        )
-        try:
-            # Learning the leader first saves librdkafka's 500 ms offset-query retry on assign.
-            self._consumer.list_topics(topic, timeout=1.0)
-        except KafkaException:
-            pass  # broker down: assign() anyway, librdkafka connects when it is back
+        self._shared = shared
+        self._key = (topic, partition)
         # OFFSET_STORED: librdkafka fetches the group's committed offset itself (retrying while
         # the broker is down), falling back to auto.offset.reset=earliest when there is none.
-        start = OFFSET_STORED if self._next is None else self._next
-        self._consumer.assign([TopicPartition(topic, partition, start)])
+        shared.add(topic, partition, OFFSET_STORED if self._next is None else self._next)
 
     def read_batch(self) -> list[Raw]:
         room = self._batch.room()
         if room > 0:
-            try:
-                # Never block: a worker reads many partitions in turn, and the dataflow backs off
-                # an idle partition itself. librdkafka prefetches in the background meanwhile.
-                messages = self._consumer.consume(room, 0)
-            except KafkaException as exc:
-                self._errors(exc.args[0])
-                messages = []
+            # Never blocks: a worker reads many partitions in turn, and the dataflow backs off
+            # an idle partition itself. librdkafka prefetches in the background meanwhile.
+            messages = self._shared.take(self._key, room)
             if messages:
                 topic, partition, new = self.topic, self.partition, tuple.__new__
-                # The hot loop: tuple.__new__ skips Raw's Python-level __new__ (430 -> 350 ns a record
-                # with the error check). A tombstone (None value) becomes b"", dead-lettered downstream.
-                records = [new(Raw, (topic, partition, m.offset(), m.value() or b"")) for m in messages if not m.error()]
-                if len(records) != len(messages):
-                    self._log_errors(messages)
-                self._batch.add(records)
+                # The hot loop: tuple.__new__ skips Raw's Python-level __new__. A tombstone (None value)
+                # becomes b"", dead-lettered downstream.
+                self._batch.add([new(Raw, (topic, partition, m.offset(), m.value() or b"")) for m in messages])
         batch: list[Raw] = self._batch.take()
         if batch:
             self._next = batch[-1].offset + 1
         return batch
-
-    def _log_errors(self, messages: list[Message]) -> None:
-        for m in messages:
-            err = m.error()
-            if err is not None and err.code() != KafkaError._PARTITION_EOF:
-                self._errors(err)
 
     def position(self) -> int | None:
         return self._next
@@ -419,20 +502,16 @@ class KafkaPartitionReader:
         """High watermark minus the next offset to read; None until known.
 
         The watermark is the one librdkafka keeps from its last fetch response (``cached=True``: no request),
-        so this is cheap enough for every scrape. While prefetching is paused (its queue full because the
-        engine stalls) the watermark is as of the last fetch: the lag is then a lower bound.
+        so this is cheap enough for every scrape. While the partition is paused (its reader behind) the
+        watermark is as of the last fetch: the lag is then a lower bound.
         """
-        with self._lock:
-            if self._closed:
-                return None
-            tp = TopicPartition(self.topic, self.partition)
-            try:
-                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-                position = self._next
-                if position is None and high > 0:
-                    position = self._consumer.position([tp])[0].offset
-            except KafkaException:
-                return None
+        known = self._shared.watermark_and_position(self._key)
+        if known is None:
+            return None
+        high, librdkafka_position = known
+        position = self._next
+        if position is None and high > 0:
+            position = librdkafka_position
         if high < 0 or position is None or position < 0:
             return 0 if high == 0 else None
         return max(0, high - position)
@@ -447,22 +526,11 @@ class KafkaPartitionReader:
         dataflow's recovery does not rely on it, so failures are only logged.
         """
         offset = self._next if position is None else int(position)
-        if offset is None or self._closed:
-            return
-        try:
-            self._consumer.commit(offsets=[TopicPartition(self.topic, self.partition, offset)], asynchronous=True)
-        except KafkaException as exc:
-            self._errors(exc.args[0])
-
-    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        if err is not None and err.code() != KafkaError._NO_OFFSET:
-            self._errors(err)
+        if offset is not None:
+            self._shared.commit(self._key, offset)
 
     def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._consumer.close()
+        self._shared.remove(self._key)
 
 
 # ----------------------------------------------------------------------------- writing

@@ -27,11 +27,19 @@ class FakeClock:
 
 
 class FakeMessage:
-    def __init__(self, offset: int) -> None:
+    def __init__(self, offset: int, topic: str = "crm.clickstream", partition: int = 0) -> None:
         self._offset = offset
+        self._topic = topic
+        self._partition = partition
 
     def offset(self) -> int:
         return self._offset
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
 
     def value(self) -> bytes:
         return b'{"n":%d}' % self._offset
@@ -41,37 +49,52 @@ class FakeMessage:
 
 
 class FakeConsumer:
-    """librdkafka's local queue: ``consume(n, 0)`` returns up to n of what arrived, never waits."""
+    """librdkafka's local queue: ``consume(n, 0)`` returns up to n of what arrived (any partition), never waits;
+    a paused partition's records stay in the broker until it is resumed."""
 
     made: list[FakeConsumer] = []
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
-        self.queue: list[FakeMessage] = []
-        self.asked: list[int] = []
+        self.assigned: set[tuple[str, int]] = set()
+        self.paused: set[tuple[str, int]] = set()
+        self.broker: dict[tuple[str, int], list[FakeMessage]] = {}
+        self.next_offset: dict[tuple[str, int], int] = {}
+        self.closed = False
         FakeConsumer.made.append(self)
 
-    def arrive(self, count: int) -> None:
-        start = self.queue[-1].offset() + 1 if self.queue else self.next_offset
-        self.queue.extend(FakeMessage(start + i) for i in range(count))
-        self.next_offset = start + count
-
-    next_offset = 0
+    def arrive(self, count: int, topic: str = "crm.clickstream", partition: int = 0) -> None:
+        key = (topic, partition)
+        start = self.next_offset.get(key, 0)
+        self.broker.setdefault(key, []).extend(FakeMessage(start + i, topic, partition) for i in range(count))
+        self.next_offset[key] = start + count
 
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         assert timeout == 0, "the reader must never block: a worker reads many partitions in turn"
-        self.asked.append(num_messages)
-        out, self.queue = self.queue[:num_messages], self.queue[num_messages:]
+        out: list[FakeMessage] = []
+        for key in sorted(self.assigned - self.paused):
+            queue = self.broker.get(key, [])
+            taken, self.broker[key] = queue[: num_messages - len(out)], queue[num_messages - len(out) :]
+            out.extend(taken)
         return out
 
     def list_topics(self, topic: str, timeout: float) -> None:
         return None
 
-    def assign(self, partitions: list[Any]) -> None:
-        pass
+    def incremental_assign(self, partitions: list[Any]) -> None:
+        self.assigned.update((tp.topic, tp.partition) for tp in partitions)
+
+    def incremental_unassign(self, partitions: list[Any]) -> None:
+        self.assigned.difference_update((tp.topic, tp.partition) for tp in partitions)
+
+    def pause(self, partitions: list[Any]) -> None:
+        self.paused.update((tp.topic, tp.partition) for tp in partitions)
+
+    def resume(self, partitions: list[Any]) -> None:
+        self.paused.difference_update((tp.topic, tp.partition) for tp in partitions)
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 @pytest.fixture()
@@ -86,6 +109,40 @@ def open_reader(clock: FakeClock, batch_size: int = 100, max_wait_ms: float = 25
     return KafkaReader(settings, ["crm.clickstream"], batch_size, max_wait_ms, clock).open("crm.clickstream#0", 0)
 
 
+def test_one_consumer_reads_every_partition_and_keeps_each_ones_records_for_it(fake_consumer: type[FakeConsumer]) -> None:
+    clock = FakeClock()
+    reader = KafkaReader(KafkaSettings(bootstrap_servers="127.0.0.1:1"), ["crm.clickstream"], 100, 250, clock)
+    first, second = reader.open("crm.clickstream#0", 0), reader.open("crm.clickstream#1", 0)
+    [consumer] = fake_consumer.made  # one consumer, both partitions assigned to it
+    assert consumer.assigned == {("crm.clickstream", 0), ("crm.clickstream", 1)}
+
+    consumer.arrive(100, partition=0)
+    consumer.arrive(100, partition=1)
+    assert [(r.partition, r.offset) for r in first.read_batch()] == [(0, i) for i in range(100)]
+    # Partition 1's records came in the same fetch: kept for its own reader, in order.
+    assert [(r.partition, r.offset) for r in second.read_batch()] == [(1, i) for i in range(100)]
+
+    first.close()
+    assert consumer.assigned == {("crm.clickstream", 1)} and not consumer.closed
+    second.close()
+    assert consumer.closed  # with the last partition
+
+
+def test_a_partition_whose_reader_is_behind_stops_fetching_until_it_catches_up(fake_consumer: type[FakeConsumer]) -> None:
+    clock = FakeClock()
+    reader = KafkaReader(KafkaSettings(bootstrap_servers="127.0.0.1:1"), ["crm.clickstream"], 100, 250, clock)
+    busy, idle = reader.open("crm.clickstream#0", 0), reader.open("crm.clickstream#1", 0)
+    [consumer] = fake_consumer.made
+
+    consumer.arrive(1000, partition=0)
+    assert idle.read_batch() == []  # an idle partition's reads fetch for everyone...
+    assert ("crm.clickstream", 0) in consumer.paused  # ...but partition 0 holds two batches now: paused
+    taken = []
+    while batch := busy.read_batch():
+        taken.extend(r.offset for r in batch)
+    assert taken == list(range(1000)) and ("crm.clickstream", 0) not in consumer.paused
+
+
 def test_a_partial_batch_waits_for_the_time_cut_then_goes_whole(fake_consumer: type[FakeConsumer]) -> None:
     clock = FakeClock()
     reader = open_reader(clock, batch_size=100, max_wait_ms=250)
@@ -97,7 +154,6 @@ def test_a_partial_batch_waits_for_the_time_cut_then_goes_whole(fake_consumer: t
     clock.now += 0.125
     consumer.arrive(20)
     assert reader.read_batch() == []  # 50 records, the first 125 ms old
-    assert consumer.asked == [100, 70]  # never more than the batch has room for
     clock.now += 0.125
     batch = reader.read_batch()  # the first record has waited 250 ms: cut by time
     assert [r.offset for r in batch] == list(range(50))
