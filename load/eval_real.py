@@ -15,7 +15,8 @@ Two protocols:
 1. **Progressive** (test-then-train) over the whole stream: every prediction
    point of the hub is scored when its label resolves, before anyone learns
    from it (models/evaluation.py). With a purchase log only, the points are the
-   purchases themselves (recency is 0 at every point: recency cannot rank there).
+   purchases and the churn rule's checks of silent customers (at widening points
+   into a silence, models/labels.py): about two points per purchase on CDNOW.
 2. **Cut dates** (weeks after 1997-01-01): the engine reads the log up to the
    cut, and every customer who had bought by then is scored *as of the cut*
    with what the engine serves (``ProfileShard.churn_risk``, the model hub's
@@ -57,7 +58,7 @@ from scipy import stats
 
 from crm_stream.config import settings as config
 from crm_stream.models import bgnbd, rhythm
-from crm_stream.models.evaluation import CHURN_SOURCES
+from crm_stream.models.evaluation import CHURN_SOURCES, ProgressiveValidation
 from crm_stream.models.hub import ModelHub, frequency_churn_score, recency_churn_score
 from crm_stream.operators.events.router import DEAD, Router
 from crm_stream.operators.events.schema import Decoder
@@ -92,6 +93,31 @@ def auc(labels: Sequence[bool], scores: Sequence[float]) -> float:
     return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
+def paired_auc_difference(labels: Sequence[bool], first: Sequence[float], second: Sequence[float]) -> tuple[float, float]:
+    """AUC(first) - AUC(second) on the same labels, and its standard error (DeLong et al. 1988).
+
+    The labels are taken as independent; a customer's labels are not, so the error is a lower bound.
+
+    >>> diff, se = paired_auc_difference([False, False, True, True], [0.1, 0.4, 0.35, 0.8], [0.1, 0.2, 0.3, 0.4])
+    >>> diff, round(se, 3)
+    (-0.25, 0.354)
+    """
+    y = np.asarray(labels, dtype=bool)
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if positives < 2 or negatives < 2:
+        return 0.0, float("nan")
+    placements_pos, placements_neg = [], []
+    for scores in (first, second):
+        s = np.asarray(scores, dtype=float)
+        ranks = stats.rankdata(s)
+        placements_pos.append((ranks[y] - stats.rankdata(s[y])) / negatives)  # share of negatives below each positive
+        placements_neg.append(1.0 - (ranks[~y] - stats.rankdata(s[~y])) / positives)
+    diff = float(placements_pos[0].mean() - placements_pos[1].mean())
+    d_pos, d_neg = placements_pos[0] - placements_pos[1], placements_neg[0] - placements_neg[1]
+    variance = d_pos.var(ddof=1) / positives + d_neg.var(ddof=1) / negatives
+    return diff, float(variance**0.5)
+
+
 def brier(labels: Sequence[bool], scores: Sequence[float]) -> float:
     y = np.asarray(labels, dtype=float)
     return float(np.mean((np.asarray(scores, dtype=float) - y) ** 2))
@@ -112,6 +138,28 @@ def calibration(labels: Sequence[bool], scores: Sequence[float], bins: int = 10)
 # -- the engine, driven as `crm-stream evaluate` drives it, with stops at the cut dates ---------------
 
 
+class KeepingValidation(ProgressiveValidation):
+    """The hub's progressive validation, also keeping every churn label with its scores (for paired differences)."""
+
+    def __init__(self, window: int) -> None:
+        super().__init__(window)
+        self.kept: list[tuple[bool, ...]] = []
+
+    def score_churn(self, churned: bool, predictions: Sequence[float]) -> None:
+        self.kept.append((bool(churned), *predictions))
+        super().score_churn(churned, predictions)
+
+    def paired(self, against: Sequence[str] = ("bgnbd", "recency")) -> dict[str, dict[str, float]]:
+        """AUC(served) - AUC(each of ``against``) on the same labels, with its standard error."""
+        labels = [row[0] for row in self.kept]
+        column = {name: [row[1 + i] for row in self.kept] for i, name in enumerate(CHURN_SOURCES)}
+        out = {}
+        for name in against:
+            diff, se = paired_auc_difference(labels, column["served"], column[name])
+            out[name] = {"difference": diff, "standard_error": se}
+        return out
+
+
 class Engine:
     """The engine's pipeline (operators/stages/evaluate.py's loop) over in-memory events, keeping its alerts."""
 
@@ -120,6 +168,7 @@ class Engine:
         e = replace(settings.engine, churn_horizon_days=int(horizon_days))
         self.settings = settings = replace(settings, engine=e)
         self.hub = ModelHub(horizon_days, seed, interest_half_life_days=e.interest_half_life_days)
+        self.validation = self.hub.evaluation = KeepingValidation(self.hub.evaluation.window)
         self.store = MemoryStore()
         self.keys = KeySpace(settings.store.key_prefix)
         self.models = SharedModels(self.store, self.keys, replace(settings.models, enabled=False), horizon_days)
@@ -207,6 +256,7 @@ def evaluate_horizon(
         "events": len(purchases),
         "seconds": round(seconds, 1),
         "progressive": metrics,
+        "progressive_served_minus": engine.validation.paired(),
         "cuts": results,
         "service_alerts": len(engine.alerts),
         "alerted_customers": len({a["customer_id"] for a in engine.alerts}),
@@ -341,19 +391,26 @@ def format_report(results: list[dict[str, Any]]) -> str:
             cells = " ".join(f"{cut['churn'][s]['auc']:>7.3f} ({cut['churn'][s]['brier']:.3f})".rjust(15) for s in CUT_SOURCES)
             lines.append(f"{result['horizon_days']:>7g} {cut['week']:>4} {cut['customers']:>6} {cut['churn_rate']:>6.1%} {cells}")
     lines.append("")
-    lines.append("Progressive (test-then-train, prediction points = purchases): churn AUC (Brier)")
+    lines.append("Progressive (test-then-train; points = purchases and checks of silent customers): churn AUC (Brier)")
     lines.append(f"{'horizon':>7} {'labels':>7} {'churn':>6} " + " ".join(f"{s:>15}" for s in CHURN_SOURCES) + "  serving")
     for result in results:
         churn = result["progressive"]["churn"]
-        cells = " ".join(f"{churn[s]['auc']:>7.3f} ({churn[s]['brier']:.3f})".rjust(15) for s in CHURN_SOURCES)
+        cells = " ".join(f"{churn[s]['auc']:.4f} ({churn[s]['brier']:.4f})".rjust(15) for s in CHURN_SOURCES)
         hub = result["progressive"]["hub"]
         lines.append(
             f"{result['horizon_days']:>7g} {churn['labels']:>7} {churn['positive_rate']:>6.1%} {cells}  "
             f"{hub['serving']['churn']}/{hub['serving']['next_purchase']} ({hub['guard_switches']} switches)"
         )
+    lines.append("Served minus each, paired on the same labels: AUC difference (standard error, DeLong; labels taken as")
+    lines.append("independent, which a customer's labels are not: a lower bound)")
+    for result in results:
+        paired = result["progressive_served_minus"]
+        cells = ", ".join(f"{name} {p['difference']:+.4f} ({p['standard_error']:.4f})" for name, p in paired.items())
+        lines.append(f"{result['horizon_days']:>7g}  {cells}")
     lines.append("")
     lines.append("Next purchase, MAE in days: at cuts (customers whose next purchase is in the log) and progressive")
-    lines.append("(with censored: also every customer with no purchase until the log ends, scored by the shortfall)")
+    lines.append("(with censored: also every customer with no purchase until the log ends, scored by the shortfall;")
+    lines.append(" progressive: also every gap censored at W = max(4 x horizon, 90 days), scored by the shortfall)")
     lines.append(
         f"{'horizon':>7} {'week':>5} {'n':>6} {'served':>8} {'mean gap':>9} {'BG/NBD':>8} | {'with censored: served':>22} {'mean gap':>9} {'BG/NBD':>8}"
     )
@@ -368,7 +425,10 @@ def format_report(results: list[dict[str, Any]]) -> str:
         days = result["progressive"]["next_purchase"]
         lines.append(
             f"{result['horizon_days']:>7g} {'prog':>5} {days['observed']:>6} {days['served']['mae']:>8.1f} "
-            f"{days['gap']['mae']:>9.1f} {days['bgnbd']['mae']:>8.1f}   (model {days['model']['mae']:.1f}, rhythm {days['rhythm']['mae']:.1f})"
+            f"{days['gap']['mae']:>9.1f} {days['bgnbd']['mae']:>8.1f} | "
+            f"{days['served']['mae_with_censored']:>22.1f} {days['gap']['mae_with_censored']:>9.1f} "
+            f"{days['bgnbd']['mae_with_censored']:>8.1f}   (model {days['model']['mae']:.1f} / "
+            f"{days['model']['mae_with_censored']:.1f}, rhythm {days['rhythm']['mae']:.1f} / {days['rhythm']['mae_with_censored']:.1f})"
         )
     lines.append("")
     lines.append("Purchases in the horizon after the cut: sum and per-customer MAE (served = the engine's streaming BG/NBD)")
@@ -446,4 +506,13 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["auc", "brier", "calibration", "evaluate_horizon", "format_report", "main"]
+__all__ = [
+    "KeepingValidation",
+    "auc",
+    "brier",
+    "calibration",
+    "evaluate_horizon",
+    "format_report",
+    "main",
+    "paired_auc_difference",
+]

@@ -134,12 +134,16 @@ class DaysScores:
         self.rolling_with_censored.update(shortfall)
         self.censored += 1
 
-    def report(self, observed: int) -> dict[str, float]:
+    def with_censored(self, observed: int) -> float:
+        """Mean error since the start over ``observed`` gaps and every censored one (its shortfall)."""
         total = observed + self.censored
+        return (self.mae.get() * observed + self.shortfall) / total if total else 0.0
+
+    def report(self, observed: int) -> dict[str, float]:
         return {
             "mae": self.mae.get(),
             "rolling_mae": self.rolling_mae.get(),
-            "mae_with_censored": (self.mae.get() * observed + self.shortfall) / total if total else 0.0,
+            "mae_with_censored": self.with_censored(observed),
         }
 
 

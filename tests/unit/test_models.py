@@ -310,8 +310,12 @@ def test_hub_learns_nothing_before_the_label_time():
     assert hub.n_learned == 0  # the labels the purchase reveals are learned once the watermark passes it
     hub.advance(T0 + 10 * DAY)
     report = hub.metrics()
-    assert report["churn"]["labels"] == hub.churn_learned[0] > 0 and hub.churn_learned[1] == 0
     assert report["next_purchase"]["observed"] == hub.days_learned > 0
+    # Churn labels are scored as they resolve, but learned only H after their prediction, in complete cohorts:
+    # learned in resolution order, "bought" comes at once and "churned" H later, a bias towards "bought".
+    assert report["churn"]["labels"] > 0 and hub.churn_learned == [0, 0]
+    hub.advance(T0 + 41 * DAY)
+    assert hub.churn_learned[0] == report["churn"]["labels"]
 
 
 def test_hub_labels_churn_for_a_customer_who_never_comes_back():
@@ -337,14 +341,16 @@ def test_hub_censors_gaps_and_never_learns_an_invented_one():
     assert hub.censored_learned == 1 and report["model"]["mae_with_censored"] > 0
 
 
-def test_hub_serves_the_streaming_bgnbd_until_the_guard_chooses_the_model():
+def test_hub_cold_start_serves_the_streaming_bgnbd_through_the_untrained_correction():
     hub = ModelHub(horizon_days=30, seed=1, warmup_labels=3, guard_every=1, guard_margin=0.0)
     stream = Stream(hub)
     profile = fold([purchase(day=0), purchase(day=10)])
     as_of = T0 + 15 * DAY
     expected = hub.population.estimate(2, profile["first_purchase_at"], profile["last_purchase_at"], as_of, 30.0).p_none
+    assert hub.churn_risk(profile, as_of, POP_GAP) == pytest.approx(expected, rel=1e-9)
+    assert hub.predict(profile, as_of, POP_GAP).source == "model"
+    hub.serving[0] = "bgnbd"  # as the guard would if the correction fell behind
     assert hub.churn_risk(profile, as_of, POP_GAP) == expected
-    assert hub.predict(profile, as_of, POP_GAP).source == "bgnbd"
     for c in range(4):
         stream.send(purchase(f"b{c}", day=0))
         stream.send(purchase(f"b{c}", day=5))  # churn 0 and a gap for each
@@ -417,9 +423,13 @@ def test_progressive_validation_scores_each_prediction_before_learning_from_it()
     hub.advance(T0 + 300 * DAY)
     assert any(e[0] == "learn" for e in log)
     for i, entry in enumerate(log):
-        if entry[0] == "learn":  # each learning step comes straight after the score of that same label
-            kind = "churn" if entry[1] == "churn" else "days"
-            assert log[i - 1][:2] == ("score", kind)
+        if entry[0] == "learn" and entry[1] == "days":  # each learning step comes straight after the score of that label
+            assert log[i - 1][:2] == ("score", "days")
+        if entry[0] == "learn" and entry[1] == "churn":  # learned H after its prediction: scored before, at resolution
+            scored = sum(e[:2] == ("score", "churn") for e in log[:i])
+            learned = sum(e[:2] == ("learn", "churn") for e in log[: i + 1])
+            assert learned <= scored
+    assert sum(e[:2] == ("learn", "churn") for e in log) == sum(e[:2] == ("score", "churn") for e in log)
     # What was scored is what was predicted at the prediction point, not a later re-prediction.
     scored = [e[2] for e in log if e[:2] == ("score", "churn")]
     predicted = {payload[0][0] for payload in made.values()}
@@ -475,10 +485,12 @@ def test_a_hub_restored_from_an_older_snapshot_catches_up_on_purchases_it_missed
     stream.hub = restored
     stream.send(view(day=6))  # the customer's next event: the profile says they bought on day 5
     restored.advance(T0 + 6 * DAY)
-    assert restored.churn_learned == [1, 0] and restored.days_learned == 1
+    assert restored.days_learned == 1 and restored.metrics()["churn"]["labels"] == 1
     assert restored.metrics()["next_purchase"]["observed"] == 1
     restored.advance(T0 + 200 * DAY)
-    assert restored.churn_learned[1] == 1  # only the day-6 prediction point, which saw no purchase after it
+    # The bought label of the day-0 point (learned H after it), and churn only for the day-6 point, which saw no
+    # purchase after it.
+    assert restored.churn_learned == [1, 1]
 
 
 def test_restore_refuses_what_it_cannot_read():

@@ -1,0 +1,32 @@
+"""The real-data evaluation's paired comparison (load/eval_real.py): what says whether served beats a baseline."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from load.eval_real import auc, paired_auc_difference
+
+
+def _labels_and_scores(n: int, seed: int) -> tuple[list[bool], list[float], list[float]]:
+    rng = random.Random(seed)
+    labels = [rng.random() < 0.3 for _ in range(n)]
+    better = [(0.6 if y else 0.0) + rng.random() for y in labels]
+    worse = [b + rng.gauss(0.0, 0.8) for b in better]  # the same signal plus noise: correlated, as sources are
+    return labels, better, worse
+
+
+def test_the_paired_difference_is_the_difference_of_the_aucs():
+    labels, better, worse = _labels_and_scores(2_000, 1)
+    diff, se = paired_auc_difference(labels, better, worse)
+    assert diff == pytest.approx(auc(labels, better) - auc(labels, worse), abs=1e-12)
+    assert diff > 3 * se > 0
+
+
+def test_the_standard_error_shrinks_with_more_labels_and_vanishes_for_the_same_scores():
+    small = paired_auc_difference(*_labels_and_scores(500, 2))[1]
+    large = paired_auc_difference(*_labels_and_scores(20_000, 2))[1]
+    assert large < small / 4
+    labels, better, _ = _labels_and_scores(500, 3)
+    assert paired_auc_difference(labels, better, better) == (0.0, 0.0)
