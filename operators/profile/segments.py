@@ -161,11 +161,16 @@ class ThresholdBoard:
     told apart by time any more (the lines of the first days after a restart may differ from a replay's).
     """
 
-    def __init__(self, cfg: SegmentSettings, refresh: int = 256) -> None:
+    def __init__(self, cfg: SegmentSettings, refresh: int = 256, *, settle_reports: int = 2) -> None:
+        """``settle_reports``: reports from every member before any line is computed (``_settled``); 1 for a board
+        one shard has to itself."""
         self.cfg = cfg
+        self.settle_reports = settle_reports
         self.members: dict[int, SegmentStats] = {}
         """Each shard's current distributions (the shard persists them)."""
         self.watermarks: dict[int, int] = {}
+        self._reports: dict[int, int] = {}
+        """How many times each shard's watermark has moved (``_settled``)."""
         self._asof = SegmentStats()
         """The distributions as of ``self.through``: every logged move with ``ts <= through`` applied."""
         self.through: int | None = None
@@ -216,8 +221,9 @@ class ThresholdBoard:
         if watermark <= 0 or watermark <= self.watermarks.get(shard, 0):
             return
         self.watermarks[shard] = watermark
-        if len(self.watermarks) < len(self.members):
-            return  # a shard that has not reported yet may still hold moves of any time
+        self._reports[shard] = self._reports.get(shard, 0) + 1
+        if not self._settled():
+            return
         safe = min(self.watermarks.values())
         if self.through is None:
             # Start a grid step before anything logged, so that every grid point is computed from all of its moves.
@@ -239,9 +245,18 @@ class ThresholdBoard:
     @property
     def safe(self) -> int:
         """The event time every shard of this process has applied everything up to (0 until each has reported)."""
-        if not self.watermarks or len(self.watermarks) < len(self.members):
+        if not self.watermarks or not self._settled():
             return 0
         return min(self.watermarks.values())
+
+    def _settled(self) -> bool:
+        """Every shard has reported, and reported again: a process's shards are made as their first batch comes, one
+        after the other, so the first shard's first report came before the others existed; lines computed then
+        missed their moves, and how many depended on the order the shards were reached in (live: on timing).
+        A second report from each means every shard of this process that the first batches reached is a member."""
+        if len(self.watermarks) < len(self.members):
+            return False  # a shard that has not reported yet may still hold moves of any time
+        return min(self._reports.get(shard, 0) for shard in self.members) >= self.settle_reports
 
     def thresholds_at(self, ts: int) -> Thresholds | None:
         """The lines in force at event time ``ts`` (as of the start of the day before), or None while not complete."""
@@ -258,8 +273,10 @@ class ThresholdBoard:
         >>> from crm_stream.config.settings import SegmentSettings
         >>> board = ThresholdBoard(SegmentSettings())
         >>> board.register(0, SegmentStats())
-        >>> board.complete_until(), board.advance(0, 3 * GRID_MS + 5), board.complete_until() == 5 * GRID_MS - 1
-        (-1, None, True)
+        >>> board.complete_until(), board.advance(0, 2 * GRID_MS), board.advance(0, 3 * GRID_MS + 5)
+        (-1, None, None)
+        >>> board.complete_until() == 5 * GRID_MS - 1
+        True
         """
         if self.through is None:
             return -1

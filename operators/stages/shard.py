@@ -79,7 +79,7 @@ class ProfileShard:
         )
         self.stats = SegmentStats.from_dict(saved) if saved else SegmentStats()
         self._stats_dirty = False
-        self.board = board or ThresholdBoard(settings.segments)
+        self.board = board or ThresholdBoard(settings.segments, settle_reports=1)  # its own: no other shard to wait for
         self.board.register(shard, self.stats)
         self.returns = returns or ReturnWatch()
         self.models = models or SharedModels(store, keys, settings.models, e.churn_horizon_days)

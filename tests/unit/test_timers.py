@@ -235,8 +235,9 @@ def test_a_shard_fires_no_timer_before_every_shard_has_completed_the_lines_of_it
     for shard in (ahead, behind):
         shard.event_clock.now = lambda: 0.0
     day0 = 20_000 * MS_PER_DAY
-    ahead.process([], {"p#0": day0})
-    behind.process([], {"p#0": day0})
+    for hour in (0, 1):  # two rounds: every shard of the process has reported (ThresholdBoard._settled)
+        ahead.process([], {"p#0": day0 + hour * MS_PER_HOUR})
+        behind.process([], {"p#0": day0 + hour * MS_PER_HOUR})
     ahead.wheel.schedule("c1", day0 + 10 * MS_PER_DAY)  # due on day 10
     ahead.process([], {"p#0": day0 + 30 * MS_PER_DAY})  # this shard's watermark passed day 30; the other is at day 0
     assert ahead.wheel.fired_through is not None
