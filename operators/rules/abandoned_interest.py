@@ -99,7 +99,9 @@ def _judge(ctx: RuleContext, category: str, episode: list[int], as_of: int) -> l
     if any(start <= t <= as_of for t in ctx.profile["category_times"].get(category, ())):
         return []  # they bought in the category before the deadline: nothing abandoned
     ctx.profile["alerted"][f"{KIND}:{category}"] = int(last + window)
-    in_cart = sorted(pid for pid, item in ctx.profile["cart"].items() if item["category"] == category)
+    # As of the deadline: items added later (read ahead of the watermark) are not what the customer left behind.
+    cart = ctx.profile["cart"].items()
+    in_cart = sorted(pid for pid, item in cart if item["category"] == category and item.get("added_at", as_of) <= as_of)
     return [
         Candidate(
             MARKETING,

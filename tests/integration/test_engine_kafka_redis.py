@@ -200,13 +200,12 @@ def test_timer_rules_raise_the_same_alerts_live_as_in_replay(kafka_settings, red
             time.sleep(1.0)
             live = fair(output_records(kafka_settings, topics.marketing_triggers))
         assert live == expected, (len(live - expected), len(expected - live))
-        # abandoned_interest judges episodes that later looks can still change (README: not yet identical live and
-        # replay); episodes a look read ahead would have closed are kept and judged as of their deadline: on this
-        # shop about half of replay's offers come out live with the same ids (a sixth before that was done).
+        # abandoned_interest cuts interest episodes from the looks in time order (rules/abandoned_interest.py):
+        # 100% of replay's offers came out live with the same ids over 8 runs (the every-kind test holds the floor).
         abandoned = ("abandoned_interest",)
         replayed_offers = fair(replayed, abandoned)
         live_offers = fair(output_records(kafka_settings, topics.marketing_triggers), abandoned)
-        assert len(live_offers & replayed_offers) >= 0.35 * len(replayed_offers), (len(live_offers), len(replayed_offers))
+        assert len(live_offers & replayed_offers) >= 0.95 * len(replayed_offers), (len(live_offers), len(replayed_offers))
     finally:
         engine.kill()
 
@@ -217,18 +216,18 @@ def _fired_through(client, shards: int) -> list[int]:
 
 
 # Every kind: live and replay raise the same ids. The target is KIND_AGREEMENT of the ids in common for every kind;
-# the kinds below are not there yet, and keep a floor so that they cannot fall further unnoticed (docs/guarantees.md,
-# "Live and replay", says why each differs). Caps lifted (UNCAPPED): they count what was sent, so the kinds not there
-# yet would crowd out different triggers of the others (with caps: segment_change 94-99%, churn_risk ~62%).
+# the kinds below are not there in every run, and keep a floor a little under what was measured so that the test does
+# not fail with the host's load while they cannot fall further unnoticed (docs/guarantees.md, "Live and replay", says
+# why each differs). Caps lifted (UNCAPPED): they count what was sent, so a trigger that differs crowds out others.
 KIND_AGREEMENT = 0.98
 NOT_YET = {
-    # The models learn labels in arrival order and refit on purchases read ahead, and a shop-wide daily budget of
-    # service calls (rules/churn_risk.py, ServiceBudget) is spent in the order timers fire: not yet in event time.
-    "churn_risk": 0.6,  # measured 74-93% over runs (the learning order depends on how polls interleave)
-    # 100% in most runs, 89-95% in some, with the host's load (docs/guarantees.md: a suspected watermark jump).
-    "segment_change": 0.85,
-    # Interest episodes are judged from clickstream looks that later looks extend or replace (rules page).
-    "abandoned_interest": 0.4,
+    # The model served at a check has learned the labels every shard had passed when the check fired, which varies
+    # within a round of reads (not yet fixed per event-time step), and the daily budget of service calls is spent
+    # in the order checks fire: 57-60 of 60 (95-100%) over 8 runs of tests/integration/live_vs_replay.py.
+    "churn_risk": 0.9,
+    # 100% over 8 runs; two earlier runs (before the segment lines waited for every shard) had 99.5% and 97.9%
+    # (12 offers of the first days lost: a start-up effect not explained yet, docs/guarantees.md).
+    "abandoned_interest": 0.95,
 }
 
 
