@@ -232,8 +232,8 @@ def alert_latency_phase(
     """Paced load with angry-message probes; latency = produce -> the probe's alert consumed from the service-alerts topic.
 
     Each probe's latency is split in three, all on this machine's wall clock: **broker in** (produced -> consumable
-    by a reader laid out like the engine's: one assign()ed consumer per support partition, the engine's consumer
-    settings and fetch wait), **engine** (consumable -> the alert's Kafka timestamp, which librdkafka stamps when the
+    by a reader laid out like the engine's: one assign()ed consumer for the support partitions, the engine's
+    consumer settings and fetch wait), **engine** (consumable -> the alert's Kafka timestamp, which librdkafka stamps when the
     engine calls ``produce()``), **broker out** (that -> read here). Probes sent in the first ``warmup_s`` are left
     out of the percentiles (the engine's first paced batches, the readers' first fetches).
     """
@@ -270,11 +270,9 @@ def alert_latency_phase(
     metadata.close()
     reader = Consumer(reader_config)
     reader.assign([TopicPartition(topics.service_alerts, p, OFFSET_END) for p in alert_partitions])
-    probe_readers = []
-    for p in support_partitions:
-        consumer = Consumer(reader_config)
-        consumer.assign([TopicPartition(topics.support, p, OFFSET_END)])
-        probe_readers.append(consumer)
+    # One consumer for every support partition, as the engine reads all of its partitions with one.
+    probe_readers = [Consumer(reader_config)]
+    probe_readers[0].assign([TopicPartition(topics.support, p, OFFSET_END) for p in support_partitions])
     alerts_read = [0]
 
     def read_alerts() -> None:
