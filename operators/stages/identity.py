@@ -13,7 +13,12 @@ anonymous id, sits before the profiles:
 
 The buffer stays in the store after release, and the profile remembers which
 anonymous ids it has merged, so an ``identify`` replayed after a crash merges
-nothing twice.
+nothing twice. A restart also reads the buffered events again, with the visitor
+now linked in the store: those found in the kept buffer are dropped here, since
+they reach the profile only with the release (already merged, or merged when the
+``identify`` is read again). Forwarded, they would be applied twice once the
+customer's event-id window had moved on: released events carry no source offset
+for the profile to skip them by.
 
 An ``erasure_request`` reaches every identity shard (operators/events/router.py): each
 drops the visitors it holds that are linked to the customer, and the copy on
@@ -40,6 +45,14 @@ def _released(event: dict[str, Any], customer_id: str) -> dict[str, Any]:
     out = {k: v for k, v in event.items() if k not in (SOURCE, SOURCE_OFFSET)}
     out["customer_id"] = customer_id
     return out
+
+
+def _released_before(visitor: dict[str, Any], event: dict[str, Any]) -> bool:
+    """Was ``event`` among the events the linked ``visitor``'s identify released (a redelivery of a buffered one)?
+    Only a visitor read back from the store holds them (``IdentityShard._identify``), and at most
+    ``anonymous_max_events``."""
+    event_id = event["event_id"]
+    return any(e["event_id"] == event_id for e in visitor["events"])
 
 
 class IdentityShard:
@@ -146,6 +159,8 @@ class IdentityShard:
                 self._buffer(visitor, event)
                 dirty.add(event["anonymous_id"])
                 return
+            if visitor["events"] and _released_before(visitor, event):
+                return  # read again after a restart: it reaches the profile with the release (module doc)
             event["customer_id"] = customer_id
             # This path (via the visitor's shard) is ordered apart from the customer's own events.
             event[SOURCE] = f"{event[SOURCE]}|{event['anonymous_id']}"
@@ -198,7 +213,10 @@ class IdentityShard:
         visitor = self._visitor(anonymous_id)
         # Released events are guarded by the profile's merged_anonymous_ids, not by source offsets.
         event[RELEASED] = [_released(e, customer_id) for e in visitor["events"]]
-        # The store keeps the released events (crash safety, see the module doc); memory keeps only the link.
+        # The store keeps the released events (crash safety, see the module doc); memory keeps only the link, and
+        # the events as well when this identify is read again after a restart (the visitor came back from the
+        # store linked to this customer): its buffered events may be read again after it.
         linked[anonymous_id] = {"customer_id": customer_id, "events": visitor["events"]}
-        self.visitors[anonymous_id] = {"customer_id": customer_id, "events": []}
+        kept = visitor["events"] if visitor["customer_id"] == customer_id else []
+        self.visitors[anonymous_id] = {"customer_id": customer_id, "events": kept}
         return customer_id

@@ -1,5 +1,6 @@
 """``store.kind = "redis-cluster"`` against a real 3-node Redis Cluster: the store alone, then the engine end to end
-as a 2-process Bytewax cluster, killed with -9 mid-stream and restarted: every event applied exactly once."""
+as a 2-process Bytewax cluster, killed with -9 mid-stream and restarted: every event applied exactly once (the
+profiles equal the replay's)."""
 
 from __future__ import annotations
 
@@ -84,7 +85,8 @@ def test_a_failed_step_leaves_only_the_earlier_steps_written(redis_cluster, monk
     store.close()
 
 
-def _expected(path: Path) -> tuple[int, dict[str, dict]]:
+def _expected(path: Path) -> tuple[dict[int, int], dict[str, dict]]:
+    """The replay's ``applied`` per shard and its profiles by customer id."""
     Shop(SIM).write_files(path)
     store, shards = MemoryStore(), {}
     flow = build_flow(
@@ -95,7 +97,7 @@ def _expected(path: Path) -> tuple[int, dict[str, dict]]:
         shard_registry=shards,
     )
     run_main(flow, epoch_interval=timedelta(seconds=10))
-    return sum(s.applied for s in shards.values()), {k.rsplit(":", 1)[1]: v for k, v in store.scan("crm:profile:")}
+    return {n: s.applied for n, s in shards.items()}, {k.rsplit(":", 1)[1]: v for k, v in store.scan("crm:profile:")}
 
 
 def _numbers(p: dict) -> tuple:
@@ -110,9 +112,35 @@ def _numbers(p: dict) -> tuple:
     )
 
 
-def _applied(client: ClusterClient) -> int:
+def _applied(client: ClusterClient) -> dict[int, int]:
     blobs = client.mget_nonatomic([f"crm:shard:{n}" for n in range(16)])
-    return sum(orjson.loads(b).get("applied", 0) for b in blobs if b)
+    return {n: orjson.loads(b).get("applied", 0) for n, b in enumerate(blobs) if b}
+
+
+def _profiles(client: ClusterClient) -> dict[str, dict]:
+    keys = sorted(client.scan_iter(match="crm:profile:*", count=1000))
+    return {k.decode().rsplit(":", 1)[1]: orjson.loads(v) for k, v in zip(keys, client.mget_nonatomic(keys)) if v}
+
+
+def _differences(live: dict[str, dict], expected: dict[str, dict]) -> list[str]:
+    """Customers whose numbers differ, and how: an event applied twice shows as one more in ``events`` and in
+    its type's ``type_counts``."""
+    out = []
+    for customer in sorted(live.keys() | expected.keys()):
+        got, want = live.get(customer), expected.get(customer)
+        if got is None or want is None:
+            out.append(f"{customer}: {'missing live' if got is None else 'not in the replay'}")
+            continue
+        if _numbers(got) == _numbers(want):
+            continue
+        types = sorted(got.get("type_counts", {}).keys() | want.get("type_counts", {}).keys())
+        deltas = {t: got.get("type_counts", {}).get(t, 0) - want.get("type_counts", {}).get(t, 0) for t in types}
+        moved = {t: d for t, d in deltas.items() if d}
+        out.append(
+            f"{customer}: events {got.get('events', 0)} vs {want.get('events', 0)}, type_counts (live - replay) "
+            f"{moved}, numbers {_numbers(got)} vs {_numbers(want)}"
+        )
+    return out
 
 
 def _start_cluster(env: dict[str, str], log_dir: Path, processes: int = 2) -> list[subprocess.Popen[bytes]]:
@@ -132,16 +160,41 @@ def _start_cluster(env: dict[str, str], log_dir: Path, processes: int = 2) -> li
     return procs
 
 
+def _alive(procs: list, log_dir: Path) -> None:
+    for i, proc in enumerate(procs):
+        assert proc.poll() is None, (log_dir / f"engine-{i}.log").read_text(errors="replace")[-3000:]
+
+
 def _wait_applied(client: ClusterClient, procs: list, at_least: int, log_dir: Path, timeout_s: float = 90.0) -> int:
     deadline, applied = time.monotonic() + timeout_s, -1
     while time.monotonic() < deadline:
-        for i, proc in enumerate(procs):
-            assert proc.poll() is None, (log_dir / f"engine-{i}.log").read_text(errors="replace")[-3000:]
-        applied = _applied(client)
+        _alive(procs, log_dir)
+        applied = sum(_applied(client).values())
         if applied >= at_least:
             return applied
         time.sleep(0.05)
     return applied
+
+
+def _wait_caught_up(
+    client: ClusterClient, procs: list, expected: dict[str, dict], log_dir: Path, timeout_s: float = 300.0
+) -> dict[str, dict]:
+    """The stored profiles once they equal the replay's, or once they hold at least as many events and have
+    stopped changing (a double apply: more), or at the timeout (CI machines can be slow)."""
+    want = {c: _numbers(p) for c, p in expected.items()}
+    total = sum(p.get("events", 0) for p in expected.values())
+    deadline, last, still_since = time.monotonic() + timeout_s, None, time.monotonic()
+    while True:
+        _alive(procs, log_dir)
+        profiles = _profiles(client)
+        numbers = {c: _numbers(p) for c, p in profiles.items()}
+        if numbers == want or time.monotonic() > deadline:
+            return profiles
+        if numbers != last:
+            last, still_since = numbers, time.monotonic()
+        elif sum(p.get("events", 0) for p in profiles.values()) >= total and time.monotonic() - still_since > 5.0:
+            return profiles
+        time.sleep(0.2)
 
 
 def _kill(procs: list, sig: int = signal.SIGKILL) -> None:
@@ -155,6 +208,7 @@ def _kill(procs: list, sig: int = signal.SIGKILL) -> None:
 def test_two_engine_processes_on_redis_cluster_kill_9_and_restart_apply_every_event_once(redis_cluster, kafka_settings, tmp_path):
     redis_cluster.flushall()
     expected_applied, expected_profiles = _expected(tmp_path / "events.jsonl")
+    expected_total = sum(expected_applied.values())
     ensure_topics(kafka_settings, partitions=4)  # 4 partitions per input topic, spread over 2 processes
     topics = kafka_settings.topics
     produce_records(kafka_settings, ((getattr(topics, role), key, v) for role, key, v in Shop(SIM).records()))
@@ -166,17 +220,22 @@ def test_two_engine_processes_on_redis_cluster_kill_9_and_restart_apply_every_ev
     client = ClusterClient.from_url(redis_cluster.url)
     procs = _start_cluster(env, tmp_path)
     try:
-        at_kill = _wait_applied(client, procs, expected_applied // 3, tmp_path)
+        at_kill = _wait_applied(client, procs, expected_total // 3, tmp_path)
         _kill(procs)
-        assert 0 < at_kill < expected_applied, f"not killed mid-stream ({at_kill} of {expected_applied})"
+        assert 0 < at_kill < expected_total, f"not killed mid-stream ({at_kill} of {expected_total})"
         procs = _start_cluster(env, tmp_path)
-        applied = _wait_applied(client, procs, expected_applied, tmp_path, timeout_s=300.0)  # CI machines can be slow
-        time.sleep(1.0)  # nothing more may arrive: a double count would show as applied > expected
-        applied = _applied(client)
+        _wait_caught_up(client, procs, expected_profiles, tmp_path)
+        time.sleep(1.0)  # nothing more may arrive: a double apply would show as more events than the replay's
+        profiles, applied = _profiles(client), _applied(client)
     finally:
         _kill(procs)
-    keys = sorted(client.scan_iter(match="crm:profile:*", count=1000))
-    profiles = {k.decode().rsplit(":", 1)[1]: orjson.loads(v) for k, v in zip(keys, client.mget_nonatomic(keys)) if v}
     client.close()
-    assert applied == expected_applied
-    assert {c: _numbers(p) for c, p in profiles.items()} == {c: _numbers(p) for c, p in expected_profiles.items()}
+    differences = _differences(profiles, expected_profiles)
+    assert not differences, f"{len(differences)} of {len(expected_profiles)} profiles differ:\n" + "\n".join(differences)
+    # The shard records' ``applied`` counts are statistics written after the profiles: a crash between the two
+    # leaves profiles newer than their count, and on restart those events are skipped (operators/io/stores.py),
+    # so a count may miss the interrupted batch. It never counts one twice: more than the replay is a double apply.
+    shards = {n: (applied.get(n, 0), want) for n, want in sorted(expected_applied.items()) if applied.get(n, 0) != want}
+    assert sum(applied.values()) <= expected_total, (
+        f"applied {sum(applied.values())} > {expected_total} (the replay's); (live, replay) by shard: {shards}"
+    )
