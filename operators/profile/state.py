@@ -125,6 +125,7 @@ def _blank_profile() -> dict[str, Any]:
         "seen_ids": {},
         "offsets": {},
         "utc_offset_min": None,
+        "utc_offset_at": None,  # the time of the event that wrote utc_offset_min
         "category_times": {},
         "looks": {},  # category -> sorted runs of looks [first, signals, last], cut into interest episodes by the rule
         "timers": {},
@@ -284,10 +285,13 @@ def apply(profile: Profile, event: dict[str, Any], rules: ProfileRules) -> bool:
     action, own_clock, handler = _PLAN.get(kind, _NO_PLAN)
     if action:
         profile["active_hours"][(ts // MS_PER_HOUR) % 24] += 1
-    if own_clock and ts >= profile["last_seen"]:
+    if own_clock:
         offset = event.get(UTC_OFFSET)
-        if offset is not None:
-            profile["utc_offset_min"] = offset  # the customer's own device wrote this time
+        # The newest offset the customer's own device wrote, by its own time: not "if this is the newest event",
+        # which a purchase read ahead of the clickstream (live) made false for weeks of the customer's events.
+        if offset is not None and ts >= (profile.get("utc_offset_at") or 0):
+            profile["utc_offset_min"] = offset
+            profile["utc_offset_at"] = ts
     if handler is not None:
         handler(profile, event, rules)
     return True

@@ -112,3 +112,19 @@ def test_active_hours_histogram_counts_customer_actions_only():
 def test_refund_reduces_monetary_value():
     p = fold([purchase(amount=50), event("refund", order_id="o", amount=20, currency="USD")])
     assert p["monetary"] == 30 and p["refunds"] == 1
+
+
+def test_the_utc_offset_is_the_newest_one_the_customers_device_wrote_whatever_the_order_events_came_in():
+    """Live, a purchase (written in UTC by the shop) is often read weeks ahead of the clickstream: the customer's
+    own clock must still be learned from the page views that came before it in time."""
+    from crm_stream.operators.events.schema import UTC_OFFSET
+
+    rules = ProfileRules(14, 72, 64)
+    p = profiles.new_profile("c1", T0)
+    bought = purchase("c1", amount=10, day=10)
+    bought["amount_base"] = 10
+    assert profiles.apply(p, bought, rules)
+    assert profiles.apply(p, {**view("c1", day=1), UTC_OFFSET: 330}, rules)
+    assert p["utc_offset_min"] == 330
+    assert profiles.apply(p, {**view("c1", day=0.5), UTC_OFFSET: 60}, rules)  # older: not the customer's clock now
+    assert p["utc_offset_min"] == 330
