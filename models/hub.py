@@ -58,8 +58,11 @@ the measured stack costs in docs/stack-costs.md recommend anyway).
 
 Memory and snapshot size: per customer with open predictions, at most
 ``max_pending_per_customer`` entries (~0.5 KB each, features as a float
-array); the models are ~2 KB each; the rolling metric windows ~1.5 MB in all.
-Measured (load/bench_models.py, 2,000 customers): a 5.2 MB snapshot, 2.7 KB
+array); a churn label resolved by a purchase keeps its entry's features until H
+after its prediction, when it is learned with its cohort (at most one more
+entry's worth per open prediction); the models are ~2 KB each; the rolling
+metric windows ~1.5 MB in all. Measured before cohort learning
+(load/bench_models.py, 2,000 customers): a 5.2 MB snapshot, 2.7 KB
 per customer with pending predictions, 0.3 s to write, 0.6 s to restore. At
 millions of customers the pending buffers dominate (GBs): snapshot them less
 often than the models, or keep them with each profile (see the report).
@@ -529,15 +532,7 @@ class ModelHub:
         # predicting "soon" for everyone looks good, since the customers who never come back are never scored.
         # Before (W is months), only a source better whatever the unseen gaps turn out to be (CompleteCohorts).
         if self.days_learned >= self.warmup_labels and evaluation.days_censored >= self.warmup_labels:
-            # The mean of the rolling error and the error since the start, as for churn: censored gaps resolve W after
-            # their prediction and observed ones sooner, so a window alone mixes cohorts (on CDNOW at 30 days it moved
-            # to the rhythm estimate late in the log: 49.1 days counting censored gaps, against 38.2 for the MBG/NBD).
-            days = evaluation.days
-            observed = evaluation.days_observed
-            days_scores = {
-                name: 0.5 * (days[name].rolling_with_censored.get() + days[name].with_censored(observed))
-                for name in guard.DAYS_CANDIDATES
-            }
+            days_scores = {name: evaluation.days[name].rolling_with_censored.get() for name in guard.DAYS_CANDIDATES}
             days_chosen = guard.choose(days_scores, days_chosen, margin=self.guard_margin * 10, higher_is_better=False)
         elif cohorts.labels >= self.warmup_labels:
             # ...and that tells the customers who leave a longer wait than those who buy: an estimate that says "soon"
