@@ -71,18 +71,6 @@ class EventClock:
         self.last_batch: float = now()
         self.ended = False
 
-    def expect(self, sources: list[str]) -> None:
-        """Every input partition this process reads, known before any delivers: each holds the watermark back
-        like a partition heard at once, until it delivers or is found idle. Without this, the partitions that
-        delivered first made the watermark alone: at a live start it passed days that the others, not read yet,
-        still held the consents and looks of (timers fired before them)."""
-        now = self.now()
-        for source in sources:
-            if source not in self.partitions:
-                self.partitions[source] = -1
-                self.last_heard[source] = now
-                self.heard_batch[source] = 0
-
     def end(self) -> None:
         """Every partition is exhausted: nothing more can arrive, so none holds the others back."""
         self.ended = True

@@ -65,9 +65,7 @@ class ProfileShard:
         returns: ReturnWatch | None = None,
         models: SharedModels | None = None,
         hold_encoded: bool | None = None,
-        expected_sources: list[str] | None = None,
     ) -> None:
-        """``expected_sources``: the input partitions of a live source, known from the start (``EventClock.expect``)."""
         self.shard, self.settings, self.store, self.keys = shard, settings, store, keys
         self.segment_cfg = settings.segments
         self.emit_changes = emit_changes
@@ -97,8 +95,6 @@ class ProfileShard:
         self.suppressed: Counter[str] = Counter(saved.get("suppressed", {}))
         """Marketing triggers held back, by governance reason."""
         self.event_clock = EventClock(e.allowed_lateness_ms, e.idle_partition_s)
-        if expected_sources:
-            self.event_clock.expect(expected_sources)
         self.wheel = TimerWheel(self._load_buckets, saved.get("fired_through"), complete=blob is None)
         self.triggers = TriggerBook(settings.governance, self.suppressed, self.wheel.arm)
         self.erasures = ErasureGuard(saved.get("erasures"))

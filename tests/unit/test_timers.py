@@ -287,21 +287,3 @@ def test_a_churn_check_before_a_purchase_read_ahead_is_judged_as_in_time_order()
     assert len(replayed) == 1  # the silence before day 100
     live = _feed_partitioned([[consent, *purchases], *([c] for c in clicks)], ("churn_risk",))
     assert live == replayed
-
-
-def test_a_partition_known_from_the_start_holds_the_watermark_until_it_delivers_or_idles():
-    """At a live start the partitions deliver their first batches one after another: the first ones must not make
-    the watermark alone (it passed days whose consents and looks a partition not read yet still held)."""
-    wall = [0.0]
-    clock = EventClock(allowed_lateness_ms=10, idle_after_s=5, now=lambda: wall[0])
-    clock.expect(["a#0", "b#0"])
-    clock.observe({"a#0": 1000})
-    assert clock.watermark() <= 0
-    clock.observe({"b#0": 400})
-    assert clock.watermark() == 390
-    other = EventClock(allowed_lateness_ms=10, idle_after_s=5, now=lambda: wall[0])
-    other.expect(["a#0", "b#0"])  # b never delivers (an empty partition): idle once time and rounds have passed
-    for n in range(20):
-        wall[0] += 1.0
-        other.observe({"a#0": 1000 + n})
-    assert other.watermark() == 1009
