@@ -135,8 +135,11 @@ def test_lag_and_models_are_read_at_scrape_time():
     assert _value(metrics, "crm_consumer_lag", {"topic": "crm.clickstream", "partition": "0"}) == 5
     lags[("crm.clickstream", 0)] = 7
     assert _value(metrics, "crm_consumer_lag", {"topic": "crm.clickstream", "partition": "0"}) == 7
-    assert _value(metrics, "crm_model_serving", {"model": "churn"}) == 0
-    assert _value(metrics, "crm_model_serving_source", {"model": "churn", "source": "bgnbd"}) == 1  # the cold start
+    # The churn cold start: the untrained correction, which is the streaming MBG/NBD (models/guard.py).
+    assert _value(metrics, "crm_model_serving", {"model": "churn"}) == 1
+    assert _value(metrics, "crm_model_serving_source", {"model": "churn", "source": "model"}) == 1
+    assert _value(metrics, "crm_model_serving", {"model": "next_purchase"}) == 0
+    assert _value(metrics, "crm_model_serving_source", {"model": "next_purchase", "source": "bgnbd"}) == 1
     models.hub.serving = ["recency", "gap"]  # as the guard may choose (tests/unit/test_guard.py)
     assert _value(metrics, "crm_model_serving_source", {"model": "churn", "source": "recency"}) == 1
     evaluation = models.hub.evaluation
