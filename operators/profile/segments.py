@@ -170,7 +170,7 @@ class ThresholdBoard:
         """Each shard's current distributions (the shard persists them)."""
         self.watermarks: dict[int, int] = {}
         self._reports: dict[int, int] = {}
-        """How many times each shard's watermark has moved (``_settled``)."""
+        """How many times each shard has reported a watermark (``_settled``)."""
         self._asof = SegmentStats()
         """The distributions as of ``self.through``: every logged move with ``ts <= through`` applied."""
         self.through: int | None = None
@@ -218,10 +218,14 @@ class ThresholdBoard:
 
     def advance(self, shard: int, watermark: int) -> None:
         """A shard has applied everything up to ``watermark``: complete the grid points every shard has passed."""
-        if watermark <= 0 or watermark <= self.watermarks.get(shard, 0):
+        if watermark <= 0:
             return
-        self.watermarks[shard] = watermark
-        self._reports[shard] = self._reports.get(shard, 0) + 1
+        # Every report counts towards settling, a repeated watermark too: a small input may move it only once.
+        reports = self._reports[shard] = self._reports.get(shard, 0) + 1
+        if watermark > self.watermarks.get(shard, 0):
+            self.watermarks[shard] = watermark
+        elif reports > self.settle_reports:
+            return  # nothing new from this shard, and the board was settled already
         if not self._settled():
             return
         safe = min(self.watermarks.values())
