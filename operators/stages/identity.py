@@ -13,12 +13,17 @@ anonymous id, sits before the profiles:
 
 The buffer stays in the store after release, and the profile remembers which
 anonymous ids it has merged, so an ``identify`` replayed after a crash merges
-nothing twice. A restart also reads the buffered events again, with the visitor
-now linked in the store: those found in the kept buffer are dropped here, since
-they reach the profile only with the release (already merged, or merged when the
-``identify`` is read again). Forwarded, they would be applied twice once the
-customer's event-id window had moved on: released events carry no source offset
-for the profile to skip them by.
+nothing twice. A restart also reads the buffered events again, and may read them
+after the visitor is linked: linked in the store before the crash, or by an
+``identify`` this run read first (partitions are read at their own pace), which
+released a buffer the run before had stored. Those found among the released
+events are dropped here, since they reach the profile only with the release
+(already merged, or merged when the ``identify`` is read again). Forwarded, they
+would be applied twice once the customer's event-id window had moved on:
+released events carry no source offset for the profile to skip them by. So
+memory keeps the released events of a visitor whose events came back from the
+store (only those can be read again), and a second ``identify`` of the same link
+never rewrites the stored record without them.
 
 An ``erasure_request`` reaches every identity shard (operators/events/router.py): each
 drops the visitors it holds that are linked to the customer, and the copy on
@@ -49,7 +54,7 @@ def _released(event: dict[str, Any], customer_id: str) -> dict[str, Any]:
 
 def _released_before(visitor: dict[str, Any], event: dict[str, Any]) -> bool:
     """Was ``event`` among the events the linked ``visitor``'s identify released (a redelivery of a buffered one)?
-    Only a visitor read back from the store holds them (``IdentityShard._identify``), and at most
+    Only a visitor whose events came back from the store holds them (``IdentityShard._identify``), and at most
     ``anonymous_max_events``."""
     event_id = event["event_id"]
     return any(e["event_id"] == event_id for e in visitor["events"])
@@ -64,6 +69,8 @@ class IdentityShard:
         self.max_events = max_events
         self.dead_letter_bytes = dead_letter_bytes
         self.visitors: dict[str, dict[str, Any]] = {}
+        # Visitors whose record came back from the store holding events: a restart may read those events again.
+        self.restored: set[str] = set()
 
     def process(
         self, events: list[dict[str, Any]], own: int | None = None
@@ -181,6 +188,7 @@ class IdentityShard:
         for a in forgotten:
             if a in self.visitors:
                 self.visitors[a] = {"customer_id": None, "events": []}
+        self.restored.difference_update(forgotten)
         return forgotten
 
     def _hydrate(self, events: list[dict[str, Any]]) -> None:
@@ -194,7 +202,10 @@ class IdentityShard:
         if not missing:
             return
         for anonymous_id, blob in zip(missing, self.store.get_many([self.keys.anon(a) for a in missing])):
-            self.visitors[anonymous_id] = self.store.decode(blob) if blob else {"customer_id": None, "events": []}
+            visitor = self.store.decode(blob) if blob else {"customer_id": None, "events": []}
+            self.visitors[anonymous_id] = visitor
+            if visitor["events"]:
+                self.restored.add(anonymous_id)
 
     def _visitor(self, anonymous_id: str) -> dict[str, Any]:
         return self.visitors.setdefault(anonymous_id, {"customer_id": None, "events": []})
@@ -213,10 +224,16 @@ class IdentityShard:
         visitor = self._visitor(anonymous_id)
         # Released events are guarded by the profile's merged_anonymous_ids, not by source offsets.
         event[RELEASED] = [_released(e, customer_id) for e in visitor["events"]]
-        # The store keeps the released events (crash safety, see the module doc); memory keeps only the link, and
-        # the events as well when this identify is read again after a restart (the visitor came back from the
-        # store linked to this customer): its buffered events may be read again after it.
+        if visitor["customer_id"] == customer_id:
+            # The same link again (a redelivered identify, or one read again after a restart): the stored record
+            # already holds the released events. Rewritten from memory, which keeps none of a visitor this run
+            # linked itself, it would lose them, and a later restart would forward them a second time.
+            return customer_id
+        # The store keeps the released events (crash safety, see the module doc). Memory keeps only the link, and
+        # the events as well when they came back from the store: the run before read them, and this run may read
+        # them again after this identify (module doc). Events this run read itself are never read again.
         linked[anonymous_id] = {"customer_id": customer_id, "events": visitor["events"]}
-        kept = visitor["events"] if visitor["customer_id"] == customer_id else []
+        kept = visitor["events"] if anonymous_id in self.restored else []
+        self.restored.discard(anonymous_id)
         self.visitors[anonymous_id] = {"customer_id": customer_id, "events": kept}
         return customer_id

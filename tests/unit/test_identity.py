@@ -92,14 +92,15 @@ class _BytesStore(MemoryStore):
 
 def _run_from_start(store, batches):
     """A fresh identity and profile shard (a restart) reading ``batches`` from their first offsets, every effect
-    written as the sink writes it; the stored profile of c1 at the end."""
+    written as the sink writes it; the stored profile of c1 at the end (None if there is none)."""
     identity, profiles = IdentityShard(store, KEYS, shards=1, max_events=100), ProfileShard(0, SETTINGS, store, KEYS)
     writer = EffectsWriter(CollectingOutputs(), store)
     for batch in batches:
         routed, visitor_effects = identity.process([dict(e) for e in batch])
         writer.write(visitor_effects)
         writer.write(profiles.process(routed.get(0, [])))
-    return store.decode(store.get_many([KEYS.profile("c1")])[0])
+    blob = store.get_many([KEYS.profile("c1")])[0]
+    return None if blob is None else store.decode(blob)
 
 
 @pytest.mark.parametrize("identify_first", [False, True], ids=["view-first", "identify-first"])
@@ -124,6 +125,46 @@ def test_a_visitors_event_read_again_after_a_restart_is_not_applied_twice_once_t
     assert first["events"] == len(own) + 2 and first["type_counts"]["product_view"] == 1
     # Killed after the last write, restarted from the first offsets.
     again = _run_from_start(store, [[identify], [anon_view], own] if identify_first else batches)
+    assert (again["events"], again["type_counts"]) == (first["events"], first["type_counts"])
+
+
+def _visitor_scene():
+    """c1's visitor view, the identify, and more of c1's own events than the event-id window holds."""
+    window = SETTINGS.engine.dedup_max_ids
+    anon_view = dict(
+        event("product_view", None, anonymous_id="a1", product_id="p1", category="books"),
+        **{SOURCE: "clickstream#0", SOURCE_OFFSET: 0},
+    )
+    identify = dict(event("identify", "c1", anonymous_id="a1", day=1), **{SOURCE: "control#0", SOURCE_OFFSET: 0})
+    own = [
+        dict(event("page_view", "c1", url=f"/{i}", day=2 + i / 100), **{SOURCE: "clickstream#1", SOURCE_OFFSET: i})
+        for i in range(window + 6)
+    ]
+    return anon_view, identify, own
+
+
+def test_a_buffered_event_read_again_after_an_identify_this_run_read_first_is_not_applied_twice():
+    """The run before read the view (buffered: stored unlinked) and was killed before it read the identify. The
+    restart reads the identify first, which releases the stored buffer into c1, then c1's own events, then the
+    view again (partitions at their own pace): the view must not be forwarded to c1 a second time. Before the
+    fix, memory kept the link without the released events (they came back unlinked from the store), so the view
+    was forwarded at its offset, and the event-id window had moved on."""
+    anon_view, identify, own = _visitor_scene()
+    store = _BytesStore()
+    _run_from_start(store, [[anon_view]])  # killed after this batch was written
+    again = _run_from_start(store, [[identify], own, [anon_view]])
+    assert again["events"] == len(own) + 2 and again["type_counts"]["product_view"] == 1
+
+
+def test_an_identify_read_twice_keeps_the_released_events_in_the_store():
+    """The identify delivered twice (at-least-once) before a restart: the second must not rewrite the visitor's
+    stored record with the empty list memory keeps for a visitor this run linked, or the restart, reading the view
+    again with the visitor linked in the store, forwards it to c1 a second time."""
+    anon_view, identify, own = _visitor_scene()
+    store = _BytesStore()
+    first = _run_from_start(store, [[anon_view], [identify], [dict(identify)], own])
+    assert store.decode(store.get_many([KEYS.anon("a1")])[0])["events"] != []
+    again = _run_from_start(store, [[anon_view], [identify], own])
     assert (again["events"], again["type_counts"]) == (first["events"], first["type_counts"])
 
 
