@@ -70,7 +70,7 @@ from crm_stream.operators.events.simulator import ANGRY
 from crm_stream.operators.io.kafka import _CONSUMER_DEFAULTS, ensure_topics
 from load import bench_spine as spine
 from load.generator import EventGenerator
-from load.outputs import results_dir
+from load.outputs import results_dir, write_results
 from load.proc import CpuShare, cpu_seconds, memory_kib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -754,10 +754,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if cluster is not None:
             cluster.stop()
-    results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    results["results_file"] = str(out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT) else out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    write_results(results, out_path)
     print(render(results))
     return 1 if results["errors"] else 0
 

@@ -49,7 +49,7 @@ import orjson
 from load import bench_e2e as e2e
 from load import bench_spine as spine
 from load.generator import EventGenerator
-from load.outputs import results_dir
+from load.outputs import results_dir, write_results
 from load.proc import CpuShare, memory_kib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -341,10 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     except spine.BenchError as exc:
         results["errors"].append(str(exc))
         log(f"error: {exc}")
-    results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    results["results_file"] = str(out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT) else out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    write_results(results, out_path)
     print(render(results))
     return 1 if results["errors"] else 0
 

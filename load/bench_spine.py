@@ -84,7 +84,7 @@ from crm_stream.config.settings import KafkaSettings
 from crm_stream.operators.events.schema import DeadLetter, Decoder, Origin
 from crm_stream.operators.io.kafka import _CONSUMER_DEFAULTS, ensure_topics, produce_records
 from load.generator import EventGenerator
-from load.outputs import results_dir
+from load.outputs import results_dir, write_results
 from load.proc import CpuShare, cpu_seconds, machine, memory_kib, thread_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -1056,10 +1056,7 @@ def main(argv: list[str] | None = None) -> int:
             results["errors"].append(str(exc))
             log(f"error: {exc}")
 
-    results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    results["results_file"] = str(out_path.relative_to(ROOT) if out_path.is_relative_to(ROOT) else out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    write_results(results, out_path)
     print(render(results))
     for leftover in work.glob("*.jsonl"):
         leftover.unlink()
