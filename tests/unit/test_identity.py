@@ -109,16 +109,7 @@ def test_a_visitors_event_read_again_after_a_restart_is_not_applied_twice_once_t
     events than the event-id window holds. A restart from a checkpoint before the view reads it again, now with
     the visitor linked in the store (and the identify too, before or after it: partitions are read at their own
     pace): it must not reach the profile a second time."""
-    window = SETTINGS.engine.dedup_max_ids
-    anon_view = dict(
-        event("product_view", None, anonymous_id="a1", product_id="p1", category="books"),
-        **{SOURCE: "clickstream#0", SOURCE_OFFSET: 0},
-    )
-    identify = dict(event("identify", "c1", anonymous_id="a1", day=1), **{SOURCE: "control#0", SOURCE_OFFSET: 0})
-    own = [
-        dict(event("page_view", "c1", url=f"/{i}", day=2 + i / 100), **{SOURCE: "clickstream#1", SOURCE_OFFSET: i})
-        for i in range(window + 6)
-    ]
+    anon_view, identify, own = _visitor_scene()
     batches = [[anon_view], [identify], own]
     store = _BytesStore()
     first = _run_from_start(store, batches)
