@@ -32,6 +32,12 @@ def _bucket_value(index: int) -> float:
     return 1.0 if index == 0 else 2.0 ** ((index - 0.5) / 8)
 
 
+EVENT_LINES_LAG_MS = 60 * MS_PER_DAY
+"""Deadlines armed by an event, and the models' features, read the shop's lines of this much earlier event time.
+Live, a purchases partition is read weeks ahead of the watermark, when the lines of its own day are not complete
+yet; those of two months before are, live and in replay alike (a timer, fired at the watermark, reads its own day's)."""
+
+
 class Histogram:
     """Counts of values in log buckets; supports moving one value to another."""
 

@@ -52,6 +52,12 @@ class EventClock:
     watermark jump past events it still holds (timers fired early, shop-wide lines
     computed too soon: live would then differ from replay by how busy the host was).
 
+    "Nothing arrives" must be seen twice, half the idle time apart, with no batch in between: a worker that was busy
+    (a large batch, a store outage's retries, a starved CPU) for longer than the idle time wakes to a wall clock that
+    says nothing arrived meanwhile, while the partitions hold batches it simply did not ask for yet; believed, that
+    let the watermark jump to the newest partition's clock (in-process live-vs-replay on a loaded machine: 136
+    segment changes became 18, churn_risk agreement fell to 67%).
+
     When the input has truly ended (a file, a bounded simulation: ``end``), no partition holds anything back any
     more and the watermark is the newest clock of all: a bounded run fires the same timers however fast it went.
     """
@@ -69,6 +75,8 @@ class EventClock:
         self.batches = 0
         """How many times a partition's clock has moved (a batch of it arrived)."""
         self.last_batch: float = now()
+        self.quiet_seen: float | None = None
+        """When ``watermark`` first found nothing had arrived for the idle time, since the last batch (None: not yet)."""
         self.ended = False
 
     def end(self) -> None:
@@ -78,6 +86,7 @@ class EventClock:
     def observe(self, clocks: dict[str, int]) -> None:
         now = self.now()
         self.last_batch = now
+        self.quiet_seen = None
         for source, ts in clocks.items():
             if ts > self.partitions.get(source, -1):
                 self.batches += 1
@@ -92,7 +101,11 @@ class EventClock:
             return max(self.partitions.values()) - self.allowed_lateness_ms
         now = self.now()
         idle_s = self.idle_after_s
-        quiet = now - self.last_batch >= idle_s  # nothing arrives any more: every partition is caught up
+        quiet = now - self.last_batch >= idle_s  # nothing arrives any more: every partition is caught up...
+        if quiet:  # ...once seen again half the idle time later (see the class doc: a busy worker sees this once)
+            if self.quiet_seen is None:
+                self.quiet_seen = now
+            quiet = now - self.quiet_seen >= idle_s / 2
         rounds = self.batches - IDLE_ROUNDS * len(self.partitions)
         active = [
             ts

@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from crm_stream.config.settings import Settings
 from crm_stream.models import rhythm
 from crm_stream.operators.events.timeutil import MS_PER_DAY
 from crm_stream.operators.policy import governance
-from crm_stream.operators.profile.segments import Thresholds
+from crm_stream.operators.profile.segments import EVENT_LINES_LAG_MS, Thresholds
+from crm_stream.operators.profile.state import Profile, purchases_as_of
 from crm_stream.operators.stages.learning import SharedModels
 
 
@@ -27,15 +28,19 @@ class Serving:
         self.models, self.lines, self.settings = models, lines, settings
 
     def churn_risk(self, profile: dict[str, Any], as_of: int) -> float:
-        thresholds = self.lines(as_of)
-        modelled = self.models.churn_risk(profile, as_of, thresholds.population_gap_days)
+        # The models' features read the lines of EVENT_LINES_LAG_MS before, as at events: a check's point may be taken
+        # before the event that follows it (ProfileShard._check_before), when its own day's lines are not complete.
+        modelled = self.models.churn_risk(profile, as_of, self.lines(as_of - EVENT_LINES_LAG_MS).population_gap_days)
         if modelled is not None:
             return modelled
-        last = profile["last_purchase_at"]
+        thresholds = self.lines(as_of)
+        # With the purchases made by then, as the models: live, a later one may be applied already (read ahead).
+        then = purchases_as_of(cast(Profile, profile), as_of)
+        last = then["last_purchase_at"]
         recency = max(0.0, (as_of - last) / MS_PER_DAY) if last is not None else None
         return rhythm.churn_risk(
-            profile["frequency"],
-            profile["gap_mean_days"],
+            then["frequency"],
+            then["gap_mean_days"],
             recency,
             self.settings.engine.churn_horizon_days,
             thresholds.population_gap_days,
