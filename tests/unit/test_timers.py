@@ -300,3 +300,27 @@ def test_a_churn_check_before_a_purchase_read_ahead_is_judged_as_in_time_order()
     assert len(replayed) == 1  # the silence before day 100
     live = _feed_partitioned([[consent, *purchases], *([c] for c in clicks)], ("churn_risk",))
     assert live == replayed
+
+
+def test_an_identify_read_behind_later_purchases_cancels_no_churn_check():
+    """The identify comes on the clickstream, the purchases on their own partition, read first. Re-armed as of the
+    identify, churn_risk found no purchase by then and cleared the check the purchases had armed: live lacked churn
+    alerts that replay raised (3 of 60 on the integration test's shop)."""
+    from tests.events import event, purchase, view
+
+    kinds = ("churn_risk",)
+    hello = [
+        ("clicks#0", event("identify", "c1", day=0.05, anonymous_id="a1")),
+        ("clicks#0", event("consent", "c1", day=0.06, marketing_email=True)),
+    ]
+    purchases = [("purchases#0", purchase("c1", day=d)) for d in (0.5, 10.5, 20.5, 30.5)]
+    purchases.append(("purchases#0", purchase("c3", day=199)))  # the partition's clock moves on past every check
+    clicks = [("clicks#0", view("c2", day=d)) for d in range(1, 200)]
+    by_day: dict[int, list] = {}
+    for item in sorted([("clicks#0", view("c2", day=0.01)), *hello, *purchases, *clicks], key=lambda se: se[1]["ts"]):
+        by_day.setdefault((item[1]["ts"] - T0) // 86_400_000, []).append(item)
+    replayed = _feed_partitioned([by_day[d] for d in sorted(by_day)], kinds)
+    assert len(replayed) == 1
+    early = ("clicks#0", view("c2", day=0.01))  # the clickstream was heard first: it holds the watermark back
+    live = _feed_partitioned([[early], purchases, hello, *([c] for c in clicks)], kinds)  # then every purchase at once
+    assert live == replayed
