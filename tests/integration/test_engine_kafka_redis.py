@@ -221,11 +221,7 @@ def _fired_through(client, shards: int) -> list[int]:
 # why each differs). Caps lifted (UNCAPPED): they count what was sent, so a trigger that differs crowds out others.
 KIND_AGREEMENT = 0.98
 NOT_YET = {
-    # The model served at a check has learned the labels every shard had passed when the check fired, which varies
-    # within a round of reads (not yet fixed per event-time step), and the daily budget of service calls is spent
-    # in the order checks fire: 57-60 of 60 (95-100%) over 16 runs of tests/integration/live_vs_replay.py.
-    "churn_risk": 0.9,
-    # 100% over 16 runs; one earlier run lost 12 offers of the first days (97.9%): at start the watermark counts
+    # 100% in the last 21 runs; one earlier run lost 12 offers of the first days (97.9%): at start the watermark counts
     # only the partitions heard so far (docs/guarantees.md, not fixed yet).
     "abandoned_interest": 0.95,
 }
