@@ -78,8 +78,17 @@ def build_flow(
     models = _Once(
         lambda: SharedModels(store_provider(), keys, settings.models, e.churn_horizon_days, e.shards)
     )  # online models, shared by the shards of this process
+    # A live source's partitions are known from the start: the event-time clock waits for each (EventClock.expect).
+    expected = reader.partitions if hasattr(reader, "lags") and not isinstance(reader, Source) else None
     stages = Stages(
-        settings, store_provider, keys, models=models, board=board, emit_changes=emit_changes, registry=shard_registry
+        settings,
+        store_provider,
+        keys,
+        models=models,
+        board=board,
+        emit_changes=emit_changes,
+        registry=shard_registry,
+        expected_sources=expected,
     )
     router = router or Router(
         Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes),

@@ -13,6 +13,7 @@ and benchmarks), so both run the same code.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -25,6 +26,8 @@ from crm_stream.operators.rules.return_spike import ReturnWatch
 from crm_stream.operators.stages.identity import IdentityShard
 from crm_stream.operators.stages.learning import SharedModels
 from crm_stream.operators.stages.shard import ProfileShard
+
+log = logging.getLogger(__name__)
 
 
 class ToProfiles(NamedTuple):
@@ -72,8 +75,13 @@ class Stages:
         returns: ReturnWatch | None = None,
         emit_changes: bool = False,
         registry: dict[int, ProfileShard] | None = None,
+        expected_sources: Callable[[], list[str]] | None = None,
     ) -> None:
+        """``expected_sources``: a live source's input partitions, which every profile shard's clock waits for;
+        asked when the first profile shard is made (the source has listed them by then)."""
         self.settings, self.store_provider, self.keys = settings, store_provider, keys
+        self._expected_sources = expected_sources
+        self._expected: list[str] | None = None
         self.models = models
         self.board = board or ThresholdBoard(settings.segments)
         self.returns = returns or ReturnWatch()  # product-level refund rates, shared by the shards of this process
@@ -102,8 +110,18 @@ class Stages:
                 board=self.board,
                 returns=self.returns,
                 models=self.models(),
+                expected_sources=self._sources(),
             )
         return found
+
+    def _sources(self) -> list[str] | None:
+        if self._expected is None and self._expected_sources is not None:
+            try:
+                self._expected = list(self._expected_sources())
+            except Exception:  # the source's own listing reports a broker that does not answer; the clock copes
+                log.warning("could not list the input partitions: the event-time clock learns them as they deliver")
+                self._expected = []
+        return self._expected
 
     def identify(self, parts: list[Routed]) -> list[ToProfiles | VisitorEffects]:
         """Identity shard ``parts[0].shard`` on the routed parts it was given (one per input batch)."""

@@ -42,7 +42,7 @@ from crm_stream.operators.profile.segments import (
     profile_segment,
 )
 from crm_stream.operators.profile.timers import EventClock, TimerWheel
-from crm_stream.operators.rules import RULE_EVENT_TYPES, SEGMENT_RULES, TIMED_RULES, Candidate, RuleContext, plan_for
+from crm_stream.operators.rules import RULE_EVENT_TYPES, SEGMENT_RULES, TIMED_RULES, Candidate, RuleContext, churn_risk, plan_for
 from crm_stream.operators.rules.churn_risk import KIND as CHURN_CHECK
 from crm_stream.operators.rules.return_spike import ReturnWatch
 from crm_stream.operators.stages.failures import internal_error
@@ -69,7 +69,9 @@ class ProfileShard:
         returns: ReturnWatch | None = None,
         models: SharedModels | None = None,
         hold_encoded: bool | None = None,
+        expected_sources: list[str] | None = None,
     ) -> None:
+        """``expected_sources``: the input partitions of a live source, known from the start (``EventClock.expect``)."""
         self.shard, self.settings, self.store, self.keys = shard, settings, store, keys
         self.segment_cfg = settings.segments
         self.emit_changes = emit_changes
@@ -99,6 +101,8 @@ class ProfileShard:
         self.suppressed: Counter[str] = Counter(saved.get("suppressed", {}))
         """Marketing triggers held back, by governance reason."""
         self.event_clock = EventClock(e.allowed_lateness_ms, e.idle_partition_s)
+        if expected_sources:
+            self.event_clock.expect(expected_sources)
         self.wheel = TimerWheel(self._load_buckets, saved.get("fired_through"), complete=blob is None)
         self.triggers = TriggerBook(settings.governance, self.suppressed, self.wheel.arm)
         self.erasures = ErasureGuard(saved.get("erasures"))
@@ -290,20 +294,22 @@ class ProfileShard:
         return True
 
     def _check_before(self, profile: state.Profile, ts: int) -> None:
-        """A churn check due before this event, not fired yet (the watermark trails: a purchases partition read ahead,
-        or the batch the event came in), sees the customer here as it stood at the check: the models take their
-        prediction point now. Fired later, after the event, the check finds the customer seen since and takes none
-        (``Serving.look``). So the points the models learn from, and hence what they serve, do not depend on how
-        reading and batching interleaved events and checks (live agreed with replay on 95-100% of churn_risk ids)."""
+        """Churn checks due before this event, not fired yet (the watermark trails: a purchases partition read ahead,
+        or the batch the event came in), see the customer here as they stood at each check: the models take their
+        prediction points now, at the pending check and at the ones its timer will arm after it in the silence (the
+        deadlines ``_on_timer`` arms, from the lagged lines). Fired later, after the event, the checks find the
+        customer seen since and take none (``Serving.look``). So the points the models learn from, and hence what
+        they serve, do not depend on how reading and batching interleaved events and checks (live agreed with
+        replay on 95-100% of churn_risk ids)."""
         timers = profile.get("timers")
-        if not timers:
-            return
-        check = timers.get(CHURN_CHECK)
-        if check is None or not profile["last_seen"] <= check < ts:
-            return
-        times = profile["purchase_times"]
-        if profile["frequency"] > len(times) or times and times[0] <= check:  # the check judges a purchase by then
-            self.serving.look(profile, check)
+        check = timers.get(CHURN_CHECK) if timers else None
+        seen, times = profile["last_seen"], profile["purchase_times"]
+        for _ in range(churn_risk.MAX_CHECKS):
+            if check is None or not seen <= check < ts:
+                return
+            if profile["frequency"] > len(times) or times and times[0] <= check:  # the check judges a purchase by then
+                self.serving.look(profile, check)
+            check = churn_risk.deadline(self._context(profile, None, check, profile["segment"], check - EVENT_LINES_LAG_MS))
 
     def _context(
         self, profile: state.Profile, event: dict[str, Any] | None, now: int, segment_before: str, lines_at: int | None = None
@@ -414,7 +420,9 @@ class ProfileShard:
         ctx = self._context(profile, None, now, profile["segment"])
         candidates = rule.on_timer(ctx)
         self._emit(profile, candidates, now, out)
-        following = rule.deadline(ctx)
+        # The next deadline from the lines of EVENT_LINES_LAG_MS before, as an event arms one: complete whenever it is
+        # asked, so a chain of checks can be followed ahead of the watermark the same way (``_check_before``).
+        following = rule.deadline(self._context(profile, None, now, profile["segment"], now - EVENT_LINES_LAG_MS))
         if "purchase" in getattr(rule, "REARMS_ON", ()):
             following = self._rearmed_by_purchases(profile, rule, now, following)
         if following is not None and following > now:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from crm_stream.operators.events.timeutil import MS_PER_HOUR
 from crm_stream.operators.profile.timers import EventClock, TimerWheel, bucket_of
 
@@ -124,6 +126,11 @@ def test_at_the_end_of_input_no_partition_holds_the_others_back():
 def _feed_partitioned(batches: list[list[tuple[str, dict]]], kinds: tuple[str, ...] = ("replenishment", "win_back")) -> set[str]:
     """Feed a profile shard batches of (input partition, event), as the router does: each batch carries the newest
     event time of every partition in it. Returns the ids of the timer-driven alerts it raised."""
+    return _fed_shard(batches, kinds)[0]
+
+
+def _fed_shard(batches: list[list[tuple[str, dict]]], kinds: tuple[str, ...]) -> tuple[set[str], Any]:
+    """``_feed_partitioned``, and the shard it fed."""
     from dataclasses import replace
 
     from crm_stream.config import settings as config
@@ -150,7 +157,7 @@ def _feed_partitioned(batches: list[list[tuple[str, dict]]], kinds: tuple[str, .
             clocks[source] = max(clocks.get(source, 0), ev["ts"])
         out += shard.process(events, clocks)
     alerts = [jsonutil.loads(v) for d, _, v in out if d in (SERVICE, MARKETING)]
-    return {a["alert_id"] for a in alerts if a["kind"] in kinds}
+    return {a["alert_id"] for a in alerts if a["kind"] in kinds}, shard
 
 
 def test_a_partition_read_ahead_cancels_no_timer_the_watermark_has_not_reached_yet():
@@ -324,3 +331,55 @@ def test_an_identify_read_behind_later_purchases_cancels_no_churn_check():
     early = ("clicks#0", view("c2", day=0.01))  # the clickstream was heard first: it holds the watermark back
     live = _feed_partitioned([[early], purchases, hello, *([c] for c in clicks)], kinds)  # then every purchase at once
     assert live == replayed
+
+
+def test_a_partition_known_from_the_start_holds_the_watermark_until_it_delivers_or_idles():
+    """At a live start the partitions deliver their first batches one after another: the first ones must not make
+    the watermark alone (it passed days whose consents and looks a partition not read yet still held)."""
+    wall = [0.0]
+    clock = EventClock(allowed_lateness_ms=10, idle_after_s=5, now=lambda: wall[0])
+    clock.expect(["a#0", "b#0"])
+    clock.observe({"a#0": 1000})
+    assert clock.watermark() <= 0
+    clock.observe({"b#0": 400})
+    assert clock.watermark() == 390
+    other = EventClock(allowed_lateness_ms=10, idle_after_s=5, now=lambda: wall[0])
+    other.expect(["a#0", "b#0"])  # b never delivers (an empty partition): idle once time and rounds have passed
+    for n in range(20):
+        wall[0] += 1.0
+        other.observe({"a#0": 1000 + n})
+    assert other.watermark() == 1009
+
+
+def test_the_models_take_the_same_prediction_points_whatever_order_checks_and_events_come_in():
+    """A churn check due before a purchase read ahead of the watermark: fired after the purchase was applied, it found
+    the customer seen since and the models took no point there, while replay (the check first) took one; the live
+    models learned from other points than replay's, and served other scores (ProfileShard._check_before)."""
+    from crm_stream.models.labels import PendingPredictions
+    from tests.events import T0 as DAY0
+    from tests.events import event, purchase, view
+
+    hello = [("clicks#0", event("consent", "c1", day=0.06, marketing_email=True))]
+    bought = [("purchases#0", purchase("c1", day=d)) for d in (0.5, 10.5, 20.5, 30.5, 120.5)]
+    bought.append(("purchases#0", purchase("c3", day=199)))
+    clicks = [("clicks#0", view("c2", day=d)) for d in range(1, 200)]
+    by_day: dict[int, list] = {}  # replay: one file, in time order, a day per batch
+    for _, ev in sorted([*hello, *bought, *clicks], key=lambda se: se[1]["ts"]):
+        by_day.setdefault((ev["ts"] - DAY0) // 86_400_000, []).append(("file#-1", ev))
+    made: list[int] = []
+    add = PendingPredictions.add
+
+    def recording(self: PendingPredictions, customer_id: str, made_at: int, x: Any, payload: Any) -> bool:
+        if customer_id == "c1":
+            made.append(made_at)
+        return add(self, customer_id, made_at, x, payload)
+
+    PendingPredictions.add = recording  # type: ignore[method-assign]
+    try:
+        _fed_shard([by_day[d] for d in sorted(by_day)], ())
+        replayed, made[:] = list(made), []
+        _fed_shard([[("clicks#0", view("c2", day=0.01))], hello, bought, *([c] for c in clicks)], ())  # purchases at once
+    finally:
+        PendingPredictions.add = add  # type: ignore[method-assign]
+    assert any(30.5 < (t - DAY0) / 86_400_000 < 120 for t in replayed)  # a point at a check in the silence
+    assert made == replayed
