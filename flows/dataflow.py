@@ -188,7 +188,7 @@ class _ProfileLogic(StatefulBatchLogic):
         if self.shard is None:
             return [], StatefulBatchLogic.RETAIN
         stopped = self.stop is not None and self.stop.is_set()
-        effects = ([] if stopped else self.shard.finish()) + self.shard.models.flush()
+        effects = ([] if stopped else self.stages.end(self.shard.shard)) + self.shard.models.flush()
         return ([effects] if effects else []), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> None:

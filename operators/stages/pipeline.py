@@ -14,6 +14,7 @@ and benchmarks), so both run the same code.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -88,6 +89,10 @@ class Stages:
         self.emit_changes = emit_changes
         self.identities: dict[int, IdentityShard] = {}
         self.profile_shards: dict[int, ProfileShard] = {} if registry is None else registry
+        self._threads: set[int] = set()
+        """The worker threads that made this process's profile shards (``end``)."""
+        self._ended: set[int] = set()
+        self._end_lock = threading.Lock()
 
     def identity(self, number: int) -> IdentityShard:
         found = self.identities.get(number)
@@ -112,7 +117,30 @@ class Stages:
                 models=self.models(),
                 expected_sources=self._sources(),
             )
+            self._threads.add(threading.get_ident())
         return found
+
+    def end(self, number: int) -> list[Effect]:
+        """The input ended for profile shard ``number`` (not a stop): fire what is due by the last event.
+
+        A shard finished alone fires its timers while a shard still to end may hold the last day's segment lines
+        back, and its segment checks then wait for an advance that never comes (how many depended on the order the
+        shards ended in). So, when one worker thread holds them all (the default: one per process), the shards end
+        together: the last to end finishes every shard of the process in shard order, and again, so that checks held
+        for the lines the first round completed fire too. With several worker threads each shard finishes itself:
+        another thread's shard may still be writing.
+        """
+        with self._end_lock:
+            self._ended.add(number)
+            if len(self._threads) > 1:
+                return self.profile_shards[number].finish()
+            if not self._ended >= set(self.profile_shards):
+                return []
+            effects: list[Effect] = []
+            for _ in range(2):
+                for n in sorted(self.profile_shards):
+                    effects.extend(self.profile_shards[n].finish())
+            return effects
 
     def _sources(self) -> list[str] | None:
         if self._expected is None and self._expected_sources is not None:

@@ -220,3 +220,23 @@ def test_a_restart_resumes_the_models_from_their_snapshot(tmp_path):
     run_main(flow)
     resumed = next(iter(restarted.values())).models.hub
     assert resumed is not hub and resumed.n_learned >= hub.n_learned
+
+
+def test_the_profile_shards_of_a_process_end_together():
+    """At the end of input the last shard to end finishes them all (``Stages.end``): a shard finished alone, before
+    another had reported the last day, left that day's segment checks held with no later advance to fire them."""
+    from crm_stream.operators.events.router import shard_key
+    from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
+    from crm_stream.operators.stages.learning import SharedModels
+    from crm_stream.operators.stages.pipeline import Stages, ToProfiles
+
+    settings = config.load(None, env={})
+    store, keys = MemoryStore(), KeySpace("crm")
+    models = SharedModels(store, keys, settings.models)
+    stages = Stages(settings, lambda: store, keys, models=lambda: models)
+    for n in (0, 1):
+        bought = dict(purchase(f"c{n}", day=n), amount_base=20.0, **{SOURCE: "file#-1", SOURCE_OFFSET: n})
+        stages.apply(n, [ToProfiles(shard_key(n), [bought], {"file#-1": bought["ts"]})])
+    assert stages.end(1) == [] and not stages.profile_shards[1].event_clock.ended  # shard 0 has not ended yet
+    assert stages.end(0)  # the last: every shard finished, their effects returned here
+    assert all(shard.event_clock.ended for shard in stages.profile_shards.values())
