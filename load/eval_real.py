@@ -389,8 +389,9 @@ def alert_lift(rows: Sequence[dict[str, Any]], flagged_at: dict[str, int]) -> di
     the high-value customers' (the pool calls are drawn from) and everyone's.
 
     Calls go only to high-value customers (operators/rules/churn_risk.py), so whether they are aimed at the ones
-    who leave is their churn rate against that pool's. Against everyone's, mostly one-time buyers of whom nine in
-    ten never return and to whom no call ever goes, a call reads as aimed wrong for a reason targeting cannot change.
+    who leave is their churn rate against that pool's. Against everyone's (on CDNOW four in five are not high-value,
+    mostly one-time buyers who churn more, and no call ever goes to them), a call reads as aimed wrong for a reason
+    targeting cannot change.
 
     >>> rows = [{"customer": c, "last": 0, "churned": y, "high_value": hv}
     ...         for c, y, hv in [("a", True, True), ("b", False, True), ("c", False, True), ("d", True, False)]]
