@@ -30,12 +30,14 @@ Two protocols:
 
 Measures: churn AUC (exact, ties halved), Brier, a calibration table (deciles
 of the served score); next-purchase MAE in days over the customers whose next
-purchase after the cut is in the log (served, the mean-gap baseline "usual gap
-minus days elapsed", BG/NBD's median days to the next purchase if alive);
+purchase after the cut is in the log (the served days *if the customer returns*
+against the mean-gap baseline "usual gap minus days elapsed" and BG/NBD's median
+among futures with a purchase within W; and the estimates for everyone, P(gone)
+x W included, which are scored counting the customers who never came back too);
 purchases in the horizon, summed and per-customer MAE (served streaming BG/NBD
 vs BG/NBD fitted at the cut); the churn rate of the customers the engine flagged
 with a ``churn_risk`` service alert in the 30 days before the cut, against the
-base rate (lift).
+high-value customers' (the pool calls are drawn from) and everyone's (lift).
 
 Nothing is written unless ``--out`` is given.
 """
@@ -291,6 +293,7 @@ def score_cut(
                 "served": shard.churn_risk(profile, cut),
                 "basis": engine.hub.basis(profile),
                 "served_days": engine.models.next_purchase_in_days(profile, cut, gap_days),
+                "served_if_return": engine.models.next_purchase_if_return_in_days(profile, cut, gap_days),
                 "served_expected": engine.hub.expected_purchases(profile, cut, horizon_days),
                 "recency": recency_churn_score(recency, horizon_days),
                 "frequency": frequency_churn_score(frequency),
@@ -298,6 +301,7 @@ def score_cut(
                 "gap_days": max(0.0, rhythm.typical_gap_days(frequency, profile["gap_mean_days"], gap_days) - recency),
                 "customer": customer,
                 "last": last,
+                "high_value": profile["monetary"] >= shard.thresholds().high_value,
             }
         )
     x = np.array([r["x"] for r in rows], dtype=float)
@@ -309,7 +313,8 @@ def score_cut(
             r[model] = bgnbd.p_none(params, r["x"], r["t_x"], r["T"], horizon_days, model)
         within = max(4 * horizon_days, 90.0)  # as the engine's streaming BG/NBD (models/bgnbd_stream.py)
         alive = bgnbd.p_alive(fits[bgnbd.BGNBD], r["x"], r["t_x"], r["T"])
-        r["bgnbd_days"] = alive * bgnbd.median_days_to_next(fits[bgnbd.BGNBD], r["x"], r["T"], within) + (1 - alive) * within
+        r["bgnbd_if_return"] = bgnbd.median_days_to_next(fits[bgnbd.BGNBD], r["x"], r["T"], within)
+        r["bgnbd_days"] = alive * r["bgnbd_if_return"] + (1 - alive) * within
         r["bgnbd_expected"] = bgnbd.expected_purchases(fits[bgnbd.BGNBD], r["x"], r["t_x"], r["T"], horizon_days)
     labels = [r["churned"] for r in rows]
     churn = {
@@ -318,9 +323,19 @@ def score_cut(
     }
     observed = [r for r in rows if r["next_days"] is not None]
     day_sources = (("served", "served_days"), ("mean_gap", "gap_days"), ("bgnbd", "bgnbd_days"))
+    # On observed gaps, the question is "when, given they come back": the served answer to it is the estimate if
+    # the customer returns (models/hub.py), against BG/NBD's own (its median among futures with a purchase within W).
+    if_return = (("served_if_return", "served_if_return"), ("bgnbd_if_return", "bgnbd_if_return"))
     days = {
         source: float(np.mean([abs(r[key] - r["next_days"]) for r in observed])) if observed else None
-        for source, key in day_sources
+        for source, key in day_sources + if_return
+    }
+    # As the progressive protocol counts them: a next purchase within W of the cut (beyond W: censored). At 30 days
+    # (W = 120) the log's next purchases reach 500 days, which no estimate of "within W" is for.
+    within = [r for r in observed if r["next_days"] <= max(4 * horizon_days, 90.0)]
+    days_within = {
+        source: float(np.mean([abs(r[key] - r["next_days"]) for r in within])) if within else None
+        for source, key in day_sources + if_return
     }
     # Customers with no purchase until the log ends: only "more than the days left" is known; the shortfall below that
     # is a lower bound of the error (on observed gaps alone, "soon" for everyone looks good).
@@ -339,20 +354,16 @@ def score_cut(
         }
         for source, key in (("served", "served_expected"), ("bgnbd", "bgnbd_expected"))
     }
-    base_rate = float(np.mean(labels))
-    # The customers the engine flagged for a call in the 30 days before the cut, and not bought since.
     flagged_at: dict[str, int] = {}
     window = cut - ALERT_WINDOW_DAYS * MS_PER_DAY
     for alert in engine.alerts:
         at = _alert_ms(alert)
         if window < at <= cut:
             flagged_at[alert["customer_id"]] = at
-    alerted = [r for r in rows if r["customer"] in flagged_at and r["last"] <= flagged_at[r["customer"]]]
-    alerted_rate = float(np.mean([r["churned"] for r in alerted])) if alerted else None
     return {
         "week": week,
         "customers": len(rows),
-        "churn_rate": base_rate,
+        "churn_rate": float(np.mean(labels)),
         "too_little_data": sum(r["basis"] == "too_little_data" for r in rows),
         "served_basis": max({r["basis"] for r in rows}, key=lambda b: sum(r["basis"] == b for r in rows)) if rows else None,
         "churn": churn,
@@ -360,15 +371,47 @@ def score_cut(
             "served": calibration(labels, [r["served"] for r in rows]),
             "bgnbd": calibration(labels, [r["bgnbd"] for r in rows]),
         },
-        "next_purchase": {"observed": len(observed), "mae": days, "mae_with_censored": days_with_censored},
-        "expected_purchases": {"actual_sum": float(actual.sum()), **expected},
-        "alerts": {
-            "alerted": len(alerted),
-            "churn_rate": alerted_rate,
-            "base_rate": base_rate,
-            "lift": alerted_rate / base_rate if alerted_rate is not None and base_rate else None,
+        "next_purchase": {
+            "observed": len(observed),
+            "mae": days,
+            "mae_with_censored": days_with_censored,
+            "within_window": len(within),
+            "mae_within_window": days_within,
         },
+        "expected_purchases": {"actual_sum": float(actual.sum()), **expected},
+        "alerts": alert_lift(rows, flagged_at),
         "fits": {model: dict(params._asdict()) for model, params in fits.items()},
+    }
+
+
+def alert_lift(rows: Sequence[dict[str, Any]], flagged_at: dict[str, int]) -> dict[str, Any]:
+    """The churn rate of the customers called (flagged at ``flagged_at[customer]`` and not bought since), against
+    the high-value customers' (the pool calls are drawn from) and everyone's.
+
+    Calls go only to high-value customers (operators/rules/churn_risk.py), so whether they are aimed at the ones
+    who leave is their churn rate against that pool's. Against everyone's (on CDNOW four in five are not high-value,
+    mostly one-time buyers who churn more, and no call ever goes to them), a call reads as aimed wrong for a reason
+    targeting cannot change.
+
+    >>> rows = [{"customer": c, "last": 0, "churned": y, "high_value": hv}
+    ...         for c, y, hv in [("a", True, True), ("b", False, True), ("c", False, True), ("d", True, False)]]
+    >>> a = alert_lift(rows, {"a": 5})
+    >>> a["churn_rate"], round(a["high_value_rate"], 3), a["lift_high_value"], a["lift"]
+    (1.0, 0.333, 3.0, 2.0)
+    """
+    alerted = [r["churned"] for r in rows if r["customer"] in flagged_at and r["last"] <= flagged_at[r["customer"]]]
+    pool = [r["churned"] for r in rows if r["high_value"]]
+    rate = float(np.mean(alerted)) if alerted else None
+    base = float(np.mean([r["churned"] for r in rows])) if rows else None
+    pool_rate = float(np.mean(pool)) if pool else None
+    return {
+        "alerted": len(alerted),
+        "churn_rate": rate,
+        "base_rate": base,
+        "lift": rate / base if rate is not None and base else None,
+        "high_value": len(pool),
+        "high_value_rate": pool_rate,
+        "lift_high_value": rate / pool_rate if rate is not None and pool_rate else None,
     }
 
 
@@ -409,10 +452,13 @@ def format_report(results: list[dict[str, Any]]) -> str:
         lines.append(f"{result['horizon_days']:>7g}  {cells}")
     lines.append("")
     lines.append("Next purchase, MAE in days: at cuts (customers whose next purchase is in the log) and progressive")
-    lines.append("(with censored: also every customer with no purchase until the log ends, scored by the shortfall;")
-    lines.append(" progressive: also every gap censored at W = max(4 x horizon, 90 days), scored by the shortfall)")
+    lines.append("(observed gaps: 'if return' = the served days if the customer buys again within W = max(4 x horizon,")
+    lines.append(" 90 days), against BG/NBD's median among those futures; 'served' and 'BG/NBD' = the estimates for")
+    lines.append(" everyone, P(gone) x W included. With censored: also every customer with no purchase until the log")
+    lines.append(" ends, scored by the shortfall; progressive: every gap censored at W, scored by the shortfall)")
     lines.append(
-        f"{'horizon':>7} {'week':>5} {'n':>6} {'served':>8} {'mean gap':>9} {'BG/NBD':>8} | {'with censored: served':>22} {'mean gap':>9} {'BG/NBD':>8}"
+        f"{'horizon':>7} {'week':>5} {'n':>6} {'if return':>9} {'mean gap':>9} {'BG/NBD if ret':>13} {'served':>7} {'BG/NBD':>7}"
+        f" | {'with censored: served':>22} {'mean gap':>9} {'BG/NBD':>8}"
     )
     for result in results:
         for cut in result["cuts"]:
@@ -420,16 +466,28 @@ def format_report(results: list[dict[str, Any]]) -> str:
             c = cut["next_purchase"]["mae_with_censored"]
             lines.append(
                 f"{result['horizon_days']:>7g} {cut['week']:>5} {cut['next_purchase']['observed']:>6} "
-                f"{m['served']:>8.1f} {m['mean_gap']:>9.1f} {m['bgnbd']:>8.1f} | {c['served']:>22.1f} {c['mean_gap']:>9.1f} {c['bgnbd']:>8.1f}"
+                f"{m['served_if_return']:>9.1f} {m['mean_gap']:>9.1f} {m['bgnbd_if_return']:>13.1f} {m['served']:>7.1f} {m['bgnbd']:>7.1f}"
+                f" | {c['served']:>22.1f} {c['mean_gap']:>9.1f} {c['bgnbd']:>8.1f}"
             )
         days = result["progressive"]["next_purchase"]
         lines.append(
-            f"{result['horizon_days']:>7g} {'prog':>5} {days['observed']:>6} {days['served']['mae']:>8.1f} "
-            f"{days['gap']['mae']:>9.1f} {days['bgnbd']['mae']:>8.1f} | "
+            f"{result['horizon_days']:>7g} {'prog':>5} {days['observed']:>6} {days['if_return']['mae']:>9.1f} "
+            f"{days['gap']['mae']:>9.1f} {'-':>13} {days['served']['mae']:>7.1f} {days['bgnbd']['mae']:>7.1f} | "
             f"{days['served']['mae_with_censored']:>22.1f} {days['gap']['mae_with_censored']:>9.1f} "
             f"{days['bgnbd']['mae_with_censored']:>8.1f}   (model {days['model']['mae']:.1f} / "
             f"{days['model']['mae_with_censored']:.1f}, rhythm {days['rhythm']['mae']:.1f} / {days['rhythm']['mae_with_censored']:.1f})"
         )
+    lines.append("Next purchase within W of the cut (as the progressive protocol counts them), MAE in days")
+    lines.append(
+        f"{'horizon':>7} {'week':>5} {'n':>6} {'if return':>9} {'mean gap':>9} {'BG/NBD if ret':>13} {'served':>7} {'BG/NBD':>7}"
+    )
+    for result in results:
+        for cut in result["cuts"]:
+            m = cut["next_purchase"]["mae_within_window"]
+            lines.append(
+                f"{result['horizon_days']:>7g} {cut['week']:>5} {cut['next_purchase']['within_window']:>6} "
+                f"{m['served_if_return']:>9.1f} {m['mean_gap']:>9.1f} {m['bgnbd_if_return']:>13.1f} {m['served']:>7.1f} {m['bgnbd']:>7.1f}"
+            )
     lines.append("")
     lines.append("Purchases in the horizon after the cut: sum and per-customer MAE (served = the engine's streaming BG/NBD)")
     lines.append(f"{'horizon':>7} {'week':>5} {'actual':>8} {'served':>17} {'BG/NBD at cut':>17}")
@@ -444,15 +502,22 @@ def format_report(results: list[dict[str, Any]]) -> str:
     lines.append(
         f"churn_risk service alerts: customers alerted in the {ALERT_WINDOW_DAYS:g} days before the cut (not bought since)"
     )
-    lines.append(f"{'horizon':>7} {'week':>5} {'alerted':>8} {'churn':>7} {'base':>7} {'lift':>6}   (alerts in the run)")
+    lines.append("(calls go only to high-value customers: 'high-value' is that pool's churn rate, the lift is against it;")
+    lines.append(" 'all' is every customer's, most of them one-time buyers no call is for)")
+    lines.append(
+        f"{'horizon':>7} {'week':>5} {'alerted':>8} {'churn':>7} {'high-value':>16} {'lift':>6} {'all':>7} {'lift':>6}"
+        "   (alerts in the run)"
+    )
     for result in results:
         for cut in result["cuts"]:
             a = cut["alerts"]
             rate = f"{a['churn_rate']:.1%}" if a["churn_rate"] is not None else "-"
             lift = f"{a['lift']:.2f}" if a["lift"] is not None else "-"
+            pool = f"{a['high_value_rate']:.1%} of {a['high_value']}" if a["high_value_rate"] is not None else "-"
+            pool_lift = f"{a['lift_high_value']:.2f}" if a["lift_high_value"] is not None else "-"
             lines.append(
-                f"{result['horizon_days']:>7g} {cut['week']:>5} {a['alerted']:>8} {rate:>7} {a['base_rate']:>7.1%} {lift:>6}"
-                f"   ({result['service_alerts']} to {result['alerted_customers']} customers)"
+                f"{result['horizon_days']:>7g} {cut['week']:>5} {a['alerted']:>8} {rate:>7} {pool:>16} {pool_lift:>6}"
+                f" {a['base_rate']:>7.1%} {lift:>6}   ({result['service_alerts']} to {result['alerted_customers']} customers)"
             )
     return "\n".join(lines)
 
@@ -508,6 +573,7 @@ if __name__ == "__main__":
 
 __all__ = [
     "KeepingValidation",
+    "alert_lift",
     "auc",
     "brier",
     "calibration",

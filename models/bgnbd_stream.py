@@ -60,6 +60,9 @@ class Estimate(NamedTuple):
     p_alive: float
     next_days: float
     """Days to the next purchase: P(alive) x the median if alive (within a window) + P(gone) x the window."""
+    next_days_if_return: float
+    """Days to the next purchase *if it comes within the window*: the median among those futures. What a customer's
+    "when will they buy again" means for one who does return; ``next_days`` is the estimate counting those who never do."""
 
 
 class StreamingBGNBD:
@@ -146,7 +149,13 @@ class StreamingBGNBD:
 
         ``next_days``: if alive, the median days to the next purchase among the futures where it comes
         within ``within_days`` (default ``max(4 * horizon_days, 90)``, the hub's censoring window: see
-        ``bgnbd.median_days_to_next``); if gone, the whole window; weighted by P(alive)."""
+        ``bgnbd.median_days_to_next``); if gone, the whole window; weighted by P(alive). ``next_days_if_return``:
+        that median alone (a purchase within the window implies alive), without the weight.
+
+        >>> e = StreamingBGNBD().estimate(1, 0, 0, 200 * MS_PER_DAY, 90.0)  # a one-time buyer silent for 200 days
+        >>> round(e.p_alive, 2), round(e.next_days_if_return), round(e.next_days)
+        (0.65, 129, 209)
+        """
         params = self.params
         x = frequency - 1
         T = max(0.0, (as_of_ms - first_ms) / MS_PER_DAY)
@@ -163,7 +172,7 @@ class StreamingBGNBD:
         buys_within = 1.0 - (base / (base + within)) ** shape
         if_alive = base * ((1.0 - buys_within / 2.0) ** (-1.0 / shape) - 1.0)
         next_days = alive * if_alive + (1.0 - alive) * within  # gone: not within the window
-        return Estimate(1.0 - alive * (1.0 - silent), alive, next_days)
+        return Estimate(1.0 - alive * (1.0 - silent), alive, next_days, if_alive)
 
     def expected_purchases(self, frequency: int, first_ms: int, last_ms: int, as_of_ms: int, horizon_days: float) -> float:
         """E[purchases in the horizon] for a buyer (models/bgnbd.py; costs a hypergeometric function, not per event)."""

@@ -38,10 +38,13 @@ CHURN_SOURCES = ("model", "served", "rhythm", "recency", "bgnbd", "frequency")
 chose: models/guard.py), the engine's rhythm estimate (models/rhythm.py), recency alone (days since last
 purchase squashed), the streaming BG/NBD's P(no purchase in the horizon) (models/bgnbd_stream.py), and
 frequency alone (1 / (1 + purchases))."""
-DAYS_SOURCES = ("model", "served", "rhythm", "gap", "bgnbd")
+DAYS_SOURCES = ("model", "served", "rhythm", "gap", "bgnbd", "if_return")
 """Next-purchase predictions kept per prediction: model, served, rhythm estimate, the customer's
-typical gap minus the days already elapsed (floored at 0), and the streaming BG/NBD's median days to
-the next purchase if alive."""
+typical gap minus the days already elapsed (floored at 0), the streaming BG/NBD's estimate (the median
+days to the next purchase if alive, the censoring window W if not, weighted by P(alive)), and what the hub
+serves as the days *if the customer returns* within W (``ModelHub.next_purchase_if_return_in_days``: the
+BG/NBD's median among those futures). Only the last answers the question observed gaps score, and only on
+them: counting censored gaps it is "soon" for everyone by design."""
 CATEGORY_SOURCES = ("most_bought", "top_interest")
 
 

@@ -100,8 +100,8 @@ from crm_stream.models.features import (
 )
 from crm_stream.models.labels import CENSORED, CHURN, NEXT_PURCHASE, PendingPredictions, Resolved
 
-FORMAT_VERSION = 4  # 2: the streaming BG/NBD, its features and the serving guard; 3: the guard compares complete cohorts;
-# 4: the churn model learns in complete cohorts too
+FORMAT_VERSION = 5  # 2: the streaming BG/NBD, its features and the serving guard; 3: the guard compares complete cohorts;
+# 4: the churn model learns in complete cohorts too; 5: next purchase if the customer returns is scored too
 _GAP_DUE = FEATURE_NAMES.index("gap_due_days")
 _MAGIC = b"CRMHUB"
 _HEADER = struct.Struct(">6sHQ")  # magic, format version, model version
@@ -366,6 +366,18 @@ class ModelHub:
             return max(0.0, typical - (recency if recency is not None else 0.0))
         return rhythm.next_purchase_in_days(frequency, gap, recency, population_gap_days)
 
+    def next_purchase_if_return_in_days(self, profile: Mapping[str, Any], as_of_ms: int, population_gap_days: float) -> float:
+        """Days from ``as_of_ms`` to the next purchase *if the customer buys again within W* (``censor_days``).
+
+        ``next_purchase_in_days`` answers for everyone, so P(never within W) pulls it towards W (what the customers
+        who leave need); for one who does return that is the wrong question. This is the streaming MBG/NBD's median
+        among the futures with a purchase within W; with P(churn) it says "if they come back, in about N days".
+        A prospect has no purchase to count from: the rhythm estimate's prior."""
+        recency, frequency, gap = _rhythm_inputs(profile, as_of_ms)
+        if not frequency or profile["first_purchase_at"] is None:
+            return rhythm.next_purchase_in_days(frequency, gap, recency, population_gap_days)
+        return _if_return(self.population, profile, as_of_ms, self.horizon_days, self.censor_days)
+
     def expected_purchases(self, profile: Mapping[str, Any], as_of_ms: int, horizon_days: float | None = None) -> float:
         """BG/NBD's conditional expectation of purchases in the horizon (0 for a prospect; not for the per-event path)."""
         if not profile["frequency"] or profile["first_purchase_at"] is None:
@@ -468,6 +480,9 @@ class ModelHub:
         churn_source, days_source = self.serving
         churn_scores = (churn_model, churn_rhythm, churn_recency, churn_bgnbd)
         days_scores = (days_model, days_rhythm, vector[_GAP_DUE], days_bgnbd)
+        days_if_return = (
+            _if_return(self.population, profile, as_of, self.horizon_days, self.censor_days) if frequency else days_rhythm
+        )
         payload = (
             (
                 churn_model,
@@ -477,7 +492,7 @@ class ModelHub:
                 churn_bgnbd,
                 frequency_churn_score(frequency),
             ),
-            (days_model, days_scores[_DAYS_INDEX[days_source]], days_rhythm, vector[_GAP_DUE], days_bgnbd),
+            (days_model, days_scores[_DAYS_INDEX[days_source]], days_rhythm, vector[_GAP_DUE], days_bgnbd, days_if_return),
             (next_purchase.likely_category(profile, as_of, self.interest_half_life_days, top=top), top),
         )
         if self.pending.add(customer_id, as_of, vector, payload):
@@ -578,6 +593,13 @@ def _recorded_purchase(profile: Mapping[str, Any], event: Mapping[str, Any]) -> 
     ts = event["ts"]
     i = bisect.bisect_left(times, ts)
     return i < len(times) and times[i] == ts
+
+
+def _if_return(population: StreamingBGNBD, profile: Mapping[str, Any], as_of_ms: int, horizon: float, within: float) -> float:
+    """The streaming MBG/NBD's median days to the next purchase among futures with one within ``within`` days (a buyer)."""
+    first, last = profile["first_purchase_at"], profile["last_purchase_at"]
+    estimate = population.estimate(profile["frequency"], first, last if last is not None else first, as_of_ms, horizon, within)
+    return min(next_purchase.MAX_DAYS, estimate.next_days_if_return)
 
 
 def _rhythm_inputs(profile: Mapping[str, Any], as_of_ms: int) -> tuple[float | None, int, float | None]:

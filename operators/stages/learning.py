@@ -212,6 +212,14 @@ class SharedModels:
         with self._lock:
             return self.hub.next_purchase_in_days(then, as_of, population_gap_days)
 
+    def next_purchase_if_return_in_days(self, profile: dict[str, Any], as_of: int, population_gap_days: float) -> float | None:
+        """Days to the next purchase if the customer buys again (``ModelHub.next_purchase_if_return_in_days``)."""
+        if self.hub is None:
+            return None
+        then = purchases_as_of(cast(Profile, profile), as_of)
+        with self._lock:
+            return self.hub.next_purchase_if_return_in_days(then, as_of, population_gap_days)
+
     def report(self) -> dict[str, Any]:
         """Counters and progressive scores for the metrics port, read at scrape time (cheap: no ``hub.metrics()`` dict walk)."""
         with self._lock:

@@ -165,6 +165,16 @@ def test_streaming_estimates_equal_the_closed_forms(model):
     assert estimate.next_days == pytest.approx(alive * if_alive + (1 - alive) * 360.0, rel=1e-12)
 
 
+@pytest.mark.parametrize("model", bgnbd.MODELS)
+def test_days_if_return_is_the_median_within_the_window_without_the_weight_of_the_gone(model):
+    estimate = StreamingBGNBD(model=model).estimate(1, 0, 0, 200 * DAY, 90.0)  # a one-time buyer silent for 200 days
+    if_return = bgnbd.median_days_to_next(PRIOR, 0, 200.0, within=360.0)
+    assert estimate.next_days_if_return == pytest.approx(if_return, rel=1e-12)
+    assert estimate.next_days == pytest.approx(estimate.p_alive * if_return + (1 - estimate.p_alive) * 360.0, rel=1e-12)
+    if model == bgnbd.MBGNBD:  # P(alive) < 1: the estimate for everyone is pulled towards W, the one if they return is not
+        assert estimate.p_alive < 0.9 and estimate.next_days_if_return < estimate.next_days - 10
+
+
 def test_too_few_buyers_keep_the_prior():
     stream = StreamingBGNBD(refit_every_days=1, min_buyers=10)
     stream.on_purchase(None, (0, 0, 0), 0)

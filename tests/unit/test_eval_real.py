@@ -1,4 +1,4 @@
-"""The real-data evaluation's paired comparison (load/eval_real.py): what says whether served beats a baseline."""
+"""The real-data evaluation (load/eval_real.py): the paired comparison that says whether served beats a baseline; alert lift."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from load.eval_real import auc, paired_auc_difference
+from load.eval_real import alert_lift, auc, paired_auc_difference
 
 
 def _labels_and_scores(n: int, seed: int) -> tuple[list[bool], list[float], list[float]]:
@@ -30,3 +30,22 @@ def test_the_standard_error_shrinks_with_more_labels_and_vanishes_for_the_same_s
     assert large < small / 4
     labels, better, _ = _labels_and_scores(500, 3)
     assert paired_auc_difference(labels, better, better) == (0.0, 0.0)
+
+
+def test_alert_lift_is_against_the_high_value_pool_and_counts_only_customers_silent_since_the_call():
+    rows = [
+        {"customer": "called", "last": 10, "churned": True, "high_value": True},
+        {"customer": "bought_after", "last": 50, "churned": False, "high_value": True},  # bought after the call: not counted
+        {"customer": "loyal", "last": 10, "churned": False, "high_value": True},
+        {"customer": "once", "last": 10, "churned": True, "high_value": False},
+        {"customer": "once2", "last": 10, "churned": True, "high_value": False},
+    ]
+    lift = alert_lift(rows, {"called": 20, "bought_after": 20})
+    assert lift["alerted"] == 1 and lift["churn_rate"] == 1.0
+    assert (
+        lift["high_value"] == 3
+        and lift["high_value_rate"] == pytest.approx(1 / 3)
+        and lift["lift_high_value"] == pytest.approx(3.0)
+    )
+    assert lift["base_rate"] == pytest.approx(3 / 5) and lift["lift"] == pytest.approx(5 / 3)
+    assert alert_lift(rows, {})["lift_high_value"] is None

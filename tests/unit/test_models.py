@@ -436,6 +436,31 @@ def test_progressive_validation_scores_each_prediction_before_learning_from_it()
     assert set(scored) <= predicted
 
 
+def test_hub_serves_days_if_the_customer_returns_and_scores_them_on_the_same_gaps():
+    hub = ModelHub(horizon_days=90, seed=1)
+    stream = Stream(hub)
+    rng = random.Random(7)
+    for c in range(40):
+        for day in sorted(rng.uniform(0, 400) for _ in range(rng.choice((1, 1, 2, 4)))):
+            stream.send(purchase(f"c{c}", day=day))
+    hub.advance(T0 + 800 * DAY)
+    once = fold([purchase(day=0)])
+    silent = T0 + 200 * DAY
+    everyone, if_return = (
+        hub.next_purchase_in_days(once, silent, POP_GAP),
+        hub.next_purchase_if_return_in_days(once, silent, POP_GAP),
+    )
+    estimate = hub.population.estimate(1, T0, T0, silent, 90.0)
+    assert if_return == pytest.approx(estimate.next_days_if_return) and everyone == pytest.approx(estimate.next_days)
+    assert if_return < everyone < hub.censor_days  # P(gone) x W is not in the answer for a customer who does come back
+    days = hub.metrics()["next_purchase"]
+    assert days["observed"] > 0 and days["censored"] > 0
+    assert days["if_return"]["mae"] != days["bgnbd"]["mae"]  # scored on its own predictions, on the same gaps
+    assert hub.next_purchase_if_return_in_days(fold([view(day=0)]), silent, POP_GAP) == pytest.approx(
+        rhythm.next_purchase_in_days(0, None, None, POP_GAP)
+    )  # a prospect: no purchase to count from
+
+
 def test_snapshot_restore_mid_stream_resumes_exactly():
     rng = random.Random(11)
     events = []
