@@ -7,7 +7,9 @@ picks implements the small interfaces of operators/io/interface.py.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -212,6 +214,10 @@ def _recovery(settings: Settings) -> Any:
 # -- replay ----------------------------------------------------------------------------
 
 
+REPLAY_GC_EVERY_S = 10.0
+"""Replay's cyclic-GC interval (operators/stages/gc_pacing.py): no latency to keep short, so fewer, larger passes."""
+
+
 @dataclass
 class ReplaySummary:
     events: int
@@ -230,7 +236,7 @@ def replay(
     churn_horizon_days: float | None = None,
 ) -> ReplaySummary:
     """The contract's replay: the same dataflow on a file, in event time, in memory, byte-for-byte repeatable."""
-    with paced_gc():
+    with paced_gc(every_s=REPLAY_GC_EVERY_S):
         return _replay(settings, events_path, alerts_out, profiles_out, deadletter_out, churn_horizon_days)
 
 
@@ -244,6 +250,10 @@ def _replay(
 ) -> ReplaySummary:
     from bytewax.testing import run_main
 
+    # The store is this run's memory, read back only for the profiles: a periodic model snapshot (a pickle of the
+    # whole hub, seconds each at 100 k customers, on a wall-clock schedule) has no reader here. The one at the end
+    # of input stays.
+    settings = dataclasses.replace(settings, models=dataclasses.replace(settings.models, snapshot_every_s=math.inf))
     store = MemoryStore()
     outputs = CollectingOutputs()
     router = Router(_decoder(settings), settings.engine.shards, redact_deadletters=settings.privacy.redact_deadletters)

@@ -504,7 +504,6 @@ class ModelHub:
         """Score the prediction made back then, *then* learn from its label (the order is the point)."""
         entry = resolved.entry
         churn_scores, days_scores, category_guesses = entry.payload
-        x = as_dict(entry.x)
         if resolved.kind == CHURN:
             churned = resolved.value >= 0.5
             self.evaluation.score_churn(churned, churn_scores)
@@ -515,7 +514,8 @@ class ModelHub:
             cohort = (due, resolved.customer_id, entry.made_at, churned, gap, churn_scores, days_scores, entry.x)
             heapq.heappush(self._cohort_due, cohort)
             return
-        elif resolved.kind == NEXT_PURCHASE:
+        x = as_dict(entry.x)  # the next-purchase model's input (a churn label is learned later, from entry.x)
+        if resolved.kind == NEXT_PURCHASE:
             self.evaluation.score_days(resolved.value, days_scores)
             if categories is not None:
                 self.evaluation.score_category(categories, category_guesses)

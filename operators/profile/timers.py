@@ -235,11 +235,12 @@ class TimerWheel:
         fired: list[tuple[str, int]] = []
         for hour in hours:
             bucket = self.buckets[hour]
-            ready = [(c, d) for c, d in bucket.items() if d <= watermark_ms]
             if hour < now_hour:  # every deadline of a past hour is due: the bucket is done with
                 fired.extend(bucket.items())
                 self._drop(hour)
-            elif ready:
+                continue
+            ready = [(c, d) for c, d in bucket.items() if d <= watermark_ms]  # the current hour: only what is due
+            if ready:
                 for customer_id, _ in ready:
                     del bucket[customer_id]
                 fired.extend(ready)

@@ -20,6 +20,7 @@ The alert itself is built with ``alerts.make_alert`` (deterministic ids).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -83,8 +84,9 @@ class RuleContext:
     def last_purchase_by_now(self) -> int | None:
         """The last purchase at or before ``now``: a timer judges the past as it was at its deadline,
         even if later events were already applied (they may arrive in the same batch)."""
-        times = [t for t in self.profile["purchase_times"] if t <= self.now]
-        return times[-1] if times else None
+        times = self.profile["purchase_times"]  # sorted (profile/state.py inserts in order)
+        i = bisect.bisect_right(times, self.now)
+        return times[i - 1] if i else None
 
 
 def _registry() -> list[ModuleType]:

@@ -49,12 +49,21 @@ def engine_gc() -> None:
 
 
 @contextmanager
-def paced_gc() -> Iterator[None]:
-    """The same policy for a bounded run in a process that goes on (replay, evaluate, tests): restored afterwards."""
+def paced_gc(every_s: float | None = None) -> Iterator[None]:
+    """The same policy for a bounded run in a process that goes on (replay, evaluate, tests): restored afterwards.
+
+    ``every_s``: the pacer's interval for the run (default: as it is). A run nobody waits on event by event
+    (replay) may collect less often: each pass walks what was allocated since the last one and is still alive,
+    and the longer the interval, the more of it has died in between (reclaimed by reference counting, unwalked).
+    """
     was_enabled = gc.isenabled()
+    was_every = GC_PACER.every_s
+    if every_s is not None:
+        GC_PACER.every_s = every_s
     gc.disable()
     try:
         yield
     finally:
+        GC_PACER.every_s = was_every
         if was_enabled:
             gc.enable()

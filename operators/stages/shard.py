@@ -391,7 +391,10 @@ class ProfileShard:
                 timers = profile["timers"]
                 if not timers:
                     break
-                deadline, kind = min(((d, k) for k, d in timers.items() if k != held), default=(watermark + 1, ""))
+                if held:
+                    deadline, kind = min(((d, k) for k, d in timers.items() if k != held), default=(watermark + 1, ""))
+                else:  # the usual case: the same minimum (deadline, then kind), paired in C
+                    deadline, kind = min(zip(timers.values(), timers.keys()))
                 if deadline > watermark:
                     break
                 if kind == SEGMENT_TIMER and self.board.thresholds_at(deadline) is None:
@@ -403,8 +406,8 @@ class ProfileShard:
                 except Exception:
                     log.exception("timer %s of customer %s failed", kind, customer_id)
                 dirty[customer_id] = profile
-            pending = [d for d in profile["timers"].values()]
-            if pending and self.wheel.index(profile, min(pending)):
+            pending = profile["timers"]
+            if pending and self.wheel.index(profile, min(pending.values())):
                 dirty[customer_id] = profile  # the profile now names one more timer bucket: persist it
 
     def _on_timer(self, profile: state.Profile, kind: str, now: int, out: list[Effect]) -> None:
