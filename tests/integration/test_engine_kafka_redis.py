@@ -215,16 +215,10 @@ def _fired_through(client, shards: int) -> list[int]:
     return [orjson.loads(b).get("fired_through") or -1 for b in blobs if b]
 
 
-# Every kind: live and replay raise the same ids. The target is KIND_AGREEMENT of the ids in common for every kind;
-# the kinds below are not there in every run, and keep a floor a little under what was measured so that the test does
-# not fail with the host's load while they cannot fall further unnoticed (docs/guarantees.md, "Live and replay", says
-# why each differs). Caps lifted (UNCAPPED): they count what was sent, so a trigger that differs crowds out others.
+# Every kind: live and replay raise the same ids, KIND_AGREEMENT of them at least (docs/guarantees.md, "Live and
+# replay": 100% for every kind in every run since the fixes of 2026-12-06). Caps lifted (UNCAPPED): they count what was
+# sent, so a trigger that differs would crowd out others.
 KIND_AGREEMENT = 0.98
-NOT_YET = {
-    # 100% in the last 21 runs; one earlier run lost 12 offers of the first days (97.9%): at start the watermark counts
-    # only the partitions heard so far (docs/guarantees.md, not fixed yet).
-    "abandoned_interest": 0.95,
-}
 
 
 def test_every_kind_raises_the_same_alert_ids_live_as_in_replay(kafka_settings, redis_url, fresh_redis, tmp_path):
@@ -238,5 +232,5 @@ def test_every_kind_raises_the_same_alert_ids_live_as_in_replay(kafka_settings, 
     print("\n".join(a.line() for a in table.values()))  # the measured agreement, for the report (pytest -s)
     assert {"segment_change", "return_spike", "churn_risk", "win_back", "replenishment", "angry_customer"} <= set(table)
     assert all(a.replayed for a in table.values()), "every kind must have replayed alerts to compare"
-    short = [a.line() for kind, a in table.items() if a.share < NOT_YET.get(kind, KIND_AGREEMENT)]
+    short = [a.line() for a in table.values() if a.share < KIND_AGREEMENT]
     assert not short, short
