@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, cast
 
@@ -199,26 +200,24 @@ class SharedModels:
     def churn_risk(self, profile: dict[str, Any], as_of: int, population_gap_days: float) -> float | None:
         """Served as of ``as_of``, with the purchases made by then (a check fired at the watermark may find later
         ones, read ahead: ``purchases_as_of``)."""
-        if self.hub is None:
-            return None
-        then = purchases_as_of(cast(Profile, profile), as_of)
-        with self._lock:
-            return self.hub.churn_risk(then, as_of, population_gap_days)
+        return self._served(ModelHub.churn_risk, profile, as_of, population_gap_days)
 
     def next_purchase_in_days(self, profile: dict[str, Any], as_of: int, population_gap_days: float) -> float | None:
-        if self.hub is None:
-            return None
-        then = purchases_as_of(cast(Profile, profile), as_of)
-        with self._lock:
-            return self.hub.next_purchase_in_days(then, as_of, population_gap_days)
+        return self._served(ModelHub.next_purchase_in_days, profile, as_of, population_gap_days)
 
     def next_purchase_if_return_in_days(self, profile: dict[str, Any], as_of: int, population_gap_days: float) -> float | None:
         """Days to the next purchase if the customer buys again (``ModelHub.next_purchase_if_return_in_days``)."""
+        return self._served(ModelHub.next_purchase_if_return_in_days, profile, as_of, population_gap_days)
+
+    def _served(
+        self, estimate: Callable[[ModelHub, Profile, int, float], float], profile: dict[str, Any], as_of: int, gap: float
+    ) -> float | None:
+        """One of the hub's served estimates, as of ``as_of`` with the purchases made by then; None without models."""
         if self.hub is None:
             return None
         then = purchases_as_of(cast(Profile, profile), as_of)
         with self._lock:
-            return self.hub.next_purchase_if_return_in_days(then, as_of, population_gap_days)
+            return estimate(self.hub, then, as_of, gap)
 
     def report(self) -> dict[str, Any]:
         """Counters and progressive scores for the metrics port, read at scrape time (cheap: no ``hub.metrics()`` dict walk)."""
