@@ -137,7 +137,7 @@ class ProfileShard:
             self._stats_dirty = True
         batch, hold, get = ws.batch, ws.hold_encoded, ws.get
         apply, new_profile = self._apply, state.new_profile
-        look_ahead = self.serving.look if self.models.hub is not None else None
+        checks_ahead = self.models.hub is not None  # _check_before only feeds the models
         clock, applied = self.clock, 0
         for event in events:
             customer_id: str = event["customer_id"]
@@ -157,7 +157,7 @@ class ProfileShard:
                 profile = batch[customer_id] = new_profile(customer_id, ts)
                 if erasures:
                     erasures.start_after(profile)
-            if look_ahead is not None:
+            if checks_ahead:
                 self._check_before(profile, ts)
             try:
                 changed = apply(profile, event, out)
@@ -264,7 +264,6 @@ class ProfileShard:
         if kind not in RULE_EVENT_TYPES and segment_before == profile["segment"]:
             return True
         ctx = self._context(profile, event, event["ts"], segment_before)
-        purchases_kept = (profile["frequency"], profile["monetary"], profile["gap_mean_days"]) == before
         arm_ctx: RuleContext | None = None
         candidates: list[Candidate] = []
         segment_moved = segment_before != profile["segment"]
@@ -279,7 +278,7 @@ class ProfileShard:
                 if (
                     kind == "identify"
                     and event["ts"] < seen_before
-                    and purchases_kept
+                    and (profile["frequency"], profile["monetary"], profile["gap_mean_days"]) == before
                     and rule.KIND in (profile.get("timers") or ())
                 ):
                     # An identify read behind the customer's later events (a purchases partition ahead of the clickstream)
@@ -303,13 +302,14 @@ class ProfileShard:
         replay on 95-100% of churn_risk ids)."""
         timers = profile.get("timers")
         check = timers.get(CHURN_CHECK) if timers else None
-        seen, times = profile["last_seen"], profile["purchase_times"]
+        seen = profile["last_seen"]
         for _ in range(churn_risk.MAX_CHECKS):
             if check is None or not seen <= check < ts:
                 return
-            if profile["frequency"] > len(times) or times and times[0] <= check:  # the check judges a purchase by then
+            ctx = self._context(profile, None, check, profile["segment"], check - EVENT_LINES_LAG_MS)
+            if ctx.last_purchase_by_now() is not None:  # as the check's own on_timer: it judges a purchase by then
                 self.serving.look(profile, check)
-            check = churn_risk.deadline(self._context(profile, None, check, profile["segment"], check - EVENT_LINES_LAG_MS))
+            check = churn_risk.deadline(ctx)
 
     def _context(
         self, profile: state.Profile, event: dict[str, Any] | None, now: int, segment_before: str, lines_at: int | None = None
