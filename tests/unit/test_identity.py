@@ -9,7 +9,6 @@ from bytewax.testing import TestingSource, run_main
 from crm_stream.config import settings as config
 from crm_stream.flows.dataflow import build_flow
 from crm_stream.operators.events.simulator import Shop
-from crm_stream.operators.io import jsonutil
 from crm_stream.operators.io.effects import EffectsWriter
 from crm_stream.operators.io.files import CollectingOutputs
 from crm_stream.operators.io.keys import KeySpace
@@ -18,6 +17,7 @@ from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
 from crm_stream.operators.stages.identity import IdentityShard
 from crm_stream.operators.stages.shard import ProfileShard
 from tests.events import event
+from tests.unit.test_shard_memory import BytesStore  # encodes like Redis: a restart reads back bytes
 
 SETTINGS = config.load(None, env={})
 KEYS = KeySpace("crm")
@@ -80,16 +80,6 @@ def test_visitor_buffer_is_bounded_and_deduplicated():
     assert [e["url"] for e in identity.visitors["a1"]["events"]] == ["/2", "/3", "/4"]
 
 
-class _BytesStore(MemoryStore):
-    """Encodes like Redis (JSON bytes), so that a restarted shard reads back what was written, not shared dicts."""
-
-    def encode(self, value):
-        return value if isinstance(value, bytes) else jsonutil.dumps_state(value)
-
-    def decode(self, stored):
-        return jsonutil.loads(stored)
-
-
 def _run_from_start(store, batches):
     """A fresh identity and profile shard (a restart) reading ``batches`` from their first offsets, every effect
     written as the sink writes it; the stored profile of c1 at the end (None if there is none)."""
@@ -111,7 +101,7 @@ def test_a_visitors_event_read_again_after_a_restart_is_not_applied_twice_once_t
     pace): it must not reach the profile a second time."""
     anon_view, identify, own = _visitor_scene()
     batches = [[anon_view], [identify], own]
-    store = _BytesStore()
+    store = BytesStore()
     first = _run_from_start(store, batches)
     assert first["events"] == len(own) + 2 and first["type_counts"]["product_view"] == 1
     # Killed after the last write, restarted from the first offsets.
@@ -141,7 +131,7 @@ def test_a_buffered_event_read_again_after_an_identify_this_run_read_first_is_no
     fix, memory kept the link without the released events (they came back unlinked from the store), so the view
     was forwarded at its offset, and the event-id window had moved on."""
     anon_view, identify, own = _visitor_scene()
-    store = _BytesStore()
+    store = BytesStore()
     _run_from_start(store, [[anon_view]])  # killed after this batch was written
     again = _run_from_start(store, [[identify], own, [anon_view]])
     assert again["events"] == len(own) + 2 and again["type_counts"]["product_view"] == 1
@@ -152,7 +142,7 @@ def test_an_identify_read_twice_keeps_the_released_events_in_the_store():
     stored record with the empty list memory keeps for a visitor this run linked, or the restart, reading the view
     again with the visitor linked in the store, forwards it to c1 a second time."""
     anon_view, identify, own = _visitor_scene()
-    store = _BytesStore()
+    store = BytesStore()
     first = _run_from_start(store, [[anon_view], [identify], [dict(identify)], own])
     assert store.decode(store.get_many([KEYS.anon("a1")])[0])["events"] != []
     again = _run_from_start(store, [[anon_view], [identify], own])
@@ -181,8 +171,8 @@ def test_the_dataflow_restarted_from_the_first_offsets_ends_with_the_replays_pro
         run_main(flow, epoch_interval=timedelta(seconds=10))
         return {key: store.decode(blob) for key, blob in store.scan(KEYS.profile_prefix)}
 
-    replayed = run(_BytesStore(), records)
-    store = _BytesStore()
+    replayed = run(BytesStore(), records)
+    store = BytesStore()
     run(store, records[: len(records) // 3])
     restarted = run(store, records)
     differ = {

@@ -351,7 +351,7 @@ def test_a_partition_known_from_the_start_holds_the_watermark_until_it_delivers_
     assert other.watermark() == 1009
 
 
-def test_the_models_take_the_same_prediction_points_whatever_order_checks_and_events_come_in():
+def test_the_models_take_the_same_prediction_points_whatever_order_checks_and_events_come_in(monkeypatch):
     """A churn check due before a purchase read ahead of the watermark: fired after the purchase was applied, it found
     the customer seen since and the models took no point there, while replay (the check first) took one; the live
     models learned from other points than replay's, and served other scores (ProfileShard._check_before)."""
@@ -374,12 +374,9 @@ def test_the_models_take_the_same_prediction_points_whatever_order_checks_and_ev
             made.append(made_at)
         return add(self, customer_id, made_at, x, payload)
 
-    PendingPredictions.add = recording  # type: ignore[method-assign]
-    try:
-        _fed_shard([by_day[d] for d in sorted(by_day)], ())
-        replayed, made[:] = list(made), []
-        _fed_shard([[("clicks#0", view("c2", day=0.01))], hello, bought, *([c] for c in clicks)], ())  # purchases at once
-    finally:
-        PendingPredictions.add = add  # type: ignore[method-assign]
+    monkeypatch.setattr(PendingPredictions, "add", recording)
+    _fed_shard([by_day[d] for d in sorted(by_day)], ())
+    replayed, made[:] = list(made), []
+    _fed_shard([[("clicks#0", view("c2", day=0.01))], hello, bought, *([c] for c in clicks)], ())  # purchases at once
     assert any(30.5 < (t - DAY0) / 86_400_000 < 120 for t in replayed)  # a point at a check in the silence
     assert made == replayed
