@@ -63,9 +63,21 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
     # bought once and fell silent): the rhythm says not yet, or it was raised at an earlier check of this silence
     # (the same situation, the same alert id). A look at a silent customer is still a prediction point for the
     # models (models/hub.py) when they want one, so they learn what silence means all the same.
-    if lapse < ctx.cfg.churn_threshold or _crossed_before(ctx, last, gap, horizon, population_gap):
+    # Nor does one whose alert this silence already raised (the same id: the shard would drop it as a duplicate),
+    # though ``_crossed_before`` found no crossing: the lines of a later day moved the previous check's lapse
+    # back under the threshold. Such a re-proposal used to take a place in the day's service budget as well.
+    if (
+        lapse < ctx.cfg.churn_threshold
+        or _crossed_before(ctx, last, gap, horizon, population_gap)
+        or not ctx.can_raise(SERVICE, KIND, str(last))
+    ):
         ctx.look(profile, ctx.now)
         return []
+    # A call goes only to a high-value customer; anyone else gets a trigger, which needs a channel they consent to.
+    valuable = ctx.high_value()
+    if not valuable and not ctx.can_raise(MARKETING, KIND, str(last)):
+        ctx.look(profile, ctx.now)
+        return []  # neither a call nor a trigger could go out: no prediction served, none built
     risk = ctx.churn_risk(profile, ctx.now)
     if risk < ctx.cfg.churn_model_floor:
         return []
@@ -73,7 +85,6 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
     budget = ctx.cfg.churn_daily_budget
     book = ctx.churn_budget
     # A call is for a high-value customer, within the day's budget, by value at risk; the others get a trigger.
-    valuable = ctx.high_value()
     admitted = valuable and (book is None or book.admit(ctx.now, value, budget))
     if not admitted and not ctx.can_raise(MARKETING, KIND, str(last)):
         return []  # a we-miss-you trigger nobody consented to receive (or already had): none is built

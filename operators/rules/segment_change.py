@@ -15,8 +15,9 @@ def on_event(ctx: RuleContext) -> list[Candidate]:
     if before == after or before == "prospect" and after == "new":
         return []
     wanted = {s.strip() for s in ctx.cfg.segment_change_to.split(",")}
-    if after not in wanted:
-        return []
+    situation = f"{before}->{after}:{ctx.now}"
+    if after not in wanted or not ctx.can_raise(MARKETING, KIND, situation):
+        return []  # a trigger nobody consented to receive is not built (in a real backfill, most moves)
     return [
         Candidate(
             MARKETING,
@@ -24,7 +25,7 @@ def on_event(ctx: RuleContext) -> list[Candidate]:
                 KIND,
                 ctx.customer_id,
                 ctx.now,
-                situation=f"{before}->{after}:{ctx.now}",
+                situation=situation,
                 priority="low",
                 score=1.0,
                 reasons=[f"segment changed from {before} to {after}"],

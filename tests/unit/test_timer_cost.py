@@ -6,10 +6,13 @@ from dataclasses import replace
 
 import pytest
 
+from crm_stream.config.settings import RuleSettings
 from crm_stream.operators.events.timeutil import MS_PER_DAY
-from crm_stream.operators.io.interface import MARKETING
+from crm_stream.operators.io.interface import MARKETING, SERVICE
+from crm_stream.operators.profile.segments import Thresholds
 from crm_stream.operators.profile.state import new_profile
-from crm_stream.operators.rules import churn_risk, context, win_back
+from crm_stream.operators.rules import churn_risk, context, segment_change, win_back
+from crm_stream.operators.rules.alerts import alert_id
 from tests.events import T0, purchase
 from tests.unit.test_rules import SETTINGS, Harness, items, opt_in
 
@@ -79,3 +82,61 @@ def test_win_back_builds_no_trigger_nobody_may_receive():
     reachable = context(profile, now=now, reachable=lambda _p: True)
     assert [c.destination for c in win_back.on_timer(reachable)] == [MARKETING]
     assert win_back.on_timer(context(profile, now=now, reachable=lambda _p: False)) == []
+
+
+def _first_crossing(frequency_one_gap: float, cfg) -> int:
+    """The time of a one-time buyer's first churn check (``churn_risk.deadline``'s schedule): no earlier check crossed."""
+    return T0 + int(max(cfg.churn_min_check_days, cfg.churn_check_gap_multiplier * frequency_one_gap) * MS_PER_DAY)
+
+
+def _lapsed_buyer(valuable: bool) -> tuple[dict, int, Thresholds]:
+    profile = new_profile("c1", T0)
+    profile.update(frequency=1, monetary=500.0, last_purchase_at=T0, first_purchase_at=T0, purchase_times=[T0], last_seen=T0)
+    lines = Thresholds(high_value=100.0 if valuable else 1e9, active_days=30.0, population_gap_days=30.0)
+    return profile, _first_crossing(lines.population_gap_days, RuleSettings(churn_threshold=0.05)), lines
+
+
+def test_a_silence_whose_call_went_out_already_asks_no_model_and_takes_no_budget_place():
+    # Later lines can move the previous check's lapse back under the threshold (``_crossed_before`` then finds no
+    # crossing): the check proposed the same call again, and its place in the day's budget went to a duplicate.
+    profile, now, lines = _lapsed_buyer(valuable=True)
+    cfg, book, looked = RuleSettings(churn_threshold=0.05, churn_daily_budget=1), churn_risk.ServiceBudget(), []
+    fresh = context(profile, now=now, cfg=cfg, thresholds=lines, churn_risk=lambda _p, _a: 0.9)
+    fresh.churn_budget = book
+    assert [c.destination for c in churn_risk.on_timer(fresh)] == [SERVICE]  # the first proposal is a call
+
+    profile["alerted"][alert_id(churn_risk.KIND, "c1", str(T0))] = now
+    book = churn_risk.ServiceBudget()
+    again = context(profile, now=now, cfg=cfg, thresholds=lines, churn_risk=no_model_asked)
+    again.churn_budget, again.look = book, lambda _p, at: looked.append(at)
+    assert churn_risk.on_timer(again) == []
+    assert looked == [now]  # the models may still take the check as a prediction point
+    assert book.admit(now, 1.0, 1)  # the day's one place is still free
+
+
+def test_a_churn_check_nobody_could_be_told_of_asks_no_model():
+    # Not high-value (no call) and no channel consented to (no trigger): nothing can go out, so no prediction.
+    profile, now, lines = _lapsed_buyer(valuable=False)
+    ctx = context(
+        profile,
+        now=now,
+        cfg=RuleSettings(churn_threshold=0.05),
+        thresholds=lines,
+        churn_risk=no_model_asked,
+        reachable=lambda _p: False,
+    )
+    assert churn_risk.on_timer(ctx) == []
+    reachable = context(profile, now=now, cfg=RuleSettings(churn_threshold=0.05), thresholds=lines, churn_risk=lambda _p, _a: 0.9)
+    assert [c.destination for c in churn_risk.on_timer(reachable)] == [MARKETING]
+
+
+def test_segment_change_builds_no_trigger_nobody_may_receive():
+    profile = new_profile("c1", T0)
+    profile["segment"] = "lost"
+    moved = context(profile, now=T0, segment_before="high_value", reachable=lambda _p: True)
+    assert [c.destination for c in segment_change.on_event(moved)] == [MARKETING]
+    assert segment_change.on_event(context(profile, now=T0, segment_before="high_value", reachable=lambda _p: False)) == []
+
+
+def no_model_asked(_profile: dict, _as_of: int) -> float:
+    raise AssertionError("no prediction should be asked for a check that cannot alert")
