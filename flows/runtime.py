@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -224,6 +225,10 @@ class ReplaySummary:
     dead: int
     alerts: int
     profiles: int
+    timers_fired: dict[str, int] = field(default_factory=dict)
+    """Timers fired, by kind (absence rules, segment checks, held triggers' sends)."""
+    prediction_points: int = 0
+    """Prediction points the models took (0: models off); each is learned from and scored once its labels resolve."""
 
 
 def replay(
@@ -283,7 +288,10 @@ def _replay(
                 fh.write(jsonutil.dumps_line(record))
     keys = KeySpace.of(settings.store)
     profiles = write_profiles(settings, store, keys, shards, profiles_out, router.max_ts, churn_horizon_days)
-    return ReplaySummary(router.decoded, router.dead, len(alerts), profiles)
+    fired = sum((shard.fired for shard in shards.values()), Counter())
+    models = next(iter(shards.values())).models if shards else None
+    points = models.hub.points if models is not None and models.hub is not None else 0
+    return ReplaySummary(router.decoded, router.dead, len(alerts), profiles, dict(sorted(fired.items())), points)
 
 
 def write_profiles(

@@ -3,6 +3,7 @@
     python -m load.bench_realshape                   # 4 interleaved CDNOW copies (~270 k purchases, ~94 k customers)
     python -m load.bench_realshape --limit 40000     # a prefix only (the cost per event grows with event time)
     python -m load.bench_realshape --copies 1        # one copy
+    python -m load.bench_realshape --variants off    # the engine without models only
 
 Why: the simulated mix keeps every customer active, while in a real history most customers buy once and then
 fall silent. A backfill of such a history (the first thing a new user runs) spends its time on the deadlines of
@@ -14,9 +15,13 @@ in time (copy k's events a few minutes after copy 0's on the same day, so the co
 written once under ``--workdir`` and reused.
 
 What it prints: the bare loop's rate (``orjson.loads`` of every line and a dict update per customer: the ceiling
-of any Python engine reading this file), the engine's (``flows.runtime.replay``: the whole dataflow, in memory,
-timed to the end of the profile file), and their ratio. Both run in the same process, one after the other, so
-they see the same machine. Absolute rates on a shared 2-core VM drift run to run; read the ratio, and on a busy
+of any Python engine reading this file), then for each ``--variants`` engine configuration its rate
+(``flows.runtime.replay``: the whole dataflow, in memory, timed to the end of the profile file), its ratio to the
+bare loop, and where the work goes: timers fired per event, by kind, and the models' prediction points per event.
+The variants: ``default`` (the demo's settings: the models learn from every customer), ``sample`` (the models
+learn from the customer sample ``config/production.toml`` sets for production scale, ``models.train_fraction``)
+and ``off`` (no models: the spine, rules and timers alone). All run in the same process, one after the other, so
+they see the same machine. Absolute rates on a shared 2-core VM drift run to run; read the ratios, and on a busy
 machine the per-CPU-second figures (``time.process_time``: what this process itself spent), which other
 tenants' load moves much less. ``--out``
 writes the figures as JSON (``load/results/realshape-<date>.json`` when kept).
@@ -25,6 +30,7 @@ writes the figures as JSON (``load/results/realshape-<date>.json`` when kept).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -95,21 +101,48 @@ def bare_loop(path: Path) -> tuple[int, float, float]:
     return n, time.perf_counter() - t0, time.process_time() - c0
 
 
-def engine_replay(path: Path, workdir: Path) -> tuple[int, int, float, float]:
-    """``flows.runtime.replay`` of the file: events applied, alerts, wall and CPU seconds (to the end of the profile file)."""
+VARIANTS = ("default", "sample", "off")
+
+
+def variant_settings(variant: str) -> Any:
+    """The engine's settings for a variant (see the module doc)."""
     from crm_stream.config import settings as config
+
+    settings = config.load(None, env={})
+    if variant == "default":
+        return settings
+    if variant == "sample":
+        production = config.load(str(Path(config.__file__).with_name("production.toml")), env={})
+        return dataclasses.replace(
+            settings, models=dataclasses.replace(settings.models, train_fraction=production.models.train_fraction)
+        )
+    if variant == "off":
+        return dataclasses.replace(settings, models=dataclasses.replace(settings.models, enabled=False))
+    raise SystemExit(f"unknown variant {variant!r}: use any of {', '.join(VARIANTS)}")
+
+
+def engine_replay(path: Path, workdir: Path, variant: str = "default") -> dict[str, Any]:
+    """``flows.runtime.replay`` of the file under a variant's settings: what it did and what it cost."""
     from crm_stream.flows.runtime import replay
 
-    settings = config.load(None)
+    settings = variant_settings(variant)
     t0, c0 = time.perf_counter(), time.process_time()
     summary = replay(
         settings,
         path,
-        alerts_out=workdir / "realshape.alerts",
-        profiles_out=workdir / "realshape.profiles",
-        deadletter_out=workdir / "realshape.dl",
+        alerts_out=workdir / f"realshape-{variant}.alerts",
+        profiles_out=workdir / f"realshape-{variant}.profiles",
+        deadletter_out=workdir / f"realshape-{variant}.dl",
     )
-    return summary.events, summary.alerts, time.perf_counter() - t0, time.process_time() - c0
+    return {
+        "train_fraction": settings.models.train_fraction if settings.models.enabled else 0.0,
+        "events_applied": summary.events,
+        "alerts": summary.alerts,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "cpu_seconds": round(time.process_time() - c0, 2),
+        "timers_fired": summary.timers_fired,
+        "prediction_points": summary.prediction_points,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="replay only the first N events (0: all)")
     ap.add_argument("--cdnow", default=None, help="CDNOW_master.txt or a Lifetimes wheel (default: the installed package's)")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "crm-realshape"), help="input and outputs go here")
+    ap.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"engine settings to run, comma-separated (default: {','.join(VARIANTS)})"
+    )
     ap.add_argument("--out", default=None, help="write the figures as JSON to this file")
     args = ap.parse_args(argv)
 
@@ -137,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
                 dst.write(line)
     customers = len({orjson.loads(line)["customer_id"] for line in open(path, "rb")})
 
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for variant in variants:
+        variant_settings(variant)  # an unknown name stops here, before minutes of work
     bare_n, bare_s, bare_cpu = bare_loop(path)
-    applied, alerts, engine_s, engine_cpu = engine_replay(path, workdir)
-    bare_rate, engine_rate = bare_n / bare_s, applied / engine_s
-    bare_cpu_rate, engine_cpu_rate = bare_n / bare_cpu, applied / engine_cpu
+    bare_rate, bare_cpu_rate = bare_n / bare_s, bare_n / bare_cpu
     figures: dict[str, Any] = {
         "benchmark": "realshape",
         "command": "python -m load.bench_realshape " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -150,24 +187,31 @@ def main(argv: list[str] | None = None) -> int:
         "events": bare_n,
         "customers": customers,
         "bare_events_per_s": round(bare_rate),
-        "engine_events_applied": applied,
-        "engine_alerts": alerts,
-        "engine_seconds": round(engine_s, 2),
-        "engine_events_per_s": round(engine_rate),
-        "ratio": round(engine_rate / bare_rate, 4),
         "bare_events_per_cpu_s": round(bare_cpu_rate),
-        "engine_cpu_seconds": round(engine_cpu, 2),
-        "engine_events_per_cpu_s": round(engine_cpu_rate),
-        "ratio_cpu": round(engine_cpu_rate / bare_cpu_rate, 4),
+        "engines": {},
     }
     print(f"real-shaped replay: {bare_n:,} purchases over {customers:,} customers ({args.copies} CDNOW copies)")
-    print(f"  bare orjson.loads + dict loop  {bare_rate:>12,.0f} events/s")
-    print(f"  engine replay                  {engine_rate:>12,.0f} events/s  ({engine_s:.1f} s, {alerts:,} alerts)")
-    print(f"  engine / bare                  {engine_rate / bare_rate:>12.2%}")
-    print(
-        f"  per CPU second (other tenants' load left out): bare {bare_cpu_rate:,.0f}, engine {engine_cpu_rate:,.0f}, "
-        f"engine / bare {engine_cpu_rate / bare_cpu_rate:.2%}"
-    )
+    print(f"  bare orjson.loads + dict loop  {bare_rate:>10,.0f} events/s   {bare_cpu_rate:>10,.0f} per CPU s")
+    for variant in variants:
+        run = engine_replay(path, workdir, variant)
+        rate, cpu_rate = run["events_applied"] / run["seconds"], run["events_applied"] / run["cpu_seconds"]
+        run.update(
+            events_per_s=round(rate),
+            ratio=round(rate / bare_rate, 4),
+            events_per_cpu_s=round(cpu_rate),
+            ratio_cpu=round(cpu_rate / bare_cpu_rate, 4),
+        )
+        figures["engines"][variant] = run
+        fired = run["timers_fired"]
+        per_event = ", ".join(f"{kind} {n / bare_n:.2f}" for kind, n in sorted(fired.items(), key=lambda kv: -kv[1]))
+        print(
+            f"  engine, {variant:<7} {rate:>10,.0f} events/s ({rate / bare_rate:.2%} of bare)   "
+            f"{cpu_rate:>7,.0f} per CPU s ({cpu_rate / bare_cpu_rate:.2%})   {run['seconds']:.0f} s, {run['alerts']:,} alerts"
+        )
+        print(
+            f"      per event: timers fired {sum(fired.values()) / bare_n:.2f} ({per_event}); "
+            f"model prediction points {run['prediction_points'] / bare_n:.2f} (train fraction {run['train_fraction']:g})"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -99,6 +99,8 @@ class ProfileShard:
         self.applied: int = saved.get("applied", 0)
         """Events applied by this shard since the store was new (redeliveries excluded): progress for operators and benchmarks."""
         self.suppressed: Counter[str] = Counter(saved.get("suppressed", {}))
+        self.fired: Counter[str] = Counter()
+        """Timers fired since this shard started, by kind: where a backfill's time goes (load/bench_realshape.py)."""
         """Marketing triggers held back, by governance reason."""
         self.event_clock = EventClock(e.allowed_lateness_ms, e.idle_partition_s)
         if expected_sources:
@@ -401,6 +403,7 @@ class ProfileShard:
                     held = kind
                     continue
                 del timers[kind]
+                self.fired[kind] += 1
                 try:
                     self._on_timer(profile, kind, deadline, out)
                 except Exception:

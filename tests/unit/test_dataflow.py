@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -105,6 +106,15 @@ def test_replay_is_byte_identical_and_follows_the_contract(events_file, tmp_path
         assert 0.0 <= row["churn_risk"] <= 1.0 and row["next_purchase_in_days"] >= 0
     dead = [jsonutil.loads(line) for line in outs[0]["dead"].splitlines()]
     assert set(dead[0]) == {"reason", "topic", "line", "raw"}
+
+
+def test_replay_reports_its_timers_by_kind_and_the_models_points(events_file, tmp_path):
+    outs = {"alerts_out": tmp_path / "a.jsonl", "profiles_out": tmp_path / "p.jsonl"}
+    summary = replay(SETTINGS, events_file, **outs)
+    assert summary.timers_fired.get("segment", 0) > 0 and all(n > 0 for n in summary.timers_fired.values())
+    assert summary.prediction_points > 0
+    off = dataclasses.replace(SETTINGS, models=dataclasses.replace(SETTINGS.models, enabled=False))
+    assert replay(off, events_file, **outs).prediction_points == 0
 
 
 def test_replay_churn_horizon_changes_churn_risk(events_file, tmp_path):
