@@ -13,6 +13,8 @@ letter. The ``_src`` label is built once per input partition.
 from __future__ import annotations
 
 import logging
+import os
+import random
 import zlib
 from typing import Any, NamedTuple, cast
 
@@ -37,6 +39,21 @@ class Routed(NamedTuple):
     clocks: dict[str, int]
     """Input partition -> newest event time in the batch; sent to every shard, events or not, so each shard's
     event-time clock moves with the whole stream (timers must fire for customers who send nothing more)."""
+    origin: int = 0
+    """``process_tag()`` of the process that read the batch: a step in another process counts it as crossing."""
+
+
+_TAG: tuple[int, int] = (-1, 0)
+
+
+def process_tag() -> int:
+    """This process's random tag, drawn once per process id (a fork draws again): two engine processes, on one
+    machine or several, tell their items apart by it, where process ids alone may repeat across machines."""
+    global _TAG
+    pid = os.getpid()
+    if _TAG[0] != pid:
+        _TAG = (pid, random.getrandbits(62))
+    return _TAG[1]
 
 
 def _origin(topic: str | None, partition: int, offset: int) -> Origin:
@@ -135,8 +152,9 @@ class Router:
             for other in range(shards):
                 if other != own:
                     groups.setdefault(other, []).append({**event, ERASE_LINKS_ONLY: True})
+        here = process_tag()
         out: list[tuple[str, Any]] = (
-            [(shard_key(s), Routed(s, groups.get(s, []), clocks)) for s in range(shards)] if clocks else []
+            [(shard_key(s), Routed(s, groups.get(s, []), clocks, here)) for s in range(shards)] if clocks else []
         )
         if dead:
             out.append((DEAD, dead))

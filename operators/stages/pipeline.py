@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from crm_stream.config.settings import Settings
-from crm_stream.operators.events.router import DEAD, Routed, shard_key
+from crm_stream.operators.events.router import DEAD, Routed, process_tag, shard_key
 from crm_stream.operators.io.interface import Effect, Store
 from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.profile.segments import ThresholdBoard
@@ -38,12 +38,35 @@ class ToProfiles(NamedTuple):
     shard_key: str
     events: list[dict[str, Any]]
     clocks: dict[str, int] | None
+    origin: int = 0
+    """``process_tag()`` of the identity step's process (see ``Routed.origin``)."""
 
 
 class VisitorEffects(NamedTuple):
     """What an identity shard asks the sink to write (visitor buffers and links)."""
 
     effects: list[Effect]
+
+
+class Crossing(NamedTuple):
+    """What reached a stateful step from another process: Bytewax items, and the events they carry."""
+
+    items: int
+    events: int
+
+
+def crossing(parts: list[Routed] | list[ToProfiles], here: int) -> Crossing:
+    """Count the parts a step was given that another process made (their ``origin`` is not ``here``).
+
+    >>> crossing([Routed(0, [{}, {}], {}, 7), Routed(0, [{}], {}, 9), Routed(0, [], {}, 7)], here=9)
+    Crossing(items=2, events=2)
+    """
+    items = events = 0
+    for part in parts:
+        if part.origin != here:
+            items += 1
+            events += len(part.events)
+    return Crossing(items, events)
 
 
 def merge_clocks(parts: list[dict[str, int] | None]) -> dict[str, int]:
@@ -158,8 +181,9 @@ class Stages:
         clocks = merge_clocks([part.clocks for part in parts])
         routed, effects = self.identity(own).process(events, own)
         routed.setdefault(own, [])
+        here = process_tag()
         out: list[ToProfiles | VisitorEffects] = [
-            ToProfiles(shard_key(s), evs, clocks if s == own else None) for s, evs in routed.items()
+            ToProfiles(shard_key(s), evs, clocks if s == own else None, here) for s, evs in routed.items()
         ]
         if effects:
             out.append(VisitorEffects(effects))
