@@ -26,7 +26,8 @@ from bytewax.operators import StatefulBatchLogic
 
 from crm_stream.config.settings import Settings
 from crm_stream.flows.bytewax_io import EffectsSink, ReaderSource
-from crm_stream.operators.events.router import DEAD, Routed, Router, process_tag
+from crm_stream.flows.placement import NO_PLACEMENT, Placement
+from crm_stream.operators.events.router import DEAD, Routed, Router, process_tag, shard_number
 from crm_stream.operators.events.schema import Decoder
 from crm_stream.operators.io.effects import INGESTED, AuditWriter
 from crm_stream.operators.io.interface import Effect, Outputs, Reader, Store
@@ -67,6 +68,7 @@ def build_flow(
     metrics: EngineMetrics | None = None,
     stop: threading.Event | None = None,
     audit: AuditWriter | None = None,
+    placement: Placement = NO_PLACEMENT,
 ) -> Dataflow:
     """Wire the engine.
 
@@ -75,6 +77,8 @@ def build_flow(
     profile shards (replay reads them at the end). ``stop``, once set, ends our readers' input as if it
     were exhausted: the dataflow drains, writes everything, snapshots the models, and returns (SIGTERM).
     ``audit`` receives the engine's erasure records, written by the sink (none: they are dropped, as in replay).
+    ``placement`` (flows/placement.py) names the shards' keys and picks this process's input partitions so that
+    a customer's events stay in the process that reads them; a given ``router`` must use its ``shard_keys``.
     """
     e = settings.engine
     keys = KeySpace.of(settings.store)
@@ -92,15 +96,17 @@ def build_flow(
         emit_changes=emit_changes,
         registry=shard_registry,
         expected_sources=expected,
+        shard_keys=placement.shard_keys,
     )
     router = router or Router(
         Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes),
         e.shards,
         redact_deadletters=settings.privacy.redact_deadletters,
+        shard_keys=placement.shard_keys,
     )
 
     flow = Dataflow("crm_stream")
-    batches = op.input("input", flow, reader if isinstance(reader, Source) else ReaderSource(reader, stop))
+    batches = op.input("input", flow, reader if isinstance(reader, Source) else ReaderSource(reader, stop, placement.reads))
     routed = op.flat_map("decode_route", batches, router.route if metrics is None else _stamped(router.route))
     split = op.branch("split_dead", routed, lambda kv: kv[0] != DEAD)
     dead = op.map("dead_effects", split.falses, lambda kv: kv[1])
@@ -165,7 +171,7 @@ class _ProfileLogic(StatefulBatchLogic):
         if self.metrics is not None:
             self.metrics.crossed("profiles", *crossing(values, process_tag()))
         if self.shard is None:
-            self.shard = self.stages.profiles(int(values[0].shard_key[1:]))
+            self.shard = self.stages.profiles(shard_number(values[0].shard_key))
         effects = self.stages.apply(self.shard.shard, values)
         if self.mark_ingest and effects:
             # The first event, as a rule: the router stamps one per shard and batch.

@@ -19,6 +19,7 @@ from typing import Any
 
 from crm_stream.config.settings import Settings
 from crm_stream.flows.dataflow import build_flow, epoch_interval
+from crm_stream.flows.placement import NO_PLACEMENT, Placement, plan
 from crm_stream.flows.preflight import check_services
 from crm_stream.flows.shutdown import GracefulStop
 from crm_stream.operators.events.router import Router
@@ -143,11 +144,18 @@ def run(
     engine_gc()
     metrics = EngineMetrics()
     shared = SharedStore(settings, store, metrics)
-    router = Router(_decoder(settings), settings.engine.shards, metrics, redact_deadletters=settings.privacy.redact_deadletters)
+    reader = reader or make_reader(settings)
+    placement = _placement(settings, options, reader)
+    router = Router(
+        _decoder(settings),
+        settings.engine.shards,
+        metrics,
+        redact_deadletters=settings.privacy.redact_deadletters,
+        shard_keys=placement.shard_keys,
+    )
     shards: dict[int, ProfileShard] = {}
     metrics.watch_shards(lambda: list(shards.values()))
     metrics.watch_models(lambda: next((s.models.report() for s in list(shards.values())), None))  # one hub per process
-    reader = reader or make_reader(settings)
     if hasattr(reader, "lags"):
         metrics.watch_lag(reader.lags)
     stop = GracefulStop(options.notify, options.on_abort)
@@ -170,6 +178,7 @@ def run(
         metrics=metrics,
         stop=stop.event,
         audit=audit,
+        placement=placement,
     )
     with stop, contextlib.closing(audit):
         cli_main(
@@ -193,6 +202,23 @@ def run(
             committed or 0,
         )
     return RunResult(router, shared(), shards, stop.signal_name, committed)
+
+
+def _placement(settings: Settings, options: RunOptions, reader: Reader) -> Placement:
+    """Partition-local placement for this process of the cluster (engine.partition_local), or none."""
+    processes = len(options.addresses or [])
+    if not settings.engine.partition_local or processes < 2:
+        return NO_PLACEMENT
+    placement = plan(reader.partitions(), settings.engine.shards, options.process_id or 0, processes, options.workers_per_process)
+    if placement.shard_keys is not None:
+        log.info(
+            "partition-local: process %d of %d reads input partitions p %% %d == %d",
+            options.process_id or 0,
+            processes,
+            processes,
+            options.process_id or 0,
+        )
+    return placement
 
 
 def _decoder(settings: Settings) -> Decoder:

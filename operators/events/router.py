@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import zlib
+from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
 from crm_stream.operators.events import deadletters
@@ -64,6 +65,15 @@ def shard_key(shard: int) -> str:
     return f"s{shard:04d}"
 
 
+def shard_number(key: str) -> int:
+    """A shard's Bytewax key back to its number: ``s0003``, or ``s0003.1`` as flows/placement.py may name it, -> 3.
+
+    >>> shard_number("s0003"), shard_number("s0012.4")
+    (3, 12)
+    """
+    return int(key[1:].partition(".")[0])
+
+
 def identity_route(event: dict[str, Any], shards: int) -> int:
     """Visitors (and identify) by anonymous id; everyone else by customer id, which is also their profile shard."""
     if event["type"] == "identify" or event.get("customer_id") is None:
@@ -73,9 +83,17 @@ def identity_route(event: dict[str, Any], shards: int) -> int:
 
 class Router:
     def __init__(
-        self, decoder: Decoder, shards: int, metrics: EngineMetrics | None = None, *, redact_deadletters: bool = True
+        self,
+        decoder: Decoder,
+        shards: int,
+        metrics: EngineMetrics | None = None,
+        *,
+        redact_deadletters: bool = True,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
+        """``shard_keys``: each shard's Bytewax key, by number (flows/placement.py); default ``shard_key(n)``."""
         self.decoder = decoder
+        self.keys = tuple(shard_keys) if shard_keys is not None else tuple(shard_key(s) for s in range(shards))
         self.redact_deadletters = redact_deadletters
         """E-mails, phones and card numbers out of dead letters' ``raw`` and ``reason`` (privacy.redact_deadletters)."""
         self.shards = shards
@@ -154,7 +172,7 @@ class Router:
                     groups.setdefault(other, []).append({**event, ERASE_LINKS_ONLY: True})
         here = process_tag()
         out: list[tuple[str, Any]] = (
-            [(shard_key(s), Routed(s, groups.get(s, []), clocks, here)) for s in range(shards)] if clocks else []
+            [(self.keys[s], Routed(s, groups.get(s, []), clocks, here)) for s in range(shards)] if clocks else []
         )
         if dead:
             out.append((DEAD, dead))

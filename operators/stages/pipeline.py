@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from crm_stream.config.settings import Settings
-from crm_stream.operators.events.router import DEAD, Routed, process_tag, shard_key
+from crm_stream.operators.events.router import DEAD, Routed, process_tag, shard_key, shard_number
 from crm_stream.operators.io.interface import Effect, Store
 from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.profile.segments import ThresholdBoard
@@ -100,9 +100,13 @@ class Stages:
         emit_changes: bool = False,
         registry: dict[int, ProfileShard] | None = None,
         expected_sources: Callable[[], list[str]] | None = None,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         """``expected_sources``: a live source's input partitions, which every profile shard's clock waits for;
-        asked when the first profile shard is made (the source has listed them by then)."""
+        asked when the first profile shard is made (the source has listed them by then). ``shard_keys``: each
+        shard's Bytewax key, by number (flows/placement.py); default ``shard_key(n)``."""
+        shards = settings.engine.shards
+        self.shard_keys = tuple(shard_keys) if shard_keys is not None else tuple(shard_key(s) for s in range(shards))
         self.settings, self.store_provider, self.keys = settings, store_provider, keys
         self._expected_sources = expected_sources
         self._expected: list[str] | None = None
@@ -181,9 +185,9 @@ class Stages:
         clocks = merge_clocks([part.clocks for part in parts])
         routed, effects = self.identity(own).process(events, own)
         routed.setdefault(own, [])
-        here = process_tag()
+        here, keys = process_tag(), self.shard_keys
         out: list[ToProfiles | VisitorEffects] = [
-            ToProfiles(shard_key(s), evs, clocks if s == own else None, here) for s, evs in routed.items()
+            ToProfiles(keys[s], evs, clocks if s == own else None, here) for s, evs in routed.items()
         ]
         if effects:
             out.append(VisitorEffects(effects))
@@ -209,5 +213,5 @@ class Stages:
                 else:
                     to_profiles.setdefault(item.shard_key, []).append(item)
         for key, parts in to_profiles.items():
-            effects.extend(self.apply(int(key[1:]), parts))
+            effects.extend(self.apply(shard_number(key), parts))
         return effects

@@ -1,0 +1,159 @@
+"""Partition-local placement: the process that reads a customer's input partitions also holds their shards.
+
+The input topics are co-partitioned by customer: producers key a customer's events by customer id, and
+librdkafka's default partitioner puts a key in partition ``crc32(key) % partitions``, the hash the router
+shards by (``crc32(id) % engine.shards``). With ``partitions`` dividing ``shards``, every customer of shard
+``s`` is in partition ``s % partitions`` of each topic. Two Bytewax choices then decide whether a customer's
+events cross processes, and both can be steered:
+
+- which worker reads a partition: every worker lists the partitions it can read (``list_parts``) and Bytewax
+  picks one primary per partition among the workers that listed it; so process ``i`` of ``P`` lists only
+  partitions ``p`` with ``p % P == i``;
+- which worker holds a stateful key: ``SipHash-1-3`` with zero keys (Rust's ``DefaultHasher``) of the key's
+  bytes and a ``0xff`` byte, modulo the worker count (bytewax 0.21.1, src/operators.rs ``stateful_batch``
+  and src/timely.rs ``PartitionOp``); so shard ``s`` is named ``s0003``, or ``s0003.1`` and on, whichever
+  name first hashes to a worker of the process that reads partition ``s % partitions``.
+
+Only what must cross then crosses: an ``identify`` or a visitor's event goes to the identity shard of its
+anonymous id, and on to the customer's profile shard. Placement never changes which shard a customer is in:
+a wrong guess about Bytewax's hash, or a producer that partitions otherwise, costs crossings, not results.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from crm_stream.operators.events.router import shard_key
+from crm_stream.operators.io.kafka import parse_partition_name
+
+log = logging.getLogger(__name__)
+_M = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a process's shards and input partitions go; ``None`` where Bytewax's own choice is kept."""
+
+    shard_keys: tuple[str, ...] | None
+    """The Bytewax key of each shard, by shard number (identity and profile steps alike)."""
+    reads: Callable[[str], bool] | None
+    """Whether this process lists an input partition (by name) for reading."""
+
+
+NO_PLACEMENT = Placement(None, None)
+
+
+def _rotl(x: int, b: int) -> int:
+    return ((x << b) | (x >> (64 - b))) & _M
+
+
+def _round(v0: int, v1: int, v2: int, v3: int) -> tuple[int, int, int, int]:
+    v0 = (v0 + v1) & _M
+    v1 = _rotl(v1, 13) ^ v0
+    v0 = _rotl(v0, 32)
+    v2 = (v2 + v3) & _M
+    v3 = _rotl(v3, 16) ^ v2
+    v0 = (v0 + v3) & _M
+    v3 = _rotl(v3, 21) ^ v0
+    v2 = (v2 + v1) & _M
+    v1 = _rotl(v1, 17) ^ v2
+    v2 = _rotl(v2, 32)
+    return v0, v1, v2, v3
+
+
+def siphash13(data: bytes) -> int:
+    """SipHash-1-3 with zero keys: what Rust's ``DefaultHasher::new()`` computes (CPython hashes bytes with the
+    same function; under ``PYTHONHASHSEED=0`` its keys are zero too, which the tests compare against).
+
+    >>> siphash13(b"a")
+    4644417185603328019
+    """
+    v0, v1 = 0x736F6D6570736575, 0x646F72616E646F6D
+    v2, v3 = 0x6C7967656E657261, 0x7465646279746573
+    n = len(data)
+    end = n - n % 8
+    for i in range(0, end, 8):
+        m = struct.unpack_from("<Q", data, i)[0]
+        v3 ^= m
+        v0, v1, v2, v3 = _round(v0, v1, v2, v3)
+        v0 ^= m
+    last = ((n & 0xFF) << 56) | int.from_bytes(data[end:], "little")
+    v3 ^= last
+    v0, v1, v2, v3 = _round(v0, v1, v2, v3)
+    v0 ^= last
+    v2 ^= 0xFF
+    for _ in range(3):
+        v0, v1, v2, v3 = _round(v0, v1, v2, v3)
+    return v0 ^ v1 ^ v2 ^ v3
+
+
+def worker_of(key: str, workers: int) -> int:
+    """The worker Bytewax 0.21 routes a stateful key to (a ``str`` hashes as its bytes and ``0xff``).
+
+    >>> [worker_of(f"s{n:04d}", 2) for n in range(4)]
+    [1, 1, 0, 1]
+    """
+    return siphash13(key.encode() + b"\xff") % workers
+
+
+def key_on(shard: int, process: int, processes: int, workers_per_process: int = 1) -> str:
+    """The first of ``s0003``, ``s0003.1``, ... that Bytewax places on a worker of ``process`` (worker ``w``
+    belongs to process ``w // workers_per_process``, as timely numbers them).
+
+    >>> key_on(2, 0, 2), key_on(0, 0, 2)
+    ('s0002', 's0000.1')
+    """
+    workers = processes * workers_per_process
+    base = shard_key(shard)
+    name, n = base, 0
+    while worker_of(name, workers) // workers_per_process != process:
+        n += 1
+        name = f"{base}.{n}"
+    return name
+
+
+def shard_number(key: str) -> int:
+    """``s0003`` or ``s0003.1`` -> 3."""
+    return int(key[1:].partition(".")[0])
+
+
+def co_partitions(partitions: Sequence[str]) -> int | None:
+    """The partitions per input topic, when every topic has the same ones (0..n-1); else None.
+
+    >>> co_partitions(["a#0", "a#1", "b#1", "b#0"]), co_partitions(["a#0", "a#1", "b#0"])
+    (2, None)
+    """
+    by_topic: dict[str, set[int]] = {}
+    for name in partitions:
+        topic, number = parse_partition_name(name)
+        by_topic.setdefault(topic, set()).add(number)
+    counts = {len(numbers) for numbers in by_topic.values()}
+    if len(counts) != 1 or any(numbers != set(range(len(numbers))) for numbers in by_topic.values()):
+        return None
+    return counts.pop()
+
+
+def plan(partitions: Sequence[str], shards: int, process: int, processes: int, workers_per_process: int = 1) -> Placement:
+    """Partition-local placement for process ``process`` of ``processes``, or none where it cannot hold.
+
+    >>> p = plan(["t#0", "t#1", "t#2", "t#3"], 8, 1, 2)
+    >>> [p.reads(f"t#{n}") for n in range(4)], [worker_of(k, 2) for k in p.shard_keys]
+    ([False, True, False, True], [0, 1, 0, 1, 0, 1, 0, 1])
+    """
+    if processes < 2:
+        return NO_PLACEMENT  # nothing can cross; and the keys stay the ones replay has always used
+    per_topic = co_partitions(partitions)
+    if per_topic is None or shards % per_topic or per_topic < processes:
+        log.warning(
+            "input partitions %s: not the same count on every topic, dividing engine.shards (%d) and at least the "
+            "process count (%d); Bytewax places partitions and shards itself, and customer events cross processes",
+            sorted(partitions),
+            shards,
+            processes,
+        )
+        return NO_PLACEMENT
+    keys = tuple(key_on(s, (s % per_topic) % processes, processes, workers_per_process) for s in range(shards))
+    return Placement(keys, lambda name: parse_partition_name(name)[1] % processes == process)
