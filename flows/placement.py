@@ -6,13 +6,18 @@ shards by (``crc32(id) % engine.shards``). With ``partitions`` dividing ``shards
 ``s`` is in partition ``s % partitions`` of each topic. Two Bytewax choices then decide whether a customer's
 events cross processes, and both can be steered:
 
-- which worker reads a partition: every worker lists the partitions it can read (``list_parts``) and Bytewax
-  picks one primary per partition among the workers that listed it; so process ``i`` of ``P`` lists only
-  partitions ``p`` with ``p % P == i``;
-- which worker holds a stateful key: ``SipHash-1-3`` with zero keys (Rust's ``DefaultHasher``) of the key's
-  bytes and a ``0xff`` byte, modulo the worker count (bytewax 0.21.1, src/operators.rs ``stateful_batch``
-  and src/timely.rs ``PartitionOp``); so shard ``s`` is named ``s0003``, or ``s0003.1`` and on, whichever
-  name first hashes to a worker of the process that reads partition ``s % partitions``.
+- which worker reads a partition: every worker lists the partitions it can read (``list_parts``, documented as
+  "local partitions this worker has access to"); worker 0 picks one primary per partition among the workers
+  that listed it (bytewax 0.21.1 src/inputs.rs:252-256, src/timely.rs:575 ``calc_primaries``: the least loaded
+  candidate). Left to itself it deals the partitions, in name order, round the workers, so a partition's
+  number does not tell its worker. So process ``i`` of ``P`` lists only partitions ``p`` with ``p % P == i``;
+- which worker holds a stateful key: ``stateful_batch`` partitions by ``BuildHasherDefault<DefaultHasher>``
+  over the workers (src/operators.rs:565-574): SipHash-1-3 with zero keys of the ``StateKey(String)``, which
+  hashes as its bytes and a ``0xff`` byte (src/recovery.rs:242), ``as usize``, modulo the worker count, as an
+  index into the sorted workers (src/timely.rs:454-463, 541-549). So shard ``s`` is named ``s0003``, or
+  ``s0003.1`` and on, whichever name first hashes to a worker of the process that reads partition
+  ``s % partitions`` (timely numbers process ``i``'s workers ``i * per_process ...``).
+  tests/unit/test_placement.py checks this against Bytewax itself: an upgrade that changes it fails there.
 
 Only what must cross then crosses: an ``identify`` or a visitor's event goes to the identity shard of its
 anonymous id, and on to the customer's profile shard. Placement never changes which shard a customer is in:
