@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import zlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
@@ -49,11 +48,12 @@ _TAG: tuple[int, int] = (-1, 0)
 
 def process_tag() -> int:
     """This process's random tag, drawn once per process id (a fork draws again): two engine processes, on one
-    machine or several, tell their items apart by it, where process ids alone may repeat across machines."""
+    machine or several, tell their items apart by it, where process ids alone may repeat across machines. From
+    ``os.urandom``, not ``random``: the models' seeded draws must not shift."""
     global _TAG
     pid = os.getpid()
     if _TAG[0] != pid:
-        _TAG = (pid, random.getrandbits(62))
+        _TAG = (pid, int.from_bytes(os.urandom(8), "little") >> 2)
     return _TAG[1]
 
 
