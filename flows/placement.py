@@ -15,8 +15,9 @@ events cross processes, and both can be steered:
   over the workers (src/operators.rs:565-574): SipHash-1-3 with zero keys of the ``StateKey(String)``, which
   hashes as its bytes and a ``0xff`` byte (src/recovery.rs:242), ``as usize``, modulo the worker count, as an
   index into the sorted workers (src/timely.rs:454-463, 541-549). So shard ``s`` is named ``s0003``, or
-  ``s0003.1`` and on, whichever name first hashes to a worker of the process that reads partition
-  ``s % partitions`` (timely numbers process ``i``'s workers ``i * per_process ...``).
+  ``s0003.1`` and on, whichever name first hashes to a worker of process ``s % P``, the one that reads
+  partition ``s % partitions`` when ``P`` divides the partitions (timely numbers process ``i``'s workers from
+  ``i * per_process``).
   tests/unit/test_placement.py checks this against Bytewax itself: an upgrade that changes it fails there.
 
 Only what must cross then crosses: an ``identify`` or a visitor's event goes to the identity shard of its
@@ -26,7 +27,6 @@ a wrong guess about Bytewax's hash, or a producer that partitions otherwise, cos
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from crm_stream.operators.events.router import shard_key
 from crm_stream.operators.io.kafka import parse_partition_name
 
-log = logging.getLogger(__name__)
 _M = (1 << 64) - 1
 
 
@@ -128,37 +127,62 @@ def shard_number(key: str) -> int:
 def co_partitions(partitions: Sequence[str]) -> int | None:
     """The partitions per input topic, when every topic has the same ones (0..n-1); else None.
 
-    >>> co_partitions(["a#0", "a#1", "b#1", "b#0"]), co_partitions(["a#0", "a#1", "b#0"])
-    (2, None)
+    >>> co_partitions(["a#0", "a#1", "b#1", "b#0"]), co_partitions(["a#0", "a#1", "b#0"]), co_partitions(["file"])
+    (2, None, None)
     """
     by_topic: dict[str, set[int]] = {}
     for name in partitions:
-        topic, number = parse_partition_name(name)
-        by_topic.setdefault(topic, set()).add(number)
+        number = _number(name)
+        if number is None:
+            return None
+        by_topic.setdefault(name.rpartition("#")[0], set()).add(number)
     counts = {len(numbers) for numbers in by_topic.values()}
     if len(counts) != 1 or any(numbers != set(range(len(numbers))) for numbers in by_topic.values()):
         return None
     return counts.pop()
 
 
-def plan(partitions: Sequence[str], shards: int, process: int, processes: int, workers_per_process: int = 1) -> Placement:
-    """Partition-local placement for process ``process`` of ``processes``, or none where it cannot hold.
+def _number(name: str) -> int | None:
+    try:
+        return parse_partition_name(name)[1]
+    except ValueError:
+        return None
 
-    >>> p = plan(["t#0", "t#1", "t#2", "t#3"], 8, 1, 2)
-    >>> [p.reads(f"t#{n}") for n in range(4)], [worker_of(k, 2) for k in p.shard_keys]
-    ([False, True, False, True], [0, 1, 0, 1, 0, 1, 0, 1])
+
+def plan(shards: int, process: int, processes: int, workers_per_process: int = 1) -> Placement:
+    """Partition-local placement for process ``process`` of ``processes`` (none for one process).
+
+    Process ``i`` reads partitions ``p % processes == i`` and holds shards ``s % processes == i``: with ``N``
+    partitions per topic, a multiple of ``processes`` dividing ``shards``, shard ``s``'s customers are in
+    partition ``s % N``, which process ``s % N % processes == s % processes`` reads. Nothing here depends on what
+    the broker lists, so every process names the shards alike whatever it saw at its start (two names for one
+    shard would split its state); ``locality`` says when the topics' layout will still make events cross.
+
+    >>> p = plan(8, 1, 2)
+    >>> [p.reads(f"t#{n}") for n in range(4)], [worker_of(k, 2) for k in p.shard_keys], p.reads("file")
+    ([False, True, False, True], [0, 1, 0, 1, 0, 1, 0, 1], True)
     """
     if processes < 2:
         return NO_PLACEMENT  # nothing can cross; and the keys stay the ones replay has always used
+
+    def reads(name: str) -> bool:
+        number = _number(name)
+        return number is None or number % processes == process  # a name of another form: any process may read it
+
+    return Placement(tuple(key_on(s, s % processes, processes, workers_per_process) for s in range(shards)), reads)
+
+
+def locality(partitions: Sequence[str], shards: int, processes: int) -> str | None:
+    """Why customer events will still cross processes under ``plan``, from the input partitions; None if they won't.
+
+    >>> locality(["t#0", "t#1", "u#0", "u#1"], 16, 2) is None, locality(["t#0", "t#1", "t#2"], 16, 2)
+    (True, 'input partitions: 3 per topic, where a multiple of the process count (2) dividing engine.shards (16) keeps each customer in one process')
+    """
     per_topic = co_partitions(partitions)
-    if per_topic is None or shards % per_topic or per_topic < processes:
-        log.warning(
-            "input partitions %s: not the same count on every topic, dividing engine.shards (%d) and at least the "
-            "process count (%d); Bytewax places partitions and shards itself, and customer events cross processes",
-            sorted(partitions),
-            shards,
-            processes,
-        )
-        return NO_PLACEMENT
-    keys = tuple(key_on(s, (s % per_topic) % processes, processes, workers_per_process) for s in range(shards))
-    return Placement(keys, lambda name: parse_partition_name(name)[1] % processes == process)
+    if per_topic is not None and per_topic % processes == 0 and shards % per_topic == 0:
+        return None
+    count = "not the same on every topic" if per_topic is None else f"{per_topic} per topic"
+    return (
+        f"input partitions: {count}, where a multiple of the process count ({processes}) dividing "
+        f"engine.shards ({shards}) keeps each customer in one process"
+    )

@@ -19,7 +19,7 @@ from typing import Any
 
 from crm_stream.config.settings import Settings
 from crm_stream.flows.dataflow import build_flow, epoch_interval
-from crm_stream.flows.placement import NO_PLACEMENT, Placement, plan
+from crm_stream.flows.placement import NO_PLACEMENT, Placement, locality, plan
 from crm_stream.flows.preflight import check_services
 from crm_stream.flows.shutdown import GracefulStop
 from crm_stream.operators.events.router import Router
@@ -209,16 +209,15 @@ def _placement(settings: Settings, options: RunOptions, reader: Reader) -> Place
     processes = len(options.addresses or [])
     if not settings.engine.partition_local or processes < 2:
         return NO_PLACEMENT
-    placement = plan(reader.partitions(), settings.engine.shards, options.process_id or 0, processes, options.workers_per_process)
-    if placement.shard_keys is not None:
-        log.info(
-            "partition-local: process %d of %d reads input partitions p %% %d == %d",
-            options.process_id or 0,
-            processes,
-            processes,
-            options.process_id or 0,
-        )
-    return placement
+    process = options.process_id or 0
+    try:
+        why = locality(reader.partitions(), settings.engine.shards, processes)
+    except Exception as exc:  # only a warning depends on it; the source lists them again, and says what is wrong
+        why = f"could not list the input partitions ({exc})"
+    if why:
+        log.warning("partition-local: %s; customer events will cross processes (correct, slower)", why)
+    log.info("partition-local: process %d of %d reads input partitions p %% %d == %d", process, processes, processes, process)
+    return plan(settings.engine.shards, process, processes, options.workers_per_process)
 
 
 def _decoder(settings: Settings) -> Decoder:

@@ -15,7 +15,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSource, cluster_main
 
 from crm_stream.flows.bytewax_io import ReaderSource
-from crm_stream.flows.placement import NO_PLACEMENT, co_partitions, key_on, plan, siphash13, worker_of
+from crm_stream.flows.placement import NO_PLACEMENT, co_partitions, key_on, locality, plan, siphash13, worker_of
 from crm_stream.operators.events.router import shard_number
 
 TOPICS = ("crm.clickstream", "crm.control", "crm.purchases", "crm.support")
@@ -65,11 +65,12 @@ def test_bytewax_routes_each_stateful_key_to_the_worker_placement_computes(worke
     assert {k: threads[t] for k, t in held.items()} == {k: worker_of(k, workers) for k in keys}
 
 
-@pytest.mark.parametrize(("processes", "per_process", "partitions"), [(2, 1, 4), (3, 1, 8), (4, 2, 16), (2, 4, 2)])
+@pytest.mark.parametrize(("processes", "per_process", "partitions"), [(2, 1, 4), (4, 1, 8), (4, 2, 16), (2, 4, 2), (8, 1, 16)])
 def test_each_shard_is_held_by_the_process_that_reads_its_customers(processes, per_process, partitions):
     names = [f"{t}#{p}" for t in TOPICS for p in range(partitions)]
     shards = 16
-    plans = [plan(names, shards, i, processes, per_process) for i in range(processes)]
+    assert locality(names, shards, processes) is None
+    plans = [plan(shards, i, processes, per_process) for i in range(processes)]
     assert len({p.shard_keys for p in plans}) == 1  # every process names the shards alike
     keys = plans[0].shard_keys
     assert keys is not None and len(set(keys)) == shards and [shard_number(k) for k in keys] == list(range(shards))
@@ -82,12 +83,12 @@ def test_each_shard_is_held_by_the_process_that_reads_its_customers(processes, p
         assert worker_of(keys[shard], processes * per_process) // per_process == reader
 
 
-def test_no_placement_on_one_process_or_where_the_topics_are_not_co_partitioned():
+def test_one_process_keeps_the_replay_keys_and_a_layout_that_cannot_stay_local_is_named():
     four = [f"{t}#{p}" for t in TOPICS for p in range(4)]
-    assert plan(four, 16, 0, 1) == NO_PLACEMENT  # replay and one process keep s0000..s0015
-    assert plan(four + ["crm.support#4"], 16, 0, 2) == NO_PLACEMENT
-    assert plan([f"t#{p}" for p in range(3)], 16, 0, 2) == NO_PLACEMENT  # 3 does not divide 16
-    assert plan(four, 16, 0, 8) == NO_PLACEMENT  # more processes than partitions per topic
+    assert plan(16, 0, 1) == NO_PLACEMENT  # replay and one process keep s0000..s0015
+    assert "not the same on every topic" in (locality(four + ["crm.support#4"], 16, 2) or "")
+    assert "3 per topic" in (locality([f"t#{p}" for p in range(3)], 16, 3) or "")  # 3 does not divide 16
+    assert "4 per topic" in (locality(four, 16, 8) or "")  # more processes than partitions per topic
     assert co_partitions(["a#0", "a#2"]) is None
 
 
@@ -96,6 +97,6 @@ def test_the_source_lists_only_the_partitions_this_process_reads():
         def partitions(self) -> list[str]:
             return ["t#0", "t#1", "t#2", "t#3"]
 
-    placement = plan(Listing().partitions(), 16, 1, 2)
+    placement = plan(16, 1, 2)
     assert ReaderSource(Listing(), reads=placement.reads).list_parts() == ["t#1", "t#3"]  # type: ignore[arg-type]
     assert ReaderSource(Listing()).list_parts() == ["t#0", "t#1", "t#2", "t#3"]  # type: ignore[arg-type]
