@@ -50,6 +50,9 @@ class EngineSettings:
     """Timers fire when the slowest active partition's event time, minus this, passes their deadline."""
     idle_partition_s: float = 5.0
     """A partition silent this long (wall time) stops holding the event-time clock back."""
+    partition_local: bool = True
+    """Several processes: each reads its own share of the co-partitioned input partitions and holds the shards of
+    their customers, so their events never cross processes (flows/placement.py). False: Bytewax places both."""
     retention_days: float = 0.0
     """Customers inactive this long (event time) leave memory; their profile stays in the store and is read back
     when they return or a timer of theirs is due. 0 keeps everyone in memory (the embedded default, replay)."""

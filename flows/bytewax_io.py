@@ -26,12 +26,16 @@ class ReaderSource(FixedPartitionedSource[list[Raw], Any]):
     final positions in recovery, and returns, so a restart resumes exactly there.
     """
 
-    def __init__(self, reader: Reader, stop: threading.Event | None = None) -> None:
+    def __init__(self, reader: Reader, stop: threading.Event | None = None, reads: Callable[[str], bool] | None = None) -> None:
         self.reader = reader
         self.stop = stop
+        self.reads = reads
+        """Which partitions this process offers to read (flows/placement.py); None: all of them."""
 
     def list_parts(self) -> list[str]:
-        return self.reader.partitions()
+        # Bytewax picks each partition's reader among the workers that list it: listing only ours pins them here.
+        parts = self.reader.partitions()
+        return parts if self.reads is None else [p for p in parts if self.reads(p)]
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any | None) -> _ReaderPartition:
         return _ReaderPartition(self.reader.open(for_part, resume_state), self.stop)

@@ -26,7 +26,8 @@ from bytewax.operators import StatefulBatchLogic
 
 from crm_stream.config.settings import Settings
 from crm_stream.flows.bytewax_io import EffectsSink, ReaderSource
-from crm_stream.operators.events.router import DEAD, Routed, Router
+from crm_stream.flows.placement import NO_PLACEMENT, Placement
+from crm_stream.operators.events.router import DEAD, Routed, Router, process_tag, shard_number
 from crm_stream.operators.events.schema import Decoder
 from crm_stream.operators.io.effects import INGESTED, AuditWriter
 from crm_stream.operators.io.interface import Effect, Outputs, Reader, Store
@@ -34,17 +35,20 @@ from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.io.metrics import INGESTED_AT, EngineMetrics
 from crm_stream.operators.profile.segments import ThresholdBoard
 from crm_stream.operators.stages.learning import SharedModels
-from crm_stream.operators.stages.pipeline import Stages, ToProfiles
+from crm_stream.operators.stages.pipeline import Stages, ToProfiles, crossing
 from crm_stream.operators.stages.shard import ProfileShard
 
 
 class _IdentityLogic(StatefulBatchLogic):
     """Identity shard n: ``Stages.identify`` on what the router sent it."""
 
-    def __init__(self, stages: Stages) -> None:
+    def __init__(self, stages: Stages, metrics: EngineMetrics | None = None) -> None:
         self.stages = stages
+        self.metrics = metrics
 
     def on_batch(self, values: list[Routed]) -> tuple[Iterable[Any], bool]:
+        if self.metrics is not None:
+            self.metrics.crossed("identity", *crossing(values, process_tag()))
         return self.stages.identify(values), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> None:
@@ -64,6 +68,7 @@ def build_flow(
     metrics: EngineMetrics | None = None,
     stop: threading.Event | None = None,
     audit: AuditWriter | None = None,
+    placement: Placement = NO_PLACEMENT,
 ) -> Dataflow:
     """Wire the engine.
 
@@ -72,6 +77,8 @@ def build_flow(
     profile shards (replay reads them at the end). ``stop``, once set, ends our readers' input as if it
     were exhausted: the dataflow drains, writes everything, snapshots the models, and returns (SIGTERM).
     ``audit`` receives the engine's erasure records, written by the sink (none: they are dropped, as in replay).
+    ``placement`` (flows/placement.py) names the shards' keys and picks this process's input partitions so that
+    a customer's events stay in the process that reads them; a given ``router`` must use its ``shard_keys``.
     """
     e = settings.engine
     keys = KeySpace.of(settings.store)
@@ -89,27 +96,27 @@ def build_flow(
         emit_changes=emit_changes,
         registry=shard_registry,
         expected_sources=expected,
+        shard_keys=placement.shard_keys,
     )
     router = router or Router(
         Decoder(settings.currency_rates, e.base_currency, settings.kafka.max_message_bytes),
         e.shards,
         redact_deadletters=settings.privacy.redact_deadletters,
+        shard_keys=placement.shard_keys,
     )
 
     flow = Dataflow("crm_stream")
-    batches = op.input("input", flow, reader if isinstance(reader, Source) else ReaderSource(reader, stop))
+    batches = op.input("input", flow, reader if isinstance(reader, Source) else ReaderSource(reader, stop, placement.reads))
     routed = op.flat_map("decode_route", batches, router.route if metrics is None else _stamped(router.route))
     split = op.branch("split_dead", routed, lambda kv: kv[0] != DEAD)
     dead = op.map("dead_effects", split.falses, lambda kv: kv[1])
 
-    identified = op.stateful_batch("identity", split.trues, lambda resume: _IdentityLogic(stages))
+    identified = op.stateful_batch("identity", split.trues, lambda resume: _IdentityLogic(stages, metrics))
     parts = op.branch("split_identity", identified, lambda kv: type(kv[1]) is ToProfiles)
     to_profiles = op.map("rekey_profiles", parts.trues, lambda kv: (kv[1].shard_key, kv[1]))
     visitor_effects = op.map("visitor_effects", parts.falses, lambda kv: kv[1].effects)
 
-    profiles = op.stateful_batch(
-        "profiles", to_profiles, lambda resume: _ProfileLogic(stages, mark_ingest=metrics is not None, stop=stop)
-    )
+    profiles = op.stateful_batch("profiles", to_profiles, lambda resume: _ProfileLogic(stages, metrics, stop=stop))
     profile_effects = op.map("profile_effects", profiles, lambda kv: kv[1])
     effects = op.merge("all_effects", dead, visitor_effects, profile_effects)
     op.output("effects", effects, EffectsSink(outputs_factory, store_provider, metrics, audit))
@@ -153,15 +160,18 @@ class _ProfileLogic(StatefulBatchLogic):
     """Profile shard n: ``Stages.apply``. Bytewax builders get only the resume state, so the shard number comes
     with the first batch (in ``ToProfiles.shard_key``)."""
 
-    def __init__(self, stages: Stages, mark_ingest: bool = False, stop: threading.Event | None = None) -> None:
+    def __init__(self, stages: Stages, metrics: EngineMetrics | None = None, stop: threading.Event | None = None) -> None:
         self.stages = stages
-        self.mark_ingest = mark_ingest
+        self.metrics = metrics
+        self.mark_ingest = metrics is not None  # the live engine's latency metrics; replay stays pure
         self.stop = stop
         self.shard: ProfileShard | None = None
 
     def on_batch(self, values: list[ToProfiles]) -> tuple[Iterable[Any], bool]:
+        if self.metrics is not None:
+            self.metrics.crossed("profiles", *crossing(values, process_tag()))
         if self.shard is None:
-            self.shard = self.stages.profiles(int(values[0].shard_key[1:]))
+            self.shard = self.stages.profiles(shard_number(values[0].shard_key))
         effects = self.stages.apply(self.shard.shard, values)
         if self.mark_ingest and effects:
             # The first event, as a rule: the router stamps one per shard and batch.

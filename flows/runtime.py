@@ -20,6 +20,7 @@ from typing import Any
 
 from crm_stream.config.settings import Settings
 from crm_stream.flows.dataflow import build_flow, epoch_interval
+from crm_stream.flows.placement import NO_PLACEMENT, Placement, locality, plan
 from crm_stream.flows.preflight import check_services
 from crm_stream.flows.shutdown import GracefulStop
 from crm_stream.operators.events.router import Router
@@ -144,11 +145,18 @@ def run(
     engine_gc()
     metrics = EngineMetrics()
     shared = SharedStore(settings, store, metrics)
-    router = Router(_decoder(settings), settings.engine.shards, metrics, redact_deadletters=settings.privacy.redact_deadletters)
+    reader = reader or make_reader(settings)
+    placement = _placement(settings, options, reader)
+    router = Router(
+        _decoder(settings),
+        settings.engine.shards,
+        metrics,
+        redact_deadletters=settings.privacy.redact_deadletters,
+        shard_keys=placement.shard_keys,
+    )
     shards: dict[int, ProfileShard] = {}
     metrics.watch_shards(lambda: list(shards.values()))
     metrics.watch_models(lambda: next((s.models.report() for s in list(shards.values())), None))  # one hub per process
-    reader = reader or make_reader(settings)
     if hasattr(reader, "lags"):
         metrics.watch_lag(reader.lags)
     stop = GracefulStop(options.notify, options.on_abort)
@@ -171,6 +179,7 @@ def run(
         metrics=metrics,
         stop=stop.event,
         audit=audit,
+        placement=placement,
     )
     with stop, contextlib.closing(audit):
         cli_main(
@@ -194,6 +203,22 @@ def run(
             committed or 0,
         )
     return RunResult(router, shared(), shards, stop.signal_name, committed)
+
+
+def _placement(settings: Settings, options: RunOptions, reader: Reader) -> Placement:
+    """Partition-local placement for this process of the cluster (engine.partition_local), or none."""
+    processes = len(options.addresses or [])
+    if not settings.engine.partition_local or processes < 2:
+        return NO_PLACEMENT
+    process = options.process_id or 0
+    try:
+        why = locality(reader.partitions(), settings.engine.shards, processes)
+    except Exception as exc:  # only a warning depends on it; the source lists them again, and says what is wrong
+        why = f"could not list the input partitions ({exc})"
+    if why:
+        log.warning("partition-local: %s; customer events will cross processes (correct, slower)", why)
+    log.info("partition-local: process %d of %d reads input partitions p %% %d == %d", process, processes, processes, process)
+    return plan(settings.engine.shards, process, processes, options.workers_per_process)
 
 
 def _decoder(settings: Settings) -> Decoder:

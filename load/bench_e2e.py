@@ -56,7 +56,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,37 @@ class Store:
         self.client.close()
 
 
+def sum_counters(pages: Iterable[str]) -> dict[str, float]:
+    """Prometheus text pages -> each ``*_total`` sample summed over pages and labels.
+
+    >>> sum_counters(['a_total{s="x"} 2.0\\na_total{s="y"} 1.0\\n# HELP b', 'a_total{s="x"} 4.0\\nc 9'])
+    {'a_total': 7.0}
+    """
+    totals: dict[str, float] = {}
+    for page in pages:
+        for line in page.splitlines():
+            name, _, rest = line.partition("{") if "{" in line else line.partition(" ")
+            if line.startswith("#") or not name.endswith("_total"):
+                continue
+            totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return totals
+
+
+def crossing_figures(counters: dict[str, float]) -> dict[str, float | None]:
+    """Per 1,000 events in: the events, and the dataflow items, that reached a stateful step in another process.
+
+    >>> crossing_figures({"crm_events_in_total": 2000.0, "crm_crossing_events_total": 1500.0, "crm_crossing_items_total": 30.0})
+    {'events_in': 2000.0, 'events_per_1000': 750.0, 'items_per_1000': 15.0}
+    """
+    events = counters.get("crm_events_in_total", 0.0)
+    per = (lambda n: round(n * 1000 / events, 1)) if events else (lambda n: None)
+    return {
+        "events_in": events,
+        "events_per_1000": per(counters.get("crm_crossing_events_total", 0.0)),
+        "items_per_1000": per(counters.get("crm_crossing_items_total", 0.0)),
+    }
+
+
 class EngineCluster:
     """P ``crm-stream run`` processes forming one Bytewax cluster (P = 1: a plain single process)."""
 
@@ -137,15 +170,23 @@ class EngineCluster:
 
         self.log_dir = log_dir
         addresses = ",".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+        self.metrics_ports = [free_port() for _ in range(processes)]  # each process's /metrics: the crossing counts
         self.procs: list[subprocess.Popen[bytes]] = []
         for i in range(processes):
             cluster = ["--process-id", str(i), "--addresses", addresses] if processes > 1 else []
+            own = {**env, "CRM_STREAM__METRICS__PORT": str(self.metrics_ports[i]), "CRM_STREAM__METRICS__HOST": "127.0.0.1"}
             with open(log_dir / f"engine-{processes}p-{i}.log", "ab") as out:
                 self.procs.append(
                     subprocess.Popen(
-                        CLI + ["--log-level", "INFO", "run", *cluster], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+                        CLI + ["--log-level", "INFO", "run", *cluster], env=own, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
                     )
                 )
+
+    def counters(self) -> dict[str, float]:
+        """The processes' counters, summed over processes and labels (``crm_events_in_total`` -> value)."""
+        return sum_counters(
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode() for port in self.metrics_ports
+        )
 
     @property
     def pids(self) -> dict[str, int]:
@@ -460,6 +501,11 @@ def run_processes(
     result: dict[str, Any] = {"processes": processes}
     try:
         result["throughput"] = tp = throughput_phase(engines, store, events, args.engine_timeout, {**others, **store.pids})
+        result["crossing"] = cross = crossing_figures(engines.counters())
+        log(
+            f"{processes} process(es): records crossing processes per 1,000 events: {cross['events_per_1000']} events "
+            f"in {cross['items_per_1000']} dataflow items"
+        )
         redis_after = store.used_memory()
         result["memory"] = {
             "customers": customers,
@@ -542,6 +588,15 @@ def render(r: dict[str, Any]) -> str:
             f"{ratio(rate, one):>11}{rate / p:>10,.0f}   {tp.get('engine_cpu_cores') or 0:.2f} / "
             f"{c.get('other_processes_cores', 0):.2f} / {c.get('cores', '?')}" + ("  TIMED OUT" if tp["timed_out"] else "")
         )
+    cross_rows = [x for x in runs if x.get("crossing")]
+    if cross_rows:
+        lines += ["", "records crossing processes per 1,000 events (reaching the identity or profile step in another process):"]
+        for x in cross_rows:
+            c = x["crossing"]
+            lines.append(
+                f"  {x['processes']} process(es): {c['events_per_1000']} events, in {c['items_per_1000']} dataflow items "
+                f"({c['events_in']:,.0f} events in)"
+            )
     lat_rows = [x for x in runs if x.get("latency")]
     if lat_rows:
         first = lat_rows[0]["latency"]

@@ -13,7 +13,9 @@ letter. The ``_src`` label is built once per input partition.
 from __future__ import annotations
 
 import logging
+import os
 import zlib
+from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
 from crm_stream.operators.events import deadletters
@@ -37,6 +39,22 @@ class Routed(NamedTuple):
     clocks: dict[str, int]
     """Input partition -> newest event time in the batch; sent to every shard, events or not, so each shard's
     event-time clock moves with the whole stream (timers must fire for customers who send nothing more)."""
+    origin: int = 0
+    """``process_tag()`` of the process that read the batch: a step in another process counts it as crossing."""
+
+
+_TAG: tuple[int, int] = (-1, 0)
+
+
+def process_tag() -> int:
+    """This process's random tag, drawn once per process id (a fork draws again): two engine processes, on one
+    machine or several, tell their items apart by it, where process ids alone may repeat across machines. From
+    ``os.urandom``, not ``random``: the models' seeded draws must not shift."""
+    global _TAG
+    pid = os.getpid()
+    if _TAG[0] != pid:
+        _TAG = (pid, int.from_bytes(os.urandom(8), "little") >> 2)
+    return _TAG[1]
 
 
 def _origin(topic: str | None, partition: int, offset: int) -> Origin:
@@ -45,6 +63,15 @@ def _origin(topic: str | None, partition: int, offset: int) -> Origin:
 
 def shard_key(shard: int) -> str:
     return f"s{shard:04d}"
+
+
+def shard_number(key: str) -> int:
+    """A shard's Bytewax key back to its number: ``s0003``, or ``s0003.1`` as flows/placement.py may name it, -> 3.
+
+    >>> shard_number("s0003"), shard_number("s0012.4")
+    (3, 12)
+    """
+    return int(key[1:].partition(".")[0])
 
 
 def identity_route(event: dict[str, Any], shards: int) -> int:
@@ -56,9 +83,17 @@ def identity_route(event: dict[str, Any], shards: int) -> int:
 
 class Router:
     def __init__(
-        self, decoder: Decoder, shards: int, metrics: EngineMetrics | None = None, *, redact_deadletters: bool = True
+        self,
+        decoder: Decoder,
+        shards: int,
+        metrics: EngineMetrics | None = None,
+        *,
+        redact_deadletters: bool = True,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
+        """``shard_keys``: each shard's Bytewax key, by number (flows/placement.py); default ``shard_key(n)``."""
         self.decoder = decoder
+        self.keys = tuple(shard_keys) if shard_keys is not None else tuple(shard_key(s) for s in range(shards))
         self.redact_deadletters = redact_deadletters
         """E-mails, phones and card numbers out of dead letters' ``raw`` and ``reason`` (privacy.redact_deadletters)."""
         self.shards = shards
@@ -135,8 +170,9 @@ class Router:
             for other in range(shards):
                 if other != own:
                     groups.setdefault(other, []).append({**event, ERASE_LINKS_ONLY: True})
+        here = process_tag()
         out: list[tuple[str, Any]] = (
-            [(shard_key(s), Routed(s, groups.get(s, []), clocks)) for s in range(shards)] if clocks else []
+            [(self.keys[s], Routed(s, groups.get(s, []), clocks, here)) for s in range(shards)] if clocks else []
         )
         if dead:
             out.append((DEAD, dead))

@@ -102,6 +102,18 @@ class EngineMetrics:
             registry=r,
             buckets=LATENCY_BUCKETS,
         )
+        self.crossing_items = Counter(
+            "crm_crossing_items_total",
+            "Dataflow items that reached a stateful step (identity, profiles) in another process than the one that made them",
+            ["step"],
+            registry=r,
+        )
+        self.crossing_events = Counter(
+            "crm_crossing_events_total",
+            "Events carried by those items: the records that crossed processes (issue 16: per 1,000 events in)",
+            ["step"],
+            registry=r,
+        )
         self.started = time.time()
         self.last_batch: float | None = None
 
@@ -115,6 +127,12 @@ class EngineMetrics:
         for label, n in Tally(deadletter_label(r) for r in dead_reasons).items():
             self.deadlettered.labels(label).inc(n)
         self.last_batch = time.time()
+
+    def crossed(self, step: str, items: int, events: int) -> None:
+        """A stateful step's batch held ``items`` made by another process, carrying ``events`` events."""
+        if items:
+            self.crossing_items.labels(step).inc(items)
+            self.crossing_events.labels(step).inc(events)
 
     def store_failed(self, operation: str, exc: BaseException, retried: bool = True) -> None:
         self.store_errors.labels(operation, type(exc).__name__).inc()

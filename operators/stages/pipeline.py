@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from crm_stream.config.settings import Settings
-from crm_stream.operators.events.router import DEAD, Routed, shard_key
+from crm_stream.operators.events.router import DEAD, Routed, process_tag, shard_key, shard_number
 from crm_stream.operators.io.interface import Effect, Store
 from crm_stream.operators.io.keys import KeySpace
 from crm_stream.operators.profile.segments import ThresholdBoard
@@ -38,12 +38,35 @@ class ToProfiles(NamedTuple):
     shard_key: str
     events: list[dict[str, Any]]
     clocks: dict[str, int] | None
+    origin: int = 0
+    """``process_tag()`` of the identity step's process (see ``Routed.origin``)."""
 
 
 class VisitorEffects(NamedTuple):
     """What an identity shard asks the sink to write (visitor buffers and links)."""
 
     effects: list[Effect]
+
+
+class Crossing(NamedTuple):
+    """What reached a stateful step from another process: Bytewax items, and the events they carry."""
+
+    items: int
+    events: int
+
+
+def crossing(parts: list[Routed] | list[ToProfiles], here: int) -> Crossing:
+    """Count the parts a step was given that another process made (their ``origin`` is not ``here``).
+
+    >>> crossing([Routed(0, [{}, {}], {}, 7), Routed(0, [{}], {}, 9), Routed(0, [], {}, 7)], here=9)
+    Crossing(items=2, events=2)
+    """
+    items = events = 0
+    for part in parts:
+        if part.origin != here:
+            items += 1
+            events += len(part.events)
+    return Crossing(items, events)
 
 
 def merge_clocks(parts: list[dict[str, int] | None]) -> dict[str, int]:
@@ -77,9 +100,13 @@ class Stages:
         emit_changes: bool = False,
         registry: dict[int, ProfileShard] | None = None,
         expected_sources: Callable[[], list[str]] | None = None,
+        shard_keys: Sequence[str] | None = None,
     ) -> None:
         """``expected_sources``: a live source's input partitions, which every profile shard's clock waits for;
-        asked when the first profile shard is made (the source has listed them by then)."""
+        asked when the first profile shard is made (the source has listed them by then). ``shard_keys``: each
+        shard's Bytewax key, by number (flows/placement.py); default ``shard_key(n)``."""
+        shards = settings.engine.shards
+        self.shard_keys = tuple(shard_keys) if shard_keys is not None else tuple(shard_key(s) for s in range(shards))
         self.settings, self.store_provider, self.keys = settings, store_provider, keys
         self._expected_sources = expected_sources
         self._expected: list[str] | None = None
@@ -158,8 +185,9 @@ class Stages:
         clocks = merge_clocks([part.clocks for part in parts])
         routed, effects = self.identity(own).process(events, own)
         routed.setdefault(own, [])
+        here, keys = process_tag(), self.shard_keys
         out: list[ToProfiles | VisitorEffects] = [
-            ToProfiles(shard_key(s), evs, clocks if s == own else None) for s, evs in routed.items()
+            ToProfiles(keys[s], evs, clocks if s == own else None, here) for s, evs in routed.items()
         ]
         if effects:
             out.append(VisitorEffects(effects))
@@ -185,5 +213,5 @@ class Stages:
                 else:
                     to_profiles.setdefault(item.shard_key, []).append(item)
         for key, parts in to_profiles.items():
-            effects.extend(self.apply(int(key[1:]), parts))
+            effects.extend(self.apply(shard_number(key), parts))
         return effects

@@ -463,7 +463,8 @@ def test_router_shards_labels_and_dead_letters_as_before():
     out = dict(router.route(batch))
     seen = 0
     for s in range(8):
-        shard, evs, clocks = out[shard_key(s)]
+        routed = out[shard_key(s)]
+        shard, evs = routed.shard, routed.events
         assert shard == s
         for ev in evs:
             if ev.get(ERASE_LINKS_ONLY):

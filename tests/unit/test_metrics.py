@@ -170,3 +170,32 @@ def test_a_stop_request_ends_every_reader_partition_as_if_exhausted():
     stop.set()
     with pytest.raises(StopIteration):
         part.next_batch()
+
+
+def test_items_made_by_another_process_count_as_crossing():
+    """The reading process stamps each routed group (``Routed.origin``); a stateful step in another process counts
+    it, and the events it carries, once per batch. Items of its own process are free."""
+    from crm_stream.flows.dataflow import _IdentityLogic, _ProfileLogic
+    from crm_stream.operators.events.router import Routed, process_tag, shard_key
+    from crm_stream.operators.io.keys import KeySpace
+    from crm_stream.operators.profile.state import SOURCE, SOURCE_OFFSET
+    from crm_stream.operators.stages.learning import SharedModels
+    from crm_stream.operators.stages.pipeline import Stages, ToProfiles
+
+    store, keys = MemoryStore(), KeySpace("crm")
+    models = SharedModels(store, keys, SETTINGS.models)
+    stages = Stages(SETTINGS, lambda: store, keys, models=lambda: models)
+    metrics = EngineMetrics(CollectorRegistry())
+    here, elsewhere = process_tag(), process_tag() + 1
+    seen = [dict(view("c1"), **{SOURCE: "file#-1", SOURCE_OFFSET: n}) for n in range(3)]
+    clocks = {"file#-1": seen[0]["ts"]}
+    out = _IdentityLogic(stages, metrics).on_batch(
+        [Routed(0, seen[:2], clocks, elsewhere), Routed(0, seen[2:], clocks, here), Routed(0, [], clocks, elsewhere)]
+    )[0]
+    assert {item.origin for item in out} == {here}  # what the identity step sends on is stamped with its own process
+    assert _value(metrics, "crm_crossing_items_total", {"step": "identity"}) == 2
+    assert _value(metrics, "crm_crossing_events_total", {"step": "identity"}) == 2
+    _ProfileLogic(stages, metrics).on_batch([ToProfiles(shard_key(0), seen[:1], clocks, elsewhere)])
+    assert _value(metrics, "crm_crossing_events_total", {"step": "profiles"}) == 1
+    _ProfileLogic(stages, metrics).on_batch([ToProfiles(shard_key(0), seen[1:], clocks, here)])
+    assert _value(metrics, "crm_crossing_events_total", {"step": "profiles"}) == 1
