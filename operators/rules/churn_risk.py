@@ -201,7 +201,11 @@ class ServiceBudget:
     [False, True, True]
     """
 
-    KEEP_DAYS = 4
+    KEEP_DAYS = 400
+    """Days kept behind the newest day seen. A process's shards fire in step, within one input batch's span of event
+    time of each other (a shard fires only up to the lines every shard has passed), but a batch of a sparse
+    history spans weeks: with 4 days kept, a shard firing day D after another had reached D+5 found D's record
+    gone, started it afresh and sent a second day's worth of calls (69 on one day of the real-shaped replay)."""
 
     def __init__(self) -> None:
         self._days: dict[int, list[Any]] = {}
@@ -216,7 +220,7 @@ class ServiceBudget:
             record = self._days.get(day)
             if record is None:
                 record = self._days[day] = [0, []]
-                for old in sorted(self._days)[: -self.KEEP_DAYS]:
+                for old in [d for d in self._days if d < day - self.KEEP_DAYS]:
                     del self._days[old]
             best = record[1]
             if len(best) < budget:

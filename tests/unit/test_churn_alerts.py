@@ -57,6 +57,16 @@ def test_the_daily_budget_holds_under_a_burst():
     assert book.admitted(when) == 50
 
 
+def test_a_day_stays_full_when_a_shard_fires_in_it_after_another_reached_weeks_later():
+    # A batch of a sparse history spans weeks: one shard fires days D..D+20 before the next fires day D.
+    book = churn_risk.ServiceBudget()
+    day = MS_PER_DAY
+    assert sum(book.admit(100 * day, 1.0, 2) for _ in range(3)) == 2
+    for later in range(101, 121):
+        book.admit(later * day, 1.0, 2)
+    assert not book.admit(100 * day, 5.0, 2)  # day 100's two places were taken: none is opened again
+
+
 def test_the_next_day_admits_only_what_would_have_made_yesterdays_list():
     book = churn_risk.ServiceBudget()
     day = MS_PER_DAY
