@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, item in routed:
             if key == DEAD:
                 continue
-            shard, events, clocks = item
+            shard, events, clocks = item.shard, item.events, item.clocks
             per_shard, effects = identities[shard].process(events, shard)
             for target, evs in per_shard.items():
                 to_profiles.setdefault(target, []).extend(evs)

@@ -199,7 +199,7 @@ class Engine:
         for key, value in self.router.route(batch):
             if key == DEAD:
                 continue
-            own, routed_events, clocks = value
+            own, routed_events, clocks = value.shard, value.events, value.clocks
             identity = self.identities.get(own)
             if identity is None:
                 identity = self.identities[own] = IdentityShard(self.store, self.keys, e.shards, e.anonymous_max_events)
