@@ -46,9 +46,9 @@ NAME = "churn"
 OFFSET_FEATURE = "bgnbd_churn_logit"
 SILENCE_STAGES = 8
 """Stages of a silence: under 3 days since the last purchase, then doubling bins (3-6, 6-12, ... 96-192), 192 on."""
-SILENCE_FEATURES: tuple[str, ...] = tuple(
-    name for k in range(SILENCE_STAGES) for name in (f"silence_stage_{k}", f"silence_stage_{k}_bgnbd_logit")
-)
+_STAGE_COLUMNS = tuple((f"silence_stage_{k}", f"silence_stage_{k}_bgnbd_logit") for k in range(SILENCE_STAGES))
+SILENCE_FEATURES: tuple[str, ...] = tuple(name for pair in _STAGE_COLUMNS for name in pair)
+_NO_STAGE = dict.fromkeys(SILENCE_FEATURES, 0.0)
 CORRECTION_FEATURES: tuple[str, ...] = (
     # what BG/NBD cannot see: how regular and how overdue the customer is against their own rhythm...
     "bgnbd_churn_logit",
@@ -101,13 +101,10 @@ def silence_stage_features(x: Mapping[str, float]) -> dict[str, float]:
     >>> f["silence_stage_2"], f["silence_stage_2_bgnbd_logit"], f["silence_stage_0"], f["silence_stage_0_bgnbd_logit"]
     (1.0, 1.5, 0.0, 0.0)
     """
-    stage = silence_stage(x.get("recency_days", 0.0))
-    logit = x.get(OFFSET_FEATURE, 0.0)
-    out = {}
-    for k in range(SILENCE_STAGES):
-        here = k == stage
-        out[f"silence_stage_{k}"] = 1.0 if here else 0.0
-        out[f"silence_stage_{k}_bgnbd_logit"] = logit if here else 0.0
+    indicator, slope = _STAGE_COLUMNS[silence_stage(x.get("recency_days", 0.0))]
+    out = _NO_STAGE.copy()  # on every prediction and learning step: a copy, not 16 names formatted
+    out[indicator] = 1.0
+    out[slope] = x.get(OFFSET_FEATURE, 0.0)
     return out
 
 
