@@ -100,8 +100,9 @@ from crm_stream.models.features import (
 )
 from crm_stream.models.labels import CENSORED, CHURN, NEXT_PURCHASE, PendingPredictions, Resolved
 
-FORMAT_VERSION = 5  # 2: the streaming BG/NBD, its features and the serving guard; 3: the guard compares complete cohorts;
-# 4: the churn model learns in complete cohorts too; 5: next purchase if the customer returns is scored too
+FORMAT_VERSION = 6  # 2: the streaming BG/NBD, its features and the serving guard; 3: the guard compares complete cohorts;
+# 4: the churn model learns in complete cohorts too; 5: next purchase if the customer returns is scored too;
+# 6: the churn model's correction has a level and a slope per stage of the silence (models/churn.py)
 _GAP_DUE = FEATURE_NAMES.index("gap_due_days")
 _MAGIC = b"CRMHUB"
 _HEADER = struct.Struct(">6sHQ")  # magic, format version, model version

@@ -224,6 +224,21 @@ def test_untrained_churn_model_serves_its_offset_and_learns_a_correction():
     )
 
 
+def test_churn_model_recalibrates_its_offset_per_stage_of_the_silence():
+    # Right after a purchase the offset is overconfident (the truth is half its logit), long silent it is right:
+    # one slope for both gets the long silences wrong (CDNOW, models/churn.py); a slope per stage does not.
+    model = churn.build(learning_rate=0.01)
+    rng = random.Random(3)
+    for _ in range(5000):
+        for recency, low, shrink in ((0.0, -1.0, 0.5), (300.0, 2.0, 1.0)):
+            logit = rng.uniform(low, 5.0)
+            churned = rng.random() < 1 / (1 + math.exp(-shrink * logit))
+            churn.learn(model, {"bgnbd_churn_logit": logit, "recency_days": recency}, churned)
+    after_purchase = churn.predict(model, {"bgnbd_churn_logit": 4.0, "recency_days": 0.0})
+    long_silent = churn.predict(model, {"bgnbd_churn_logit": 4.0, "recency_days": 300.0})
+    assert after_purchase < 0.93 < long_silent
+
+
 def test_offset_model_ignores_features_outside_its_correction():
     model = OffsetLogistic("base", learning_rate=0.5, features=("f",))
     for _ in range(50):
