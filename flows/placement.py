@@ -119,11 +119,6 @@ def key_on(shard: int, process: int, processes: int, workers_per_process: int = 
     return name
 
 
-def shard_number(key: str) -> int:
-    """``s0003`` or ``s0003.1`` -> 3."""
-    return int(key[1:].partition(".")[0])
-
-
 def co_partitions(partitions: Sequence[str]) -> int | None:
     """The partitions per input topic, when every topic has the same ones (0..n-1); else None.
 
