@@ -60,22 +60,22 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
     silent = (ctx.now - last) / MS_PER_DAY
     lapse = rhythm.churn_risk(frequency, gap_mean, silent, horizon, population_gap)
     # A check that cannot produce an alert costs no model prediction (most checks of a real backfill: customers who
-    # bought once and fell silent): the rhythm says not yet, or it was raised at an earlier check of this silence
-    # (the same situation, the same alert id). A look at a silent customer is still a prediction point for the
-    # models (models/hub.py) when they want one, so they learn what silence means all the same.
-    # Nor does one whose alert this silence already raised (the same id: the shard would drop it as a duplicate),
-    # though ``_crossed_before`` found no crossing: the lines of a later day moved the previous check's lapse
-    # back under the threshold. Such a re-proposal used to take a place in the day's service budget as well.
+    # bought once and fell silent): the rhythm says not yet, or this silence's alert was proposed at an earlier check
+    # (``_crossed_before``) or raised already (the same id; later lines can move the previous check's lapse back under
+    # the threshold, and a re-proposal, dropped as a duplicate, used to take a place in the day's service budget).
+    # A look at a silent customer is still a prediction point for the models (models/hub.py) when they want one, so
+    # they learn what silence means all the same.
+    situation = str(last)
     if (
         lapse < ctx.cfg.churn_threshold
         or _crossed_before(ctx, last, gap, horizon, population_gap)
-        or not ctx.can_raise(SERVICE, KIND, str(last))
+        or not ctx.can_raise(SERVICE, KIND, situation)
     ):
         ctx.look(profile, ctx.now)
         return []
-    # A call goes only to a high-value customer; anyone else gets a trigger, which needs a channel they consent to.
-    valuable = ctx.high_value()
-    if not valuable and not ctx.can_raise(MARKETING, KIND, str(last)):
+    # The alert is new (above): a call needs a high-value customer, a trigger a channel the customer consents to.
+    valuable, reachable = ctx.high_value(), ctx.reachable(profile)
+    if not valuable and not reachable:
         ctx.look(profile, ctx.now)
         return []  # neither a call nor a trigger could go out: no prediction served, none built
     risk = ctx.churn_risk(profile, ctx.now)
@@ -86,8 +86,8 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
     book = ctx.churn_budget
     # A call is for a high-value customer, within the day's budget, by value at risk; the others get a trigger.
     admitted = valuable and (book is None or book.admit(ctx.now, value, budget))
-    if not admitted and not ctx.can_raise(MARKETING, KIND, str(last)):
-        return []  # a we-miss-you trigger nobody consented to receive (or already had): none is built
+    if not admitted and not reachable:
+        return []  # a we-miss-you trigger nobody consented to receive: none is built
     reasons = [
         f"no purchase for {silent:.0f} days, {silent / gap:.1f}x the usual gap of {gap:.0f} days",
     ]
@@ -111,7 +111,7 @@ def on_timer(ctx: RuleContext) -> list[Candidate]:
                 KIND,
                 ctx.customer_id,
                 ctx.now,
-                situation=str(last),
+                situation=situation,
                 priority="high" if admitted else "medium",
                 score=max(risk, lapse),
                 reasons=reasons,

@@ -99,9 +99,9 @@ class ProfileShard:
         self.applied: int = saved.get("applied", 0)
         """Events applied by this shard since the store was new (redeliveries excluded): progress for operators and benchmarks."""
         self.suppressed: Counter[str] = Counter(saved.get("suppressed", {}))
+        """Marketing triggers held back, by governance reason."""
         self.fired: Counter[str] = Counter()
         """Timers fired since this shard started, by kind: where a backfill's time goes (load/bench_realshape.py)."""
-        """Marketing triggers held back, by governance reason."""
         self.event_clock = EventClock(e.allowed_lateness_ms, e.idle_partition_s)
         if expected_sources:
             self.event_clock.expect(expected_sources)
